@@ -1,0 +1,87 @@
+/// Turns a request into a response: routing and error mapping, shared by the workers and in-process tests.
+struct Application {
+    let router: Router
+
+    /// The response, and for a `500` the underlying error for the log (never sent to the client).
+    func respond(to request: Request) -> (response: Response, failure: (any Error)?) {
+        switch router.match(method: request.method, path: request.path) {
+        case .notFound:
+            return (HTTPError.notFound.response, nil)
+        case .methodNotAllowed(let allowed):
+            return (
+                .detail(405, "Method Not Allowed", headers: [("Allow", allowed.joined(separator: ", "))]), nil
+            )
+        case .found(let handler, let parameters):
+            var routed = request
+            routed.pathParameters = parameters
+            do {
+                return (try handler(routed), nil)
+            } catch let error as any ClientError {
+                return (error.response, nil)
+            } catch {
+                return (.detail(500, "Internal Server Error"), error)
+            }
+        }
+    }
+}
+
+/// What the system endpoints need to know about the dependencies.
+protocol HealthProbe {
+    /// The schema version PostgreSQL reports. - Throws: when PostgreSQL cannot be reached.
+    func schemaVersion() throws -> Int
+    func redisIsUp() -> Bool
+}
+
+/// `GET /`, `/healthz` and `/readyz`.
+struct SystemHandler {
+    let probe: any HealthProbe
+
+    var routes: [Route] {
+        [
+            Route("GET", "/") { _ in message("Hypervisor is running") },
+            Route("GET", "/healthz") { _ in status("ok") },
+            Route("GET", "/readyz", readiness),
+        ]
+    }
+
+    /// 200 when PostgreSQL answers and is fully migrated; Redis is reported but never makes it fail.
+    private func readiness(_ request: Request) -> Response {
+        let version = try? probe.schemaVersion()
+        let redis = probe.redisIsUp() ? "up" : "down"
+        let migrated = version == Migrations.latestVersion
+        return .json(migrated ? 200 : 503) { json in
+            json.beginObject()
+            if !migrated {
+                json.key("detail")
+                json.value(version == nil ? "PostgreSQL is not reachable" : "database schema is not up to date")
+            }
+            json.key("status")
+            json.value(migrated ? "ready" : "not ready")
+            json.key("postgres")
+            json.value(version == nil ? "down" : "up")
+            json.key("schema_version")
+            json.value(version.map(Int64.init))
+            json.key("redis")
+            json.value(redis)
+            json.endObject()
+        }
+    }
+}
+
+private func message(_ text: String) -> Response {
+    .json { json in
+        json.beginObject()
+        json.key("message")
+        json.value(text)
+        json.endObject()
+    }
+}
+
+private func status(_ text: String) -> Response {
+    .json { json in
+        json.beginObject()
+        json.key("status")
+        json.value(text)
+        json.endObject()
+    }
+}

@@ -1,0 +1,74 @@
+/// The worker's PostgreSQL access: one connection, opened lazily and reopened with back-off.
+///
+/// While PostgreSQL is unreachable every call throws `ServiceUnavailable` (a `503`), and the next call after
+/// the back-off tries again, so the service recovers by itself without a restart.
+final class Database {
+    private let url: String
+    private let log: Log
+    private var connection: PostgresConnection?
+    private var nextAttempt: Double = 0
+    private var backoff: Double = 0
+
+    init(url: String, log: Log) {
+        self.url = url
+        self.log = log
+    }
+
+    /// Runs `body` on the connection.
+    ///
+    /// - Throws: `ServiceUnavailable` when PostgreSQL cannot be reached or the connection drops;
+    ///   otherwise whatever `body` throws.
+    func run<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
+        let connection = try connected()
+        do {
+            return try body(connection)
+        } catch let error as PostgresError where error.connectionLost {
+            drop(error)
+            throw ServiceUnavailable(dependency: "PostgreSQL")
+        }
+    }
+
+    /// Runs `body` in one transaction: committed when it returns, rolled back when it throws.
+    func transaction<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
+        try run { connection in
+            try connection.execute(Database.begin)
+            do {
+                let value = try body(connection)
+                try connection.execute(Database.commit)
+                return value
+            } catch {
+                if connection.isHealthy { _ = try? connection.execute(Database.rollback) }
+                throw error
+            }
+        }
+    }
+
+    private static let begin = Statement(name: "begin", sql: "BEGIN")
+    private static let commit = Statement(name: "commit", sql: "COMMIT")
+    private static let rollback = Statement(name: "rollback", sql: "ROLLBACK")
+
+    private func connected() throws(ServiceUnavailable) -> PostgresConnection {
+        if let connection, connection.isHealthy { return connection }
+        connection = nil
+        let now = monotonicSeconds()
+        guard now >= nextAttempt else { throw ServiceUnavailable(dependency: "PostgreSQL") }
+        do {
+            let fresh = try PostgresConnection(url: url)
+            if backoff > 0 { log.info("reconnected to PostgreSQL") }
+            backoff = 0
+            connection = fresh
+            return fresh
+        } catch {
+            backoff = min(2, max(0.05, backoff * 2))
+            nextAttempt = now + backoff
+            log.warning("cannot connect to PostgreSQL", ["error": error.message, "retry_in_s": String(backoff)])
+            throw ServiceUnavailable(dependency: "PostgreSQL")
+        }
+    }
+
+    private func drop(_ error: PostgresError) {
+        log.warning("lost the PostgreSQL connection", ["error": error.message])
+        connection = nil
+        nextAttempt = 0
+    }
+}

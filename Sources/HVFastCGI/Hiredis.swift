@@ -1,0 +1,142 @@
+import CHiredis
+import Glibc
+
+/// A failed Redis call.
+enum RedisError: Error, CustomStringConvertible {
+    /// Not connected, or the connection broke; the caller degrades.
+    case unavailable(String)
+    /// Redis answered with an error reply.
+    case reply(String)
+
+    var description: String {
+        switch self {
+        case .unavailable(let reason): "Redis unavailable: \(reason)"
+        case .reply(let message): "Redis error: \(message)"
+        }
+    }
+}
+
+/// A Redis reply, converted from hiredis's `redisReply`.
+enum RedisReply: Equatable {
+    case string(String)
+    case integer(Int64)
+    case array([RedisReply])
+    case status(String)
+    case null
+
+    var integer: Int64? {
+        if case .integer(let value) = self { return value }
+        return nil
+    }
+}
+
+/// One hiredis connection, opened lazily and reopened at most once per back-off period.
+///
+/// Redis being down must never fail a request that does not need it, so nothing connects until a command runs,
+/// and commands time out quickly.
+final class RedisConnection {
+    private let endpoint: Configuration.RedisEndpoint
+    private let database: Int
+    private var context: UnsafeMutablePointer<redisContext>?
+    private var nextAttempt: Double = 0
+    private var wasDown = false
+    private let timeout = timeval(tv_sec: 0, tv_usec: 250_000)
+
+    init(endpoint: Configuration.RedisEndpoint, database: Int) {
+        self.endpoint = endpoint
+        self.database = database
+    }
+
+    deinit { redisFree(context) }
+
+    /// Sends one command and waits for its reply.
+    ///
+    /// - Throws: `RedisError.unavailable` when Redis cannot be reached, `.reply` for an error reply.
+    /// The corresponding hiredis function is `redisCommandArgv`.
+    func command(_ arguments: [String]) throws(RedisError) -> RedisReply {
+        let context = try connected()
+        let copies = arguments.map { strdup($0) }
+        defer { for copy in copies { free(copy) } }
+        let lengths = arguments.map { $0.utf8.count }
+        var pointers = copies.map { UnsafePointer($0) }
+        let raw = pointers.withUnsafeMutableBufferPointer { argv in
+            lengths.withUnsafeBufferPointer { argvlen in
+                redisCommandArgv(context, Int32(arguments.count), argv.baseAddress, argvlen.baseAddress)
+            }
+        }
+        guard let raw else {
+            let reason = String(cString: withUnsafePointer(to: context.pointee.errstr) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 128) { $0 }
+            })
+            disconnect()
+            throw .unavailable(reason)
+        }
+        let reply = raw.assumingMemoryBound(to: redisReply.self)
+        defer { freeReplyObject(raw) }
+        return try RedisConnection.convert(reply.pointee)
+    }
+
+    /// Whether Redis answers PING now.
+    func ping() -> Bool {
+        (try? command(["PING"])) == .status("PONG")
+    }
+
+    private static func convert(_ reply: redisReply) throws(RedisError) -> RedisReply {
+        switch reply.type {
+        case REDIS_REPLY_STRING: return .string(text(reply))
+        case REDIS_REPLY_STATUS: return .status(text(reply))
+        case REDIS_REPLY_INTEGER: return .integer(Int64(reply.integer))
+        case REDIS_REPLY_NIL: return .null
+        case REDIS_REPLY_ERROR: throw .reply(text(reply))
+        case REDIS_REPLY_ARRAY:
+            var elements: [RedisReply] = []
+            for i in 0..<Int(reply.elements) {
+                guard let element = reply.element[i] else { continue }
+                elements.append(try convert(element.pointee))
+            }
+            return .array(elements)
+        default: return .null
+        }
+    }
+
+    private static func text(_ reply: redisReply) -> String {
+        guard let bytes = reply.str else { return "" }
+        return String(decoding: UnsafeRawBufferPointer(start: bytes, count: Int(reply.len)), as: UTF8.self)
+    }
+
+    /// The corresponding hiredis functions are `redisConnectWithTimeout` and `redisConnectUnixWithTimeout`.
+    private func connected() throws(RedisError) -> UnsafeMutablePointer<redisContext> {
+        if let context { return context }
+        let now = monotonicSeconds()
+        guard now >= nextAttempt else { throw .unavailable("reconnect backing off") }
+        nextAttempt = now + 1
+        let fresh: UnsafeMutablePointer<redisContext>?
+        switch endpoint {
+        case .tcp(let host, let port): fresh = redisConnectWithTimeout(host, Int32(port), timeout)
+        case .unix(let path): fresh = redisConnectUnixWithTimeout(path, timeout)
+        }
+        guard let fresh, fresh.pointee.err == 0 else {
+            redisFree(fresh)
+            wasDown = true
+            throw .unavailable("cannot connect")
+        }
+        redisSetTimeout(fresh, timeout)
+        context = fresh
+        if database != 0 {
+            do {
+                _ = try command(["SELECT", String(database)])
+            } catch {
+                disconnect()
+                throw error
+            }
+        }
+        wasDown = false
+        return fresh
+    }
+
+    private func disconnect() {
+        redisFree(context)
+        context = nil
+        wasDown = true
+    }
+}

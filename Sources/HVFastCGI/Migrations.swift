@@ -1,0 +1,99 @@
+/// The database schema as numbered migrations, applied in order, each in its own transaction.
+///
+/// Append new migrations; never edit one that has shipped.
+enum Migrations {
+    struct Migration {
+        let version: Int
+        let name: String
+        let sql: String
+    }
+
+    /// Serializes migration across masters on every host: `pg_advisory_lock` on this key.
+    static let lockKey: Int64 = 0x4856_4D49_4752  // "HVMIGR"
+
+    static let all: [Migration] = [
+        Migration(
+            version: 1, name: "identity and tenancy",
+            sql: """
+                CREATE TABLE organizations (
+                    id bigserial PRIMARY KEY,
+                    name text NOT NULL UNIQUE CHECK (char_length(name) BETWEEN 1 AND 128),
+                    invite_code text NOT NULL UNIQUE CHECK (char_length(invite_code) >= 22),
+                    created_at timestamptz NOT NULL DEFAULT now()
+                );
+                CREATE TABLE users (
+                    id bigserial PRIMARY KEY,
+                    username text NOT NULL UNIQUE CHECK (char_length(username) BETWEEN 3 AND 64),
+                    password_hash text NOT NULL,
+                    organization_id bigint REFERENCES organizations(id),
+                    role text CHECK (role IN ('admin', 'member')),
+                    tokens_valid_after bigint NOT NULL DEFAULT 0,
+                    created_at timestamptz NOT NULL DEFAULT now(),
+                    CHECK ((organization_id IS NULL) = (role IS NULL))
+                );
+                CREATE INDEX users_organization ON users (organization_id) WHERE organization_id IS NOT NULL;
+                CREATE TABLE clusters (
+                    id bigserial PRIMARY KEY,
+                    organization_id bigint REFERENCES organizations(id),
+                    owner_id bigint NOT NULL REFERENCES users(id),
+                    name text NOT NULL CHECK (char_length(name) BETWEEN 1 AND 128),
+                    total_ram bigint NOT NULL CHECK (total_ram >= 0),
+                    total_cpu bigint NOT NULL CHECK (total_cpu >= 0),
+                    total_gpu bigint NOT NULL CHECK (total_gpu >= 0),
+                    available_ram bigint NOT NULL,
+                    available_cpu bigint NOT NULL,
+                    available_gpu bigint NOT NULL,
+                    created_at timestamptz NOT NULL DEFAULT now(),
+                    CHECK (available_ram BETWEEN 0 AND total_ram),
+                    CHECK (available_cpu BETWEEN 0 AND total_cpu),
+                    CHECK (available_gpu BETWEEN 0 AND total_gpu)
+                );
+                CREATE UNIQUE INDEX clusters_organization_name ON clusters (organization_id, name)
+                    WHERE organization_id IS NOT NULL;
+                CREATE UNIQUE INDEX clusters_personal_name ON clusters (owner_id, name) WHERE organization_id IS NULL;
+                COMMENT ON COLUMN clusters.total_cpu IS 'millicores';
+                COMMENT ON COLUMN clusters.available_cpu IS 'millicores';
+                """)
+    ]
+
+    static var latestVersion: Int { all.last?.version ?? 0 }
+
+    private static let createTable = """
+        CREATE TABLE IF NOT EXISTS schema_migrations (
+            version integer PRIMARY KEY,
+            name text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )
+        """
+    static let currentVersion = Statement(
+        name: "migrations_current", sql: "SELECT coalesce(max(version), 0) FROM schema_migrations")
+    private static let lock = Statement(name: "migrations_lock", sql: "SELECT pg_advisory_lock($1)")
+    private static let unlock = Statement(name: "migrations_unlock", sql: "SELECT pg_advisory_unlock($1)")
+    private static let record = Statement(
+        name: "migrations_record", sql: "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)")
+
+    /// Applies every migration the database lacks, under an advisory lock so that masters starting together
+    /// take turns; the second finds nothing left to do. Returns the versions it applied.
+    ///
+    /// - Throws: `PostgresError` when a migration fails (that migration is rolled back).
+    static func migrate(_ connection: PostgresConnection) throws(PostgresError) -> [Int] {
+        try connection.execute(lock, [String(lockKey)])
+        defer { _ = try? connection.execute(unlock, [String(lockKey)]) }
+        try connection.unsafeExecute(script: createTable)
+        let current = Int(try connection.execute(currentVersion).int(0, 0) ?? 0)
+        var applied: [Int] = []
+        for migration in all where migration.version > current {
+            try connection.unsafeExecute(script: "BEGIN")
+            do {
+                try connection.unsafeExecute(script: migration.sql)
+                try connection.execute(record, [String(migration.version), migration.name])
+                try connection.unsafeExecute(script: "COMMIT")
+            } catch {
+                _ = try? connection.unsafeExecute(script: "ROLLBACK")
+                throw error
+            }
+            applied.append(migration.version)
+        }
+        return applied
+    }
+}

@@ -1,0 +1,84 @@
+/// A handler answers one route. It throws `ClientError`s for the client and anything else for a `500`.
+typealias Handler = (Request) throws -> Response
+
+/// One endpoint: a method and a path pattern whose `{name}` segments are parameters.
+struct Route {
+    let method: String
+    let pattern: String
+    let handler: Handler
+
+    init(_ method: String, _ pattern: String, _ handler: @escaping Handler) {
+        self.method = method
+        self.pattern = pattern
+        self.handler = handler
+    }
+}
+
+/// Finds the handler for a method and path. Every path answers with and without its trailing slash.
+struct Router {
+    enum Match {
+        case found(Handler, parameters: [String: String])
+        case notFound
+        case methodNotAllowed(allowed: [String])
+    }
+
+    private struct Pattern {
+        let segments: [Substring]
+        var handlers: [String: Handler]
+    }
+
+    /// Patterns without parameters, by normalized path: the common case is one dictionary lookup.
+    private var exact: [String: [String: Handler]] = [:]
+    private var patterns: [Pattern] = []
+    /// Every pattern, for the OpenAPI check.
+    private(set) var routes: [(method: String, pattern: String)] = []
+
+    init(_ routes: [Route]) {
+        for route in routes {
+            self.routes.append((route.method, route.pattern))
+            let normalized = Router.normalize(route.pattern)
+            if normalized.contains("{") {
+                let segments = normalized.split(separator: "/")
+                if let i = patterns.firstIndex(where: { $0.segments == segments }) {
+                    patterns[i].handlers[route.method] = route.handler
+                } else {
+                    patterns.append(Pattern(segments: segments, handlers: [route.method: route.handler]))
+                }
+            } else {
+                exact[normalized, default: [:]][route.method] = route.handler
+            }
+        }
+    }
+
+    func match(method: String, path: String) -> Match {
+        let normalized = Router.normalize(path)
+        if let handlers = exact[normalized] {
+            guard let handler = handlers[method] else { return .methodNotAllowed(allowed: handlers.keys.sorted()) }
+            return .found(handler, parameters: [:])
+        }
+        let segments = normalized.split(separator: "/")
+        for pattern in patterns where pattern.segments.count == segments.count {
+            var parameters: [String: String] = [:]
+            var matches = true
+            for (expected, actual) in zip(pattern.segments, segments) {
+                if expected.first == "{" && expected.last == "}" {
+                    parameters[String(expected.dropFirst().dropLast())] = String(actual)
+                } else if expected != actual {
+                    matches = false
+                    break
+                }
+            }
+            guard matches else { continue }
+            guard let handler = pattern.handlers[method] else {
+                return .methodNotAllowed(allowed: pattern.handlers.keys.sorted())
+            }
+            return .found(handler, parameters: parameters)
+        }
+        return .notFound
+    }
+
+    /// Strips one trailing slash (but keeps `/`).
+    static func normalize(_ path: String) -> String {
+        path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
+    }
+}

@@ -1,0 +1,47 @@
+import Glibc
+
+/// `hypervisord [--pid-file PATH]`: the FastCGI process manager.
+func main() -> Int32 {
+    var pidFile: String?
+    var arguments = CommandLine.arguments.dropFirst()
+    while let argument = arguments.popFirst() {
+        switch argument {
+        case "--pid-file":
+            guard let path = arguments.popFirst() else {
+                printError("hypervisord: --pid-file needs a path")
+                return 64
+            }
+            pidFile = path
+        case "--help", "-h":
+            print("usage: hypervisord [--pid-file PATH]   (configuration: environment and .env; see .env.example)")
+            return 0
+        default:
+            printError("hypervisord: unknown argument \(argument)")
+            return 64
+        }
+    }
+    let configuration: Configuration
+    do {
+        configuration = try Configuration.parse(Configuration.environment(), cpuCount: cpuCount())
+    } catch {
+        printError("hypervisord: \(error.description)")
+        return 78
+    }
+    let log = Log(path: configuration.logFile, level: configuration.logLevel, role: "master")
+    do {
+        let master = try Master(configuration: configuration, log: log, pidFile: pidFile)
+        return master.run()
+    } catch {
+        log.error("cannot start", ["error": String(describing: error)])
+        if configuration.logFile != nil { printError("hypervisord: cannot start: \(error)") }
+        return 1
+    }
+}
+
+/// One line on standard error (fd 2; Swift 6 rejects the C global `stderr`).
+func printError(_ line: String) {
+    var bytes = Array((line + "\n").utf8)
+    _ = write(2, &bytes, bytes.count)
+}
+
+exit(main())
