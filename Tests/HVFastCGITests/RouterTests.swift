@@ -1,0 +1,75 @@
+import Testing
+
+@testable import HVFastCGI
+
+@Suite struct RouterTests {
+    private let router = Router([
+        Route("GET", "/clusters/get_cluster") { _ in .detail(200, "get") },
+        Route("POST", "/clusters/create") { _ in .detail(200, "create") },
+        Route("GET", "/v1/clusters/{id}") { request in .detail(200, "one \(request.pathParameters["id"] ?? "")") },
+        Route("DELETE", "/v1/clusters/{id}") { _ in .detail(200, "delete") },
+        Route("GET", "/v1/clusters/{id}/queue") { request in .detail(200, "queue \(request.pathParameters["id"]!)") },
+        Route("GET", "/") { _ in .detail(200, "root") },
+    ])
+
+    private func body(_ method: String, _ path: String) -> String? {
+        guard case .found(let handler, let parameters) = router.match(method: method, path: path) else { return nil }
+        var request = Request(method: method, target: path)
+        request.pathParameters = parameters
+        return String(decoding: try! handler(request).body, as: UTF8.self)
+    }
+
+    @Test func bothSlashFormsMatch() {
+        #expect(body("GET", "/clusters/get_cluster") == #"{"detail":"get"}"#)
+        #expect(body("GET", "/clusters/get_cluster/") == #"{"detail":"get"}"#)
+        #expect(body("GET", "/v1/clusters/7/") == #"{"detail":"one 7"}"#)
+        #expect(body("GET", "/") == #"{"detail":"root"}"#)
+    }
+
+    @Test func pathParametersAreExtracted() {
+        #expect(body("GET", "/v1/clusters/42/queue") == #"{"detail":"queue 42"}"#)
+    }
+
+    @Test func unknownPathIs404() {
+        guard case .notFound = router.match(method: "GET", path: "/clusters") else {
+            Issue.record("expected notFound")
+            return
+        }
+        guard case .notFound = router.match(method: "GET", path: "/v1/clusters/1/queue/extra") else {
+            Issue.record("expected notFound")
+            return
+        }
+    }
+
+    @Test func knownPathWithWrongMethodIs405WithAllow() {
+        guard case .methodNotAllowed(let allowed) = router.match(method: "POST", path: "/clusters/get_cluster/") else {
+            Issue.record("expected methodNotAllowed")
+            return
+        }
+        #expect(allowed == ["GET"])
+        guard case .methodNotAllowed(let methods) = router.match(method: "PUT", path: "/v1/clusters/3") else {
+            Issue.record("expected methodNotAllowed")
+            return
+        }
+        #expect(methods == ["DELETE", "GET"])
+    }
+
+    @Test func applicationAnswersInFastAPIShape() {
+        let application = Application(router: router)
+        let missing = application.respond(to: Request(method: "GET", target: "/nope")).response
+        #expect(missing.status == 404)
+        #expect(String(decoding: missing.body, as: UTF8.self) == #"{"detail":"Not Found"}"#)
+        let wrong = application.respond(to: Request(method: "PATCH", target: "/")).response
+        #expect(wrong.status == 405)
+        #expect(String(decoding: wrong.body, as: UTF8.self) == #"{"detail":"Method Not Allowed"}"#)
+    }
+
+    @Test func unexpectedErrorsBecomeGeneric500() {
+        struct Boom: Error {}
+        let application = Application(router: Router([Route("GET", "/boom") { _ in throw Boom() }]))
+        let (response, failure) = application.respond(to: Request(method: "GET", target: "/boom"))
+        #expect(response.status == 500)
+        #expect(String(decoding: response.body, as: UTF8.self) == #"{"detail":"Internal Server Error"}"#)
+        #expect(failure is Boom)
+    }
+}
