@@ -1,0 +1,119 @@
+/// The scheduling policy of `spec/SCHEDULING.md`: a pure function from a cluster snapshot to a plan.
+///
+/// The desired running set is the greedy pass over the active deployments in scheduling order
+/// (`ActiveDeployment.schedulesBefore`): each deployment whose request fits in what the ones admitted before it left
+/// free is admitted. Preemption is not a separate algorithm but whatever that pass leaves out.
+public enum Scheduler {
+    /// The plan that makes the snapshot's deployments equal to the desired running set.
+    ///
+    /// The pass runs over exactly the deployments in `snapshot`, so the repository may load only the part of the
+    /// queue that can change. The plan is the cluster's plan when the snapshot holds every running deployment and
+    /// leaves out only pending deployments that the full pass would leave pending: a deployment the pass skips does
+    /// not change what is free for any other, so leaving it out changes nothing else. Two ways to know that without
+    /// reading a pending deployment `d`:
+    ///
+    /// 1. The cluster was settled and `d` is ordered before every deployment the change added or removed: the pass
+    ///    over the deployments ahead of `d` is the same as before the change, when it left `d` pending.
+    /// 2. `d` is ordered after some `position` and does not fit in `headroom(for:after:)` of a snapshot that holds
+    ///    every deployment the full pass admits up to `position`: the pass never has more room for `d` than that.
+    ///
+    /// So for a settled cluster, load the running deployments with the change applied (a new pending deployment
+    /// added, a completed or cancelled one removed), set `position` to the changed deployment, then repeatedly load
+    /// the pending deployments ordered after `position` that fit in the headroom, in scheduling order, moving
+    /// `position` to the last one loaded, until none is left.
+    public static func plan(for snapshot: ClusterSnapshot) -> SchedulingPlan {
+        var plan = SchedulingPlan()
+        var lastStarted: Int64?
+        for (deployment, admitted) in greedyPass(over: snapshot) {
+            if admitted && !deployment.isRunning {
+                plan.start.append(deployment.id)
+                lastStarted = deployment.id
+            } else if !admitted && deployment.isRunning {
+                plan.preempt.append(deployment.id)
+                plan.preemptedBy[deployment.id] = lastStarted
+            }
+        }
+        return plan
+    }
+
+    /// The plan after adding a new pending deployment to a settled snapshot, skipping the pass when the outcome is
+    /// already known.
+    ///
+    /// If `new` fits in `settled.available` it simply starts and nothing else changes. Proof: let `R` be the running
+    /// set, which the settled pass admitted exactly. Walk the new pass in order, assuming it has admitted exactly
+    /// `R ∪ {new}` so far. A deployment of `R` is admitted, since what is ahead of it plus itself is at most
+    /// `Σ R + new.request ≤ capacity`; so is `new`, for the same reason. A pending deployment `d` is not: the
+    /// settled pass had no room for it after the part of `R` ahead of it, and the new pass has at most as much
+    /// (requests are never negative). Adding `new` changes no other deployment's order, so by induction the new
+    /// pass admits exactly `R ∪ {new}`.
+    ///
+    /// Otherwise, if `startsWhenCreated` says it cannot start, it stays pending and, skipped by the pass, changes
+    /// nothing. Only when it starts by preempting does this run the full pass over `settled.active + [new]`.
+    ///
+    /// `settled` must hold every running deployment, give an empty plan, and (for the full pass) follow the subset
+    /// rule of `plan(for:)`; `new` must be pending.
+    public static func plan(adding new: ActiveDeployment, to settled: ClusterSnapshot) -> SchedulingPlan {
+        if new.request.fits(in: settled.available) {
+            return SchedulingPlan(start: [new.id])
+        }
+        let heldAtOrAbove = settled.active.lazy
+            .filter { $0.isRunning && $0.priority >= new.priority }
+            .map(\.request)
+            .reduce(Resources(), +)
+        guard startsWhenCreated(new.request, capacity: settled.capacity, runningAtOrAbovePriority: heldAtOrAbove) else {
+            return SchedulingPlan()
+        }
+        return plan(for: ClusterSnapshot(capacity: settled.capacity, active: settled.active + [new]))
+    }
+
+    /// Whether a deployment created in a settled cluster starts, possibly by preempting strictly lower priorities.
+    ///
+    /// `runningAtOrAbovePriority` is the sum of the requests of the running deployments whose priority is at least the
+    /// new one's. Everything ordered ahead of the new deployment has such a priority, and in a settled cluster the pass
+    /// over those admitted exactly the running ones, so this is what the pass leaves free for it: one sum in SQL
+    /// instead of reading the queue.
+    public static func startsWhenCreated(
+        _ request: Resources,
+        capacity: Resources,
+        runningAtOrAbovePriority: Resources
+    ) -> Bool {
+        request.fits(in: capacity - runningAtOrAbovePriority)
+    }
+
+    /// The most room the pass over the whole cluster can leave for any pending deployment ordered after `position`:
+    /// the capacity minus the requests the pass over `snapshot` admits up to and including `position`. It bounds the
+    /// whole cluster's pass when `snapshot` holds every deployment that pass admits up to `position`.
+    ///
+    /// `position` need not be in the snapshot (it may be the deployment just completed), so it works as a cursor for
+    /// loading the queue in scheduling order; see `plan(for:)`.
+    public static func headroom(for snapshot: ClusterSnapshot, after position: ActiveDeployment) -> Resources {
+        greedyPass(over: snapshot)
+            .filter { deployment, admitted in admitted && !position.schedulesBefore(deployment) }
+            .map(\.deployment.request)
+            .reduce(snapshot.capacity, -)
+    }
+
+    /// Refuses a request larger than the cluster's total in any dimension, which could never run.
+    ///
+    /// Throws `SchedulingError.insufficientCapacity` when `request` does not fit in `capacity`.
+    public static func validate(_ request: Resources, capacity: Resources) throws(SchedulingError) {
+        guard request.fits(in: capacity) else { throw .insufficientCapacity }
+    }
+
+    /// Every deployment in scheduling order, with whether the greedy pass admits it.
+    private static func greedyPass(over snapshot: ClusterSnapshot) -> [(deployment: ActiveDeployment, admitted: Bool)] {
+        var free = snapshot.capacity
+        return snapshot.active.sorted { $0.schedulesBefore($1) }.map { deployment in
+            guard deployment.request.fits(in: free) else { return (deployment, false) }
+            free = free - deployment.request
+            return (deployment, true)
+        }
+    }
+}
+
+/// Why the scheduler refuses a deployment.
+public enum SchedulingError: Error, Sendable, Equatable {
+    /// The request exceeds the cluster's total capacity in some dimension, so it could never run. The seed API answers
+    /// `422 {"detail": "Not Enough Resources on the cluster for this deployment"}`.
+    case insufficientCapacity
+}
