@@ -13,10 +13,11 @@ let package = Package(
         .systemLibrary(name: "CHiredis", path: "Sources/CHiredis"),
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL"),
         .systemLibrary(name: "CSystem", path: "Sources/CSystem"),
-        .target(name: "Domain"),
+        .target(name: "Domain", exclude: ["README.md"]),
         .executableTarget(
             name: "HVFastCGI",
-            dependencies: ["Domain", "CFastCGI", "CPostgres", "CHiredis", "COpenSSL", "CSystem"]
+            dependencies: ["Domain", "CFastCGI", "CPostgres", "CHiredis", "COpenSSL", "CSystem"],
+            resources: [.copy("openapi.json")]
         ),
         .testTarget(name: "DomainTests", dependencies: ["Domain"]),
         .testTarget(name: "HVFastCGITests", dependencies: ["HVFastCGI", "Domain"]),

@@ -4,7 +4,6 @@ import Glibc
 ///
 /// Values come from the environment first, then from `.env` in the working directory.
 struct Configuration: Equatable, Sendable {
-    enum JWTAlgorithmName: String, Sendable { case hs256 = "HS256", hs384 = "HS384", hs512 = "HS512" }
     enum LogLevel: Int, Comparable, Sendable {
         case debug, info, warning, error
         static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
@@ -22,7 +21,7 @@ struct Configuration: Equatable, Sendable {
 
     /// HMAC key for the HS* algorithms; at least 32 bytes.
     var jwtSecret: [UInt8]
-    var jwtAlgorithm: JWTAlgorithmName = .hs256
+    var jwtAlgorithm: JWTAlgorithm = .hs256
     var accessTokenLifetimeSeconds: Int64 = 30 * 60
     /// libpq connection URI.
     var databaseURL: String
@@ -66,15 +65,19 @@ struct Configuration: Equatable, Sendable {
 
         let stateDirectory = value("HV_STATE_DIR") ?? "./var"
 
-        guard let secret = value("JWT_SECRET_KEY") else {
-            throw Invalid(missing: "JWT_SECRET_KEY", "must be set to at least 32 bytes")
-        }
-        guard secret.utf8.count >= 32 else {
-            throw Invalid("JWT_SECRET_KEY", "must be at least 32 bytes", "<\(secret.utf8.count) bytes>")
-        }
         let algorithmRaw = value("JWT_ALGORITHM") ?? "HS256"
-        guard let algorithm = JWTAlgorithmName(rawValue: algorithmRaw) else {
+        guard let algorithm = JWTAlgorithm(rawValue: algorithmRaw) else {
             throw Invalid("JWT_ALGORITHM", "must be HS256, HS384 or HS512", algorithmRaw)
+        }
+        // RFC 7518 §3.2: an HMAC key at least as long as the hash output.
+        let minimumSecret = ["HS256": 32, "HS384": 48, "HS512": 64][algorithmRaw] ?? 32
+        guard let secret = value("JWT_SECRET_KEY") else {
+            throw Invalid(missing: "JWT_SECRET_KEY", "must be set to at least \(minimumSecret) bytes")
+        }
+        guard secret.utf8.count >= minimumSecret else {
+            throw Invalid(
+                "JWT_SECRET_KEY", "must be at least \(minimumSecret) bytes for \(algorithmRaw)",
+                "<\(secret.utf8.count) bytes>")
         }
         let minutes = try integer(
             "ACCESS_TOKEN_EXPIRE_MINUTES", default: 30, range: 1...525_600, what: "must be minutes between 1 and 525600")
@@ -112,8 +115,8 @@ struct Configuration: Equatable, Sendable {
         }
         var scryptLogN: Int?
         if let raw = value("HV_TEST_SCRYPT_LOG_N") {
-            guard let n = Int(raw), (1...20).contains(n) else {
-                throw Invalid("HV_TEST_SCRYPT_LOG_N", "must be an integer between 1 and 20", raw)
+            guard let n = Int(raw), (1...17).contains(n) else {
+                throw Invalid("HV_TEST_SCRYPT_LOG_N", "must be an integer between 1 and 17", raw)
             }
             scryptLogN = n
         }

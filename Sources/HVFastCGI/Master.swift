@@ -12,6 +12,7 @@ final class Master {
     private var supervisor: Supervisor
     private var slots: [Int32: Int] = [:]
     private let pidFile: String?
+    private let openAPI: [UInt8]
     private var exitCode: Int32?
 
     /// Master setup: signal pipe, migrations, listening socket, pid file.
@@ -21,6 +22,7 @@ final class Master {
         self.configuration = configuration
         self.log = log
         self.pidFile = pidFile
+        openAPI = try OpenAPI.load()
         signals = try SignalPipe()
         scoreboard = try Scoreboard()
         supervisor = Supervisor(policy: Master.policy(configuration))
@@ -135,9 +137,15 @@ final class Master {
             // The master may have died between fork and prctl.
             if getppid() != parent { _exit(0) }
             log.adopt(role: "worker")
-            let worker = Worker(
-                configuration: configuration, log: log, listenFD: listenSocket.fd, scoreboard: scoreboard, slot: slot)
-            _exit(worker.run())
+            do {
+                let worker = try Worker(
+                    configuration: configuration, log: log, listenFD: listenSocket.fd, scoreboard: scoreboard,
+                    slot: slot, openAPI: openAPI)
+                _exit(worker.run())
+            } catch {
+                log.error("worker setup failed", ["error": String(describing: error)])
+                _exit(70)
+            }
         }
         guard pid > 0 else {
             scoreboard.release(slot: slot)

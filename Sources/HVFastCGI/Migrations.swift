@@ -77,6 +77,8 @@ enum Migrations {
     ///
     /// - Throws: `PostgresError` when a migration fails (that migration is rolled back).
     static func migrate(_ connection: PostgresConnection) throws(PostgresError) -> [Int] {
+        // "relation already exists, skipping" notices are expected on every start after the first.
+        try connection.unsafeExecute(script: "SET client_min_messages TO warning")
         try connection.execute(lock, [String(lockKey)])
         defer { _ = try? connection.execute(unlock, [String(lockKey)]) }
         try connection.unsafeExecute(script: createTable)

@@ -1,11 +1,24 @@
-/// The worker's connections, shared by every handler of the process.
+/// What a worker process holds for its handlers: connections, crypto contexts and the configuration.
 final class Services: HealthProbe {
+    let configuration: Configuration
+    let log: Log
     let database: Database
     let redis: RedisConnection
+    let signer: TokenSigner
+    let hasher: PasswordHasher
+    let limiter: RateLimiter
 
-    init(database: Database, redis: RedisConnection) {
-        self.database = database
-        self.redis = redis
+    /// - Throws: `CryptoError` when OpenSSL cannot key the token signer.
+    init(configuration: Configuration, log: Log) throws {
+        self.configuration = configuration
+        self.log = log
+        database = Database(url: configuration.databaseURL, log: log)
+        redis = RedisConnection(endpoint: configuration.redis, database: configuration.redisDatabase)
+        signer = try TokenSigner(
+            algorithm: configuration.jwtAlgorithm, secret: configuration.jwtSecret, issuer: "hypervisor")
+        let parameters = configuration.scryptLogN.flatMap { ScryptParameters(logN: $0, r: 8, p: 1) } ?? .default
+        hasher = PasswordHasher(parameters: parameters)
+        limiter = RateLimiter(redis: redis, log: log)
     }
 
     func schemaVersion() throws -> Int {
@@ -15,7 +28,18 @@ final class Services: HealthProbe {
     func redisIsUp() -> Bool { redis.ping() }
 }
 
-/// Every route of the service. `main` and the tests build the router the same way.
-func buildRouter(_ services: Services) -> Router {
-    Router(SystemHandler(probe: services).routes)
+/// Every route of the service. Workers and the tests build the router the same way.
+func buildRouter(_ services: Services, openAPI: [UInt8]) -> Router {
+    let authenticator = Authenticator(signer: services.signer)
+    return Router(
+        SystemHandler(probe: services).routes
+            + UsersHandler(
+                database: services.database, hasher: services.hasher, signer: services.signer,
+                limiter: services.limiter, tokenLifetime: services.configuration.accessTokenLifetimeSeconds,
+                log: services.log
+            ).routes
+            + OrganizationsHandler(database: services.database, authenticator: authenticator, limiter: services.limiter)
+            .routes
+            + ClustersHandler(database: services.database, authenticator: authenticator).routes
+            + [Route("GET", "/openapi.json") { _ in Response(status: 200, body: openAPI) }])
 }

@@ -13,17 +13,19 @@ final class Worker {
     static let bodyLimit = 64 * 1024
 
     /// Worker setup, after the fork: signals, then the connections (opened lazily on first use).
-    init(configuration: Configuration, log: Log, listenFD: Int32, scoreboard: Scoreboard, slot: Int) {
+    ///
+    /// - Throws: `CryptoError` when OpenSSL cannot be set up.
+    init(
+        configuration: Configuration, log: Log, listenFD: Int32, scoreboard: Scoreboard, slot: Int, openAPI: [UInt8]
+    ) throws {
         WorkerSignals.install()
         self.configuration = configuration
         self.log = log
         self.scoreboard = scoreboard
         self.slot = slot
         connection = FastCGIConnection(listenFD: listenFD)
-        let services = Services(
-            database: Database(url: configuration.databaseURL, log: log),
-            redis: RedisConnection(endpoint: configuration.redis, database: configuration.redisDatabase))
-        application = Application(router: buildRouter(services))
+        let services = try Services(configuration: configuration, log: log)
+        application = Application(router: buildRouter(services, openAPI: openAPI))
     }
 
     /// Serves until asked to quit or recycled; returns the exit status.

@@ -48,7 +48,7 @@ import Testing
     }
 
     @Test func shortOrMissingSecretStopsTheStartWithoutEchoingIt() {
-        #expect(message(["JWT_SECRET_KEY": "short-secret"]) == #"JWT_SECRET_KEY must be at least 32 bytes (got "<12 bytes>")"#)
+        #expect(message(["JWT_SECRET_KEY": "short-secret"]) == #"JWT_SECRET_KEY must be at least 32 bytes for HS256 (got "<12 bytes>")"#)
         #expect(throws: Configuration.Invalid.self) { try Configuration.parse([:], cpuCount: 1) }
     }
 

@@ -1,0 +1,154 @@
+import Domain
+
+/// `POST /clusters/create/` and `GET /clusters/get_cluster/`.
+///
+/// Every statement joins the caller's row, so authentication (the user exists, the token is not revoked) and
+/// tenancy cost no extra round trip; a cluster outside the caller's scope reads exactly like a missing one.
+struct ClustersHandler {
+    let database: Database
+    let authenticator: Authenticator
+
+    var routes: [Route] {
+        [
+            Route("POST", "/clusters/create", create),
+            Route("GET", "/clusters/get_cluster", get),
+        ]
+    }
+
+    /// A cluster the caller may see: their organization's, or their own when they have none.
+    static let inScope =
+        "(c.organization_id = u.organization_id OR (u.organization_id IS NULL AND c.organization_id IS NULL AND c.owner_id = u.id))"
+    static let columns =
+        "c.id, c.name, c.total_ram, c.total_cpu, c.total_gpu, c.available_ram, c.available_cpu, c.available_gpu"
+
+    private static let insert = Statement(
+        name: "clusters_insert",
+        sql: """
+            INSERT INTO clusters (organization_id, owner_id, name, total_ram, total_cpu, total_gpu,
+                                  available_ram, available_cpu, available_gpu)
+            SELECT u.organization_id, u.id, $3, $4, $5, $6, $4, $5, $6
+            FROM users u WHERE u.id = $1 AND u.tokens_valid_after <= $2
+            RETURNING id
+            """)
+    private static let byID = Statement(
+        name: "clusters_by_id",
+        sql: """
+            SELECT \(columns) FROM users u LEFT JOIN clusters c ON c.id = $3 AND \(inScope)
+            WHERE u.id = $1 AND u.tokens_valid_after <= $2
+            """)
+    private static let byName = Statement(
+        name: "clusters_by_name",
+        sql: """
+            SELECT \(columns) FROM users u LEFT JOIN clusters c ON c.name = $3 AND \(inScope)
+            WHERE u.id = $1 AND u.tokens_valid_after <= $2
+            """)
+
+    private func create(_ request: Request) throws -> Response {
+        let caller = try authenticator.caller(request, now: unixTime())
+        var input = try Input(request)
+        let name = input.string("name", Validation.name)
+        let ram = input.number("total_ram", JSONNumber.nonNegativeInt64)
+        let cpu = input.decimal("total_cpu", JSONNumber.millicores)
+        let gpu = input.number("total_gpu", JSONNumber.nonNegativeInt64)
+        try input.validate()
+        guard let name, let ram, let cpu, let gpu else { throw HTTPError(422, "invalid input") }
+        let result: PostgresResult
+        do {
+            result = try database.run {
+                try $0.execute(
+                    ClustersHandler.insert,
+                    [String(caller.id), String(caller.issuedAt), name, String(ram), String(cpu), String(gpu)])
+            }
+        } catch let error as PostgresError where error.sqlState == .uniqueViolation {
+            throw HTTPError(409, "Cluster with the given name already exists")
+        }
+        guard result.rowCount == 1, let id = result.int(0, 0) else { throw HTTPError.unauthorized }
+        let cluster = ClusterRow(
+            id: id, name: name, total: Resources(ram: ram, cpu: cpu, gpu: gpu),
+            available: Resources(ram: ram, cpu: cpu, gpu: gpu))
+        var response = Response.json { cluster.write(to: &$0) }
+        response.userID = caller.id
+        return response
+    }
+
+    private func get(_ request: Request) throws -> Response {
+        let caller = try authenticator.caller(request, now: unixTime())
+        var input = try Input(request)
+        let id = input.lookupID("id")
+        let name = input.lookupString("cluster_name", Validation.name)
+        try input.validate()
+        let cluster = try database.run { connection -> ClusterRow in
+            func fetch(_ statement: Statement, _ key: String) throws -> ClusterRow? {
+                let result = try connection.execute(statement, [String(caller.id), String(caller.issuedAt), key])
+                guard result.rowCount == 1 else { throw HTTPError.unauthorized }
+                return ClusterRow(result, row: 0, column: 0)
+            }
+            switch (id, name) {
+            case (nil, nil):
+                throw HTTPError(400, "Provide the cluster's id or cluster_name")
+            case (let id?, nil):
+                guard let found = try fetch(ClustersHandler.byID, String(id)) else { throw HTTPError(404, "Cluster not found") }
+                return found
+            case (nil, let name?):
+                guard let found = try fetch(ClustersHandler.byName, name) else { throw HTTPError(404, "Cluster not found") }
+                return found
+            case (let id?, let name?):
+                let byID = try fetch(ClustersHandler.byID, String(id))
+                if let byID, byID.name == name { return byID }
+                if byID == nil, try fetch(ClustersHandler.byName, name) == nil {
+                    throw HTTPError(404, "Cluster not found")
+                }
+                throw HTTPError(400, "id and cluster_name refer to different clusters")
+            }
+        }
+        var response = Response.json { cluster.write(to: &$0) }
+        response.userID = caller.id
+        return response
+    }
+}
+
+/// A cluster as the seed API shows it.
+struct ClusterRow: Equatable {
+    let id: Int64
+    let name: String
+    let total: Resources
+    let available: Resources
+
+    init(id: Int64, name: String, total: Resources, available: Resources) {
+        self.id = id
+        self.name = name
+        self.total = total
+        self.available = available
+    }
+
+    /// Reads `ClustersHandler.columns` starting at `column`; nil when the LEFT JOIN found no cluster.
+    init?(_ result: PostgresResult, row: Int, column: Int) {
+        guard let id = result.int(row, column), let name = result.string(row, column + 1) else { return nil }
+        func value(_ offset: Int) -> Int64 { result.int(row, column + offset) ?? 0 }
+        self.init(
+            id: id, name: name, total: Resources(ram: value(2), cpu: value(3), gpu: value(4)),
+            available: Resources(ram: value(5), cpu: value(6), gpu: value(7)))
+    }
+
+    /// `{"id", "name", "total_ram", "total_cpu", "total_gpu", "available_ram", "available_cpu", "available_gpu"}`.
+    func write(to json: inout JSONWriter) {
+        json.beginObject()
+        json.key("id")
+        json.value(id)
+        json.key("name")
+        json.value(name)
+        json.key("total_ram")
+        json.value(total.ram)
+        json.key("total_cpu")
+        json.rawNumber(JSONNumber.text(millicores: total.cpu))
+        json.key("total_gpu")
+        json.value(total.gpu)
+        json.key("available_ram")
+        json.value(available.ram)
+        json.key("available_cpu")
+        json.rawNumber(JSONNumber.text(millicores: available.cpu))
+        json.key("available_gpu")
+        json.value(available.gpu)
+        json.endObject()
+    }
+}
