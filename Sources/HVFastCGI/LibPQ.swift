@@ -93,6 +93,66 @@ final class PostgresConnection {
         }
     }
 
+    /// Runs several prepared statements in one network round trip (libpq pipeline mode), in order.
+    ///
+    /// The server still runs them one after another, each with its own snapshot, so a statement after
+    /// `pg_advisory_xact_lock` sees everything committed before the lock was granted.
+    /// - Throws: the first statement's `PostgresError`; the statements after it do not run.
+    /// The corresponding libpq functions are `PQenterPipelineMode`, `PQsendQueryPrepared` and `PQpipelineSync`.
+    func pipeline(_ steps: [(Statement, [String?])]) throws(PostgresError) -> [PostgresResult] {
+        guard let connection else { throw PostgresError(sqlState: nil, message: "not connected", connectionLost: true) }
+        guard PQenterPipelineMode(connection) == 1 else { throw lastError() }
+        defer { PQexitPipelineMode(connection) }
+        // Per command sent: the statement it prepares, or nil for an execution whose result is returned.
+        var sent: [String?] = []
+        for (statement, parameters) in steps {
+            if !prepared.contains(statement.name) && !sent.contains(statement.name) {
+                guard PQsendPrepare(connection, statement.name, statement.sql, 0, nil) == 1 else { throw lastError() }
+                sent.append(statement.name)
+            }
+            let queued = withCStrings(parameters) { values in
+                PQsendQueryPrepared(connection, statement.name, Int32(parameters.count), values, nil, nil, 0)
+            }
+            guard queued == 1 else { throw lastError() }
+            sent.append(nil)
+        }
+        guard PQpipelineSync(connection) == 1 else { throw lastError() }
+
+        var results: [PostgresResult] = []
+        var failure: PostgresError?
+        for preparing in sent {
+            var first: OpaquePointer?
+            while let result = PQgetResult(connection) {
+                if first == nil { first = result } else { PQclear(result) }
+            }
+            guard let result = first else {
+                failure = failure ?? lastError()
+                continue
+            }
+            let status = PQresultStatus(result)
+            if status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK {
+                if let name = preparing {
+                    prepared.insert(name)
+                    PQclear(result)
+                } else {
+                    results.append(PostgresResult(result))
+                }
+            } else if status == PGRES_PIPELINE_ABORTED {
+                PQclear(result)
+            } else {
+                failure = failure ?? resultError(result)
+            }
+        }
+        // The sync point's own result.
+        while let result = PQgetResult(connection) {
+            let done = PQresultStatus(result) == PGRES_PIPELINE_SYNC
+            PQclear(result)
+            if done { break }
+        }
+        if let failure { throw failure }
+        return results
+    }
+
     /// Runs SQL text that may hold several statements and no parameters (migrations only).
     ///
     /// - Throws: `PostgresError`. The corresponding libpq function is `PQexec`.
@@ -103,17 +163,32 @@ final class PostgresConnection {
     }
 
     private func check(_ result: OpaquePointer?) throws(PostgresError) -> PostgresResult {
-        guard let result else {
-            throw PostgresError(
-                sqlState: nil, message: trimmed(String(cString: PQerrorMessage(connection))), connectionLost: !isHealthy)
-        }
+        guard let result else { throw lastError() }
         let status = PQresultStatus(result)
         if status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK { return PostgresResult(result) }
+        throw resultError(result)
+    }
+
+    private func lastError() -> PostgresError {
+        PostgresError(
+            sqlState: nil, message: trimmed(String(cString: PQerrorMessage(connection))), connectionLost: !isHealthy)
+    }
+
+    /// The error a failed result carries; clears the result.
+    private func resultError(_ result: OpaquePointer) -> PostgresError {
         let code = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { SQLState(rawValue: String(cString: $0)) }
         let message = PQresultErrorField(result, Int32(UInt8(ascii: "M"))).map { String(cString: $0) }
             ?? String(cString: PQerrorMessage(connection))
         PQclear(result)
-        throw PostgresError(sqlState: code, message: trimmed(message), connectionLost: !isHealthy)
+        return PostgresError(sqlState: code, message: trimmed(message), connectionLost: !isHealthy)
+    }
+
+    /// Whether a transaction is open (or failed and awaiting ROLLBACK). The corresponding libpq function is
+    /// `PQtransactionStatus`.
+    var inTransaction: Bool {
+        guard let connection else { return false }
+        let status = PQtransactionStatus(connection)
+        return status == PQTRANS_INTRANS || status == PQTRANS_INERROR
     }
 }
 
@@ -124,12 +199,12 @@ private func trimmed(_ message: String) -> String {
 }
 
 /// Calls `body` with a C array of NUL-terminated copies of `strings` (NULL for nil).
-private func withCStrings<R>(
-    _ strings: [String?], _ body: (UnsafePointer<UnsafePointer<CChar>?>?) throws(PostgresError) -> R
-) throws(PostgresError) -> R {
+private func withCStrings<R, E: Error>(
+    _ strings: [String?], _ body: (UnsafePointer<UnsafePointer<CChar>?>?) throws(E) -> R
+) throws(E) -> R {
     if strings.isEmpty { return try body(nil) }
     let copies: [UnsafeMutablePointer<CChar>?] = strings.map { $0.map { strdup($0) } }
     defer { for copy in copies { free(copy) } }
     let pointers = copies.map { $0.map { UnsafePointer($0) } }
-    return try pointers.withUnsafeBufferPointer { buffer throws(PostgresError) in try body(buffer.baseAddress) }
+    return try pointers.withUnsafeBufferPointer { buffer throws(E) in try body(buffer.baseAddress) }
 }

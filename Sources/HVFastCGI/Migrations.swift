@@ -53,7 +53,58 @@ enum Migrations {
                 CREATE UNIQUE INDEX clusters_personal_name ON clusters (owner_id, name) WHERE organization_id IS NULL;
                 COMMENT ON COLUMN clusters.total_cpu IS 'millicores';
                 COMMENT ON COLUMN clusters.available_cpu IS 'millicores';
-                """)
+                """),
+        Migration(
+            version: 2, name: "deployments and scheduling",
+            sql: """
+                ALTER TABLE clusters
+                    ADD COLUMN version bigint NOT NULL DEFAULT 0,
+                    ADD COLUMN next_seq bigint NOT NULL DEFAULT 1;
+                CREATE TABLE deployments (
+                    id bigserial PRIMARY KEY,
+                    cluster_id bigint NOT NULL REFERENCES clusters(id),
+                    organization_id bigint REFERENCES organizations(id),
+                    owner_id bigint NOT NULL REFERENCES users(id),
+                    name text NOT NULL CHECK (char_length(name) BETWEEN 1 AND 128),
+                    image_path text NOT NULL CHECK (char_length(image_path) BETWEEN 1 AND 512),
+                    ram_required bigint NOT NULL CHECK (ram_required >= 0),
+                    cpu_required bigint NOT NULL CHECK (cpu_required >= 0),
+                    gpu_required bigint NOT NULL CHECK (gpu_required >= 0),
+                    priority integer NOT NULL,
+                    status text NOT NULL CHECK (status IN ('Pending', 'Running', 'Completed', 'Cancelled')),
+                    seq bigint NOT NULL,
+                    preemptions integer NOT NULL DEFAULT 0 CHECK (preemptions >= 0),
+                    created_at timestamptz NOT NULL DEFAULT now(),
+                    started_at timestamptz,
+                    finished_at timestamptz,
+                    UNIQUE (cluster_id, seq),
+                    CHECK ((status IN ('Completed', 'Cancelled')) = (finished_at IS NOT NULL))
+                );
+                COMMENT ON COLUMN deployments.cpu_required IS 'millicores';
+                CREATE UNIQUE INDEX deployments_organization_name ON deployments (organization_id, name)
+                    WHERE organization_id IS NOT NULL;
+                CREATE UNIQUE INDEX deployments_personal_name ON deployments (owner_id, name)
+                    WHERE organization_id IS NULL;
+                -- The queue in scheduling order, read only as far as free capacity can admit someone.
+                CREATE INDEX deployments_pending_order ON deployments (cluster_id, priority DESC, seq)
+                    WHERE status = 'Pending';
+                -- The smallest waiting request per dimension: when free capacity is below it, nobody can start.
+                CREATE INDEX deployments_pending_ram ON deployments (cluster_id, ram_required) WHERE status = 'Pending';
+                CREATE INDEX deployments_pending_cpu ON deployments (cluster_id, cpu_required) WHERE status = 'Pending';
+                CREATE INDEX deployments_pending_gpu ON deployments (cluster_id, gpu_required) WHERE status = 'Pending';
+                CREATE INDEX deployments_running ON deployments (cluster_id, priority DESC, seq)
+                    INCLUDE (ram_required, cpu_required, gpu_required) WHERE status = 'Running';
+                CREATE TABLE deployment_events (
+                    id bigserial PRIMARY KEY,
+                    deployment_id bigint NOT NULL REFERENCES deployments(id),
+                    cluster_id bigint NOT NULL REFERENCES clusters(id),
+                    kind text NOT NULL CHECK (kind IN ('Queued', 'Started', 'Preempted', 'Completed', 'Cancelled')),
+                    caused_by bigint REFERENCES deployments(id),
+                    at timestamptz NOT NULL DEFAULT now(),
+                    CHECK (kind = 'Preempted' OR caused_by IS NULL)
+                );
+                CREATE INDEX deployment_events_deployment ON deployment_events (deployment_id, id);
+                """),
     ]
 
     static var latestVersion: Int { all.last?.version ?? 0 }

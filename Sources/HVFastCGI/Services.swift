@@ -41,5 +41,10 @@ func buildRouter(_ services: Services, openAPI: [UInt8]) -> Router {
             + OrganizationsHandler(database: services.database, authenticator: authenticator, limiter: services.limiter)
             .routes
             + ClustersHandler(database: services.database, authenticator: authenticator).routes
+            + DeploymentsHandler(
+                database: services.database, authenticator: authenticator,
+                scheduler: ClusterScheduler(
+                    database: services.database, queue: DeploymentQueue(redis: services.redis, log: services.log))
+            ).routes
             + [Route("GET", "/openapi.json") { _ in Response(status: 200, body: openAPI) }])
 }

@@ -1,0 +1,480 @@
+import Domain
+
+/// Applies the scheduling policy to one cluster per PostgreSQL transaction.
+///
+/// Every change first takes `pg_advisory_xact_lock(cluster id)`, so changes to one cluster are serialized across all
+/// workers and hosts while clusters proceed in parallel. Statements are pipelined so that the lock is held for as few
+/// round trips as possible: `BEGIN`, the lock and the first read travel together, and so do the writes and `COMMIT`.
+/// Only what can change is read: the running set, and pending deployments in scheduling order while the headroom can
+/// still admit one (see `Scheduler.plan(for:)`).
+struct ClusterScheduler {
+    let database: Database
+    let queue: DeploymentQueue
+
+    /// A deployment request that passed validation.
+    struct NewDeployment {
+        var name: String
+        var imagePath: String
+        var request: Resources
+        var priority: Int32
+    }
+
+    /// How a deployment is named by the caller: by id, by name, or both (which must agree).
+    enum Lookup {
+        case id(Int64)
+        case name(String)
+        case both(Int64, String)
+    }
+
+    /// Creates a deployment in `clusterID` and schedules it.
+    ///
+    /// - Throws: `HTTPError` 401/404/409/422 for the client, `ServiceUnavailable` when PostgreSQL is down.
+    func create(_ new: NewDeployment, in clusterID: Int64, by caller: Caller) throws -> DeploymentRow {
+        let (row, change) = try database.run { connection in
+            try transaction(connection) { () throws -> (DeploymentRow, DeploymentQueue.Change) in
+                let results = try connection.pipeline([
+                    (Statements.begin, []),
+                    (Statements.lock, [String(clusterID)]),
+                    (Statements.clusterForCreate, [String(caller.id), String(caller.issuedAt), String(clusterID)]),
+                ])
+                let cluster = results[2]
+                guard cluster.rowCount == 1 else { throw HTTPError.unauthorized }
+                guard let id = cluster.int(0, 9) else { throw HTTPError(404, "Cluster not found") }
+                let capacity = Resources(ram: cluster.int(0, 0)!, cpu: cluster.int(0, 1)!, gpu: cluster.int(0, 2)!)
+                let available = Resources(ram: cluster.int(0, 3)!, cpu: cluster.int(0, 4)!, gpu: cluster.int(0, 5)!)
+                do {
+                    try Scheduler.validate(new.request, capacity: capacity)
+                } catch {
+                    throw HTTPError(422, "Not Enough Resources on the cluster for this deployment")
+                }
+                let deployment = ActiveDeployment(
+                    id: id, priority: new.priority, seq: cluster.int(0, 6)!, request: new.request, isRunning: false)
+                let plan = try plan(
+                    adding: deployment, capacity: capacity, available: available, cluster: clusterID, connection)
+                let starts = plan.plan.start.contains(id)
+                var writes: [(Statement, [String?])] = [
+                    (
+                        Statements.insert,
+                        [
+                            String(id), String(clusterID), cluster.string(0, 7), String(caller.id), new.name,
+                            new.imagePath, String(new.request.ram), String(new.request.cpu), String(new.request.gpu),
+                            String(new.priority), starts ? "Running" : "Pending", String(deployment.seq),
+                        ]
+                    )
+                ]
+                var events = Events(cluster: clusterID)
+                events.add(id, "Queued")
+                let change = try apply(
+                    plan, available: available, inserted: deployment, cluster: clusterID, events: &events,
+                    writes: &writes, connection: connection)
+                return (
+                    DeploymentRow(
+                        id: id, name: new.name, clusterID: clusterID, imagePath: new.imagePath, request: new.request,
+                        status: starts ? "Running" : "Pending", priority: new.priority), change
+                )
+            }
+        }
+        queue.publish(change, rebuildFrom: database)
+        return row
+    }
+
+    /// Completes a running deployment and schedules what its resources admit.
+    ///
+    /// - Throws: `HTTPError` 400/401/404/409 for the client, `ServiceUnavailable` when PostgreSQL is down.
+    func complete(_ lookup: Lookup, by caller: Caller) throws -> DeploymentRow {
+        let (row, change) = try database.run { connection in
+            try transaction(connection) { () throws -> (DeploymentRow, DeploymentQueue.Change) in
+                let (lockStatement, readStatement, key): (Statement, Statement, String)
+                switch lookup {
+                case .id(let id), .both(let id, _):
+                    (lockStatement, readStatement, key) = (Statements.lockByID, Statements.deploymentByID, String(id))
+                case .name(let name):
+                    (lockStatement, readStatement, key) = (Statements.lockByName, Statements.deploymentByName, name)
+                }
+                let parameters = [String(caller.id), String(caller.issuedAt), key]
+                let results = try connection.pipeline([
+                    (Statements.begin, []), (lockStatement, parameters), (readStatement, parameters),
+                ])
+                let read = results[2]
+                guard read.rowCount == 1 else { throw HTTPError.unauthorized }
+                guard let found = DeploymentRow(read, row: 0) else {
+                    if case .both(_, let name) = lookup, try connection.execute(
+                        Statements.deploymentByName, [String(caller.id), String(caller.issuedAt), name]
+                    ).int(0, 0) != nil {
+                        throw HTTPError(400, "id and deployment_name refer to different deployments")
+                    }
+                    throw HTTPError(404, "Deployment not found")
+                }
+                if case .both(_, let name) = lookup, found.name != name {
+                    throw HTTPError(400, "id and deployment_name refer to different deployments")
+                }
+                guard found.status == "Running" else {
+                    throw HTTPError(409, "Deployment is \(found.status); only a Running deployment can be completed")
+                }
+                let capacity = Resources(ram: read.int(0, 10)!, cpu: read.int(0, 11)!, gpu: read.int(0, 12)!)
+                let available = Resources(ram: read.int(0, 13)!, cpu: read.int(0, 14)!, gpu: read.int(0, 15)!)
+                let completed = ActiveDeployment(
+                    id: found.id, priority: found.priority, seq: read.int(0, 9)!, request: found.request, isRunning: true)
+                let freed = available + found.request
+                let snapshot = try loadAffected(
+                    after: completed, capacity: capacity, cluster: found.clusterID, excluding: found.id, connection)
+                let plan = Scheduler.plan(for: snapshot)
+                var writes: [(Statement, [String?])] = [(Statements.complete, [String(found.id)])]
+                var events = Events(cluster: found.clusterID)
+                events.add(found.id, "Completed")
+                var change = try apply(
+                    PlannedChange(plan: plan, snapshot: snapshot), available: freed, inserted: nil,
+                    cluster: found.clusterID, events: &events, writes: &writes, connection: connection)
+                change.removedRunning.append(completed)
+                var row = found
+                row.status = "Completed"
+                return (row, change)
+            }
+        }
+        queue.publish(change, rebuildFrom: database)
+        return row
+    }
+
+    /// A plan and the snapshot it was computed from (which holds every deployment the plan names).
+    struct PlannedChange {
+        var plan: SchedulingPlan
+        var snapshot: ClusterSnapshot
+    }
+
+    /// The plan for a new pending deployment, reading no more than the decision needs: nothing when it fits in
+    /// `available`; one sum when it cannot start; the running set and part of the queue when it preempts.
+    private func plan(
+        adding new: ActiveDeployment, capacity: Resources, available: Resources, cluster: Int64,
+        _ connection: PostgresConnection
+    ) throws -> PlannedChange {
+        let alone = ClusterSnapshot(capacity: capacity, active: [new])
+        if new.request.fits(in: available) {
+            return PlannedChange(plan: SchedulingPlan(start: [new.id]), snapshot: alone)
+        }
+        let held = try connection.execute(Statements.runningAtOrAbove, [String(cluster), String(new.priority)])
+        let heldResources = Resources(ram: held.int(0, 0) ?? 0, cpu: held.int(0, 1) ?? 0, gpu: held.int(0, 2) ?? 0)
+        guard Scheduler.startsWhenCreated(new.request, capacity: capacity, runningAtOrAbovePriority: heldResources)
+        else {
+            return PlannedChange(plan: SchedulingPlan(), snapshot: alone)
+        }
+        var snapshot = try loadAffected(after: new, capacity: capacity, cluster: cluster, excluding: nil, connection)
+        snapshot.active.append(new)
+        return PlannedChange(plan: Scheduler.plan(for: snapshot), snapshot: snapshot)
+    }
+
+    /// The running set (less `excluding`) plus the pending deployments ordered after `position` that the headroom can
+    /// still admit, loaded in scheduling order batch by batch: the subset `Scheduler.plan(for:)` needs.
+    private func loadAffected(
+        after position: ActiveDeployment, capacity: Resources, cluster: Int64, excluding: Int64?,
+        _ connection: PostgresConnection
+    ) throws -> ClusterSnapshot {
+        let results = try connection.pipeline([
+            (Statements.running, [String(cluster)]), (Statements.pendingMinimum, [String(cluster)]),
+        ])
+        var snapshot = ClusterSnapshot(capacity: capacity, active: [])
+        for row in 0..<results[0].rowCount where results[0].int(row, 0) != excluding {
+            snapshot.active.append(ActiveDeployment(results[0], row: row, running: true))
+        }
+        // No pending deployment is smaller than this in any dimension; nil when the queue is empty.
+        guard let smallest = results[1].int(0, 0).map({ Resources(ram: $0, cpu: results[1].int(0, 1)!, gpu: results[1].int(0, 2)!) })
+        else { return snapshot }
+        var cursor = position
+        while true {
+            let room = Scheduler.headroom(for: snapshot, after: cursor)
+            guard smallest.fits(in: room) else { break }
+            let batch = try connection.execute(
+                Statements.pendingAfter,
+                [
+                    String(cluster), String(cursor.priority), String(cursor.isRunning ? 0 : cursor.seq),
+                    String(room.ram), String(room.cpu), String(room.gpu), String(Statements.batchSize),
+                ])
+            guard batch.rowCount > 0 else { break }
+            for row in 0..<batch.rowCount { snapshot.active.append(ActiveDeployment(batch, row: row, running: false)) }
+            cursor = snapshot.active[snapshot.active.count - 1]
+        }
+        return snapshot
+    }
+
+    /// Queues the writes for `planned` (starts, preemptions, events, the cluster's accounting and version), runs them
+    /// with `COMMIT` in one round trip, and returns the change to publish. `inserted` is a create's new deployment,
+    /// already in `writes` as an INSERT with its final status.
+    private func apply(
+        _ planned: PlannedChange, available: Resources, inserted: ActiveDeployment?, cluster: Int64,
+        events: inout Events, writes: inout [(Statement, [String?])], connection: PostgresConnection
+    ) throws -> DeploymentQueue.Change {
+        let plan = planned.plan
+        var byID: [Int64: ActiveDeployment] = [:]
+        for deployment in planned.snapshot.active { byID[deployment.id] = deployment }
+        var change = DeploymentQueue.Change(cluster: cluster, version: 0, available: available)
+        var toStart: [Int64] = []
+        for id in plan.start {
+            guard let deployment = byID[id] else { continue }
+            events.add(id, "Started")
+            change.available = change.available - deployment.request
+            if id != inserted?.id {
+                toStart.append(id)
+                change.removedPending.append(deployment)
+            }
+            change.addedRunning.append(deployment.with(running: true))
+        }
+        for id in plan.preempt {
+            guard let deployment = byID[id] else { continue }
+            events.add(id, "Preempted", causedBy: plan.preemptedBy[id])
+            change.available = change.available + deployment.request
+            change.removedRunning.append(deployment)
+            change.addedPending.append(deployment.with(running: false))
+        }
+        if let inserted, !plan.start.contains(inserted.id) { change.addedPending.append(inserted) }
+        if !toStart.isEmpty { writes.append((Statements.start, [Events.array(toStart)])) }
+        if !plan.preempt.isEmpty { writes.append((Statements.preempt, [Events.array(plan.preempt)])) }
+        writes.append((Statements.events, events.parameters))
+        let available = change.available
+        writes.append(
+            (
+                Statements.updateCluster,
+                [
+                    String(cluster), String(available.ram), String(available.cpu), String(available.gpu),
+                    inserted.map { String($0.seq + 1) },
+                ]
+            ))
+        writes.append((Statements.commit, []))
+        let results = try connection.pipeline(writes)
+        change.version = results[results.count - 2].int(0, 0) ?? 0
+        return change
+    }
+
+    /// Runs `body` inside the transaction it opens; rolls back when it throws.
+    private func transaction<T>(_ connection: PostgresConnection, _ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch {
+            if connection.inTransaction { _ = try? connection.execute(Statements.rollback) }
+            throw error
+        }
+    }
+}
+
+/// Events to insert in one statement, as parallel arrays.
+private struct Events {
+    let cluster: Int64
+    var ids: [Int64] = []
+    var kinds: [String] = []
+    var causes: [Int64?] = []
+
+    init(cluster: Int64) { self.cluster = cluster }
+
+    mutating func add(_ id: Int64, _ kind: String, causedBy cause: Int64? = nil) {
+        ids.append(id)
+        kinds.append(kind)
+        causes.append(cause)
+    }
+
+    var parameters: [String?] {
+        [String(cluster), Events.array(ids), "{" + kinds.joined(separator: ",") + "}",
+         "{" + causes.map { $0.map(String.init) ?? "NULL" }.joined(separator: ",") + "}"]
+    }
+
+    /// A PostgreSQL array literal of integers.
+    static func array(_ values: [Int64]) -> String { "{" + values.map(String.init).joined(separator: ",") + "}" }
+}
+
+extension ActiveDeployment {
+    fileprivate func with(running: Bool) -> ActiveDeployment {
+        ActiveDeployment(id: id, priority: priority, seq: seq, request: request, isRunning: running)
+    }
+
+    /// Reads `id, priority, seq, ram_required, cpu_required, gpu_required`.
+    fileprivate init(_ result: PostgresResult, row: Int, running: Bool) {
+        self.init(
+            id: result.int(row, 0) ?? 0, priority: Int32(result.int(row, 1) ?? 0), seq: result.int(row, 2) ?? 0,
+            request: Resources(ram: result.int(row, 3) ?? 0, cpu: result.int(row, 4) ?? 0, gpu: result.int(row, 5) ?? 0),
+            isRunning: running)
+    }
+}
+
+/// The SQL of `ClusterScheduler`, prepared once per connection.
+private enum Statements {
+    static let batchSize = 64
+    static let begin = Statement(name: "sched_begin", sql: "BEGIN")
+    static let commit = Statement(name: "sched_commit", sql: "COMMIT")
+    static let rollback = Statement(name: "sched_rollback", sql: "ROLLBACK")
+    static let lock = Statement(name: "sched_lock", sql: "SELECT pg_advisory_xact_lock($1)")
+
+    /// A deployment the caller may see: their organization's, or their own when they have none.
+    static let deploymentInScope =
+        "(d.organization_id = u.organization_id OR (u.organization_id IS NULL AND d.organization_id IS NULL AND d.owner_id = u.id))"
+
+    /// The caller (no row: unknown user or revoked token) and the cluster (NULLs: not found or not theirs), with the
+    /// new deployment's id drawn only when the cluster is there.
+    static let clusterForCreate = Statement(
+        name: "sched_cluster_for_create",
+        sql: """
+            SELECT c.total_ram, c.total_cpu, c.total_gpu, c.available_ram, c.available_cpu, c.available_gpu,
+                   c.next_seq, c.organization_id, c.version,
+                   CASE WHEN c.id IS NOT NULL THEN nextval('deployments_id_seq') END
+            FROM users u LEFT JOIN clusters c ON c.id = $3 AND \(ClustersHandler.inScope)
+            WHERE u.id = $1 AND u.tokens_valid_after <= $2
+            """)
+
+    /// Locks the cluster of the deployment named by id (cluster ids never change, so a stale read is fine here).
+    static let lockByID = Statement(
+        name: "sched_lock_by_id",
+        sql: """
+            SELECT pg_advisory_xact_lock(d.cluster_id) FROM users u JOIN deployments d ON d.id = $3 AND \(deploymentInScope)
+            WHERE u.id = $1 AND u.tokens_valid_after <= $2
+            """)
+    static let lockByName = Statement(
+        name: "sched_lock_by_name",
+        sql: """
+            SELECT pg_advisory_xact_lock(d.cluster_id) FROM users u JOIN deployments d ON d.name = $3 AND \(deploymentInScope)
+            WHERE u.id = $1 AND u.tokens_valid_after <= $2
+            """)
+
+    static let deploymentColumns = """
+        d.id, d.name, d.cluster_id, d.image_path, d.ram_required, d.cpu_required, d.gpu_required, d.status,
+        d.priority, d.seq, c.total_ram, c.total_cpu, c.total_gpu, c.available_ram, c.available_cpu, c.available_gpu
+        """
+    static let deploymentByID = Statement(
+        name: "sched_deployment_by_id",
+        sql: """
+            SELECT \(deploymentColumns)
+            FROM users u LEFT JOIN deployments d ON d.id = $3 AND \(deploymentInScope)
+            LEFT JOIN clusters c ON c.id = d.cluster_id
+            WHERE u.id = $1 AND u.tokens_valid_after <= $2
+            """)
+    static let deploymentByName = Statement(
+        name: "sched_deployment_by_name",
+        sql: """
+            SELECT \(deploymentColumns)
+            FROM users u LEFT JOIN deployments d ON d.name = $3 AND \(deploymentInScope)
+            LEFT JOIN clusters c ON c.id = d.cluster_id
+            WHERE u.id = $1 AND u.tokens_valid_after <= $2
+            """)
+
+    static let runningAtOrAbove = Statement(
+        name: "sched_running_at_or_above",
+        sql: """
+            SELECT coalesce(sum(ram_required), 0), coalesce(sum(cpu_required), 0), coalesce(sum(gpu_required), 0)
+            FROM deployments WHERE cluster_id = $1 AND status = 'Running' AND priority >= $2
+            """)
+    static let running = Statement(
+        name: "sched_running",
+        sql: """
+            SELECT id, priority, seq, ram_required, cpu_required, gpu_required
+            FROM deployments WHERE cluster_id = $1 AND status = 'Running'
+            """)
+    static let pendingMinimum = Statement(
+        name: "sched_pending_minimum",
+        sql: """
+            SELECT (SELECT min(ram_required) FROM deployments WHERE cluster_id = $1 AND status = 'Pending'),
+                   (SELECT min(cpu_required) FROM deployments WHERE cluster_id = $1 AND status = 'Pending'),
+                   (SELECT min(gpu_required) FROM deployments WHERE cluster_id = $1 AND status = 'Pending')
+            """)
+    /// Pending deployments after the cursor `(priority $2, seq $3)` in scheduling order that fit in `($4, $5, $6)`.
+    /// Two index range scans (same priority, later seq; then lower priorities), so the cursor's depth costs nothing.
+    static let pendingAfter = Statement(
+        name: "sched_pending_after",
+        sql: """
+            SELECT * FROM (
+                (SELECT id, priority, seq, ram_required, cpu_required, gpu_required FROM deployments
+                 WHERE cluster_id = $1 AND status = 'Pending' AND priority = $2 AND seq > $3
+                   AND ram_required <= $4 AND cpu_required <= $5 AND gpu_required <= $6
+                 ORDER BY seq LIMIT $7)
+                UNION ALL
+                (SELECT id, priority, seq, ram_required, cpu_required, gpu_required FROM deployments
+                 WHERE cluster_id = $1 AND status = 'Pending' AND priority < $2
+                   AND ram_required <= $4 AND cpu_required <= $5 AND gpu_required <= $6
+                 ORDER BY priority DESC, seq LIMIT $7)
+            ) AS candidates ORDER BY priority DESC, seq LIMIT $7
+            """)
+
+    static let insert = Statement(
+        name: "sched_insert",
+        sql: """
+            INSERT INTO deployments (id, cluster_id, organization_id, owner_id, name, image_path, ram_required,
+                                     cpu_required, gpu_required, priority, status, seq, started_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, CASE WHEN $11 = 'Running' THEN now() END)
+            """)
+    static let start = Statement(
+        name: "sched_start",
+        sql: "UPDATE deployments SET status = 'Running', started_at = now() WHERE id = ANY($1::bigint[]) AND status = 'Pending'")
+    static let preempt = Statement(
+        name: "sched_preempt",
+        sql: """
+            UPDATE deployments SET status = 'Pending', preemptions = preemptions + 1
+            WHERE id = ANY($1::bigint[]) AND status = 'Running'
+            """)
+    static let complete = Statement(
+        name: "sched_complete",
+        sql: "UPDATE deployments SET status = 'Completed', finished_at = now() WHERE id = $1 AND status = 'Running'")
+    static let events = Statement(
+        name: "sched_events",
+        sql: """
+            INSERT INTO deployment_events (deployment_id, cluster_id, kind, caused_by)
+            SELECT e.deployment, $1, e.kind, e.cause FROM unnest($2::bigint[], $3::text[], $4::bigint[]) AS e(deployment, kind, cause)
+            """)
+    static let updateCluster = Statement(
+        name: "sched_update_cluster",
+        sql: """
+            UPDATE clusters SET available_ram = $2, available_cpu = $3, available_gpu = $4,
+                                next_seq = coalesce($5, next_seq), version = version + 1
+            WHERE id = $1 RETURNING version
+            """)
+}
+
+/// A deployment as the seed API shows it.
+struct DeploymentRow: Equatable {
+    var id: Int64
+    var name: String
+    var clusterID: Int64
+    var imagePath: String
+    var request: Resources
+    var status: String
+    var priority: Int32
+
+    init(
+        id: Int64, name: String, clusterID: Int64, imagePath: String, request: Resources, status: String,
+        priority: Int32
+    ) {
+        self.id = id
+        self.name = name
+        self.clusterID = clusterID
+        self.imagePath = imagePath
+        self.request = request
+        self.status = status
+        self.priority = priority
+    }
+
+    /// Reads the first nine of `deploymentColumns`; nil when the LEFT JOIN found no deployment.
+    init?(_ result: PostgresResult, row: Int) {
+        guard let id = result.int(row, 0), let name = result.string(row, 1) else { return nil }
+        self.init(
+            id: id, name: name, clusterID: result.int(row, 2) ?? 0, imagePath: result.string(row, 3) ?? "",
+            request: Resources(ram: result.int(row, 4) ?? 0, cpu: result.int(row, 5) ?? 0, gpu: result.int(row, 6) ?? 0),
+            status: result.string(row, 7) ?? "", priority: Int32(result.int(row, 8) ?? 0))
+    }
+
+    /// `{"id", "name", "cluster_id", "image_path", "ram_required", "cpu_required", "gpu_required", "status", "priority"}`.
+    func write(to json: inout JSONWriter) {
+        json.beginObject()
+        json.key("id")
+        json.value(id)
+        json.key("name")
+        json.value(name)
+        json.key("cluster_id")
+        json.value(clusterID)
+        json.key("image_path")
+        json.value(imagePath)
+        json.key("ram_required")
+        json.value(request.ram)
+        json.key("cpu_required")
+        json.rawNumber(JSONNumber.text(millicores: request.cpu))
+        json.key("gpu_required")
+        json.value(request.gpu)
+        json.key("status")
+        json.value(status)
+        json.key("priority")
+        json.value(Int64(priority))
+        json.endObject()
+    }
+}

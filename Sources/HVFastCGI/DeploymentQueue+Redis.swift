@@ -1,0 +1,165 @@
+import Domain
+
+/// The queue snapshot of each cluster in Redis, and its encoding (the one place that knows it).
+///
+/// Per cluster: `hv:q:<id>:running` and `hv:q:<id>:pending`, sorted sets whose members sort lexicographically in
+/// scheduling order, and `hv:q:<id>:meta`, a hash with `version` and `available_ram/cpu/gpu`. A member is
+/// `<8 hex: Int32.max − priority><16 hex: seq>:<id>:<ram>:<cpu millicores>:<gpu>`.
+///
+/// Writes are differences applied by a Lua script that compares versions atomically: an older change never
+/// replaces a newer snapshot, and a gap (a change missed while Redis was down) makes the writer rebuild the whole
+/// snapshot from PostgreSQL instead.
+struct DeploymentQueue {
+    /// What one committed change did to a cluster's queue.
+    struct Change {
+        var cluster: Int64
+        var version: Int64
+        var available: Resources
+        var addedRunning: [ActiveDeployment] = []
+        var addedPending: [ActiveDeployment] = []
+        var removedRunning: [ActiveDeployment] = []
+        var removedPending: [ActiveDeployment] = []
+    }
+
+    let redis: RedisConnection
+    let log: Log
+
+    static func keys(_ cluster: Int64) -> [String] {
+        ["hv:q:\(cluster):running", "hv:q:\(cluster):pending", "hv:q:\(cluster):meta"]
+    }
+
+    static func member(_ deployment: ActiveDeployment) -> String {
+        func hex(_ value: UInt64, width: Int) -> String {
+            let digits = String(value, radix: 16)
+            return String(repeating: "0", count: max(0, width - digits.count)) + digits
+        }
+        let rank = UInt64(Int64(Int32.max) - Int64(deployment.priority))
+        let request = deployment.request
+        return hex(rank, width: 8) + hex(UInt64(deployment.seq), width: 16)
+            + ":\(deployment.id):\(request.ram):\(request.cpu):\(request.gpu)"
+    }
+
+    /// Parses a member back (for reads and tests).
+    static func deployment(fromMember member: String, running: Bool) -> ActiveDeployment? {
+        let parts = member.split(separator: ":")
+        guard parts.count == 5, parts[0].count == 24, let rank = Int64(parts[0].prefix(8), radix: 16),
+            let seq = Int64(parts[0].suffix(16), radix: 16), let id = Int64(parts[1]), let ram = Int64(parts[2]),
+            let cpu = Int64(parts[3]), let gpu = Int64(parts[4])
+        else { return nil }
+        return ActiveDeployment(
+            id: id, priority: Int32(Int64(Int32.max) - rank), seq: seq, request: Resources(ram: ram, cpu: cpu, gpu: gpu),
+            isRunning: running)
+    }
+
+    private static let applyScript = """
+        local current = tonumber(redis.call('HGET', KEYS[3], 'version') or '-1')
+        local version = tonumber(ARGV[1])
+        if current >= version then return 0 end
+        if current ~= version - 1 then return -1 end
+        local i = 5
+        local function apply(key, remove)
+          local n = tonumber(ARGV[i]); i = i + 1
+          for _ = 1, n do
+            if remove then redis.call('ZREM', key, ARGV[i]) else redis.call('ZADD', key, 0, ARGV[i]) end
+            i = i + 1
+          end
+        end
+        apply(KEYS[1], true); apply(KEYS[1], false); apply(KEYS[2], true); apply(KEYS[2], false)
+        redis.call('HSET', KEYS[3], 'version', ARGV[1], 'available_ram', ARGV[2], 'available_cpu', ARGV[3],
+                   'available_gpu', ARGV[4])
+        return 1
+        """
+
+    /// Replaces the snapshot with staged keys only if it is older than the staged one.
+    private static let swapScript = """
+        local current = tonumber(redis.call('HGET', KEYS[3], 'version') or '-1')
+        if current >= tonumber(ARGV[1]) then
+          redis.call('DEL', KEYS[4], KEYS[5])
+          return 0
+        end
+        redis.call('DEL', KEYS[1], KEYS[2])
+        if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('RENAME', KEYS[4], KEYS[1]) end
+        if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('RENAME', KEYS[5], KEYS[2]) end
+        redis.call('HSET', KEYS[3], 'version', ARGV[1], 'available_ram', ARGV[2], 'available_cpu', ARGV[3],
+                   'available_gpu', ARGV[4])
+        return 1
+        """
+
+    private enum Outcome { case applied, stale, gap }
+
+    /// Publishes a committed change; on a gap, rebuilds from PostgreSQL. Never throws: Redis is a cache.
+    func publish(_ change: Change, rebuildFrom database: Database) {
+        do {
+            switch try apply(change) {
+            case .applied, .stale: return
+            case .gap: try rebuild(change.cluster, from: database)
+            }
+        } catch {
+            log.warning("queue snapshot not published", ["cluster_id": String(change.cluster), "error": "\(error)"])
+        }
+    }
+
+    private func apply(_ change: Change) throws -> Outcome {
+        var arguments = ["EVAL", DeploymentQueue.applyScript, "3"] + DeploymentQueue.keys(change.cluster)
+        arguments += [
+            String(change.version), String(change.available.ram), String(change.available.cpu),
+            String(change.available.gpu),
+        ]
+        for group in [change.removedRunning, change.addedRunning, change.removedPending, change.addedPending] {
+            arguments.append(String(group.count))
+            arguments += group.map(DeploymentQueue.member)
+        }
+        switch try redis.command(arguments).integer {
+        case 1: return .applied
+        case 0: return .stale
+        default: return .gap
+        }
+    }
+
+    private static let activeQueue = Statement(
+        name: "queue_snapshot",
+        sql: """
+            SELECT c.version, c.available_ram, c.available_cpu, c.available_gpu,
+                   d.id, d.priority, d.seq, d.ram_required, d.cpu_required, d.gpu_required, d.status = 'Running'
+            FROM clusters c
+            LEFT JOIN deployments d ON d.cluster_id = c.id AND d.status IN ('Pending', 'Running')
+            WHERE c.id = $1
+            """)
+
+    /// Writes the whole snapshot of `cluster` as PostgreSQL has it now (one consistent read), staged under temporary
+    /// keys and swapped in only if nothing newer was published meanwhile.
+    ///
+    /// - Throws: `RedisError`, or `ServiceUnavailable` when PostgreSQL cannot be read.
+    func rebuild(_ cluster: Int64, from database: Database) throws {
+        let result = try database.run { try $0.execute(DeploymentQueue.activeQueue, [String(cluster)]) }
+        guard result.rowCount > 0, let version = result.int(0, 0) else { return }
+        let keys = DeploymentQueue.keys(cluster)
+        let staged = [keys[0] + ":staged", keys[1] + ":staged"]
+        _ = try redis.command(["DEL"] + staged)
+        var batches: [[String]] = [[], []]
+        func flush(_ index: Int) throws {
+            guard !batches[index].isEmpty else { return }
+            var arguments = ["ZADD", staged[index]]
+            for member in batches[index] { arguments += ["0", member] }
+            _ = try redis.command(arguments)
+            batches[index].removeAll(keepingCapacity: true)
+        }
+        for row in 0..<result.rowCount {
+            guard let id = result.int(row, 4) else { continue }
+            let running = result.bool(row, 10)
+            let deployment = ActiveDeployment(
+                id: id, priority: Int32(result.int(row, 5) ?? 0), seq: result.int(row, 6) ?? 0,
+                request: Resources(ram: result.int(row, 7) ?? 0, cpu: result.int(row, 8) ?? 0, gpu: result.int(row, 9) ?? 0),
+                isRunning: running)
+            let index = running ? 0 : 1
+            batches[index].append(DeploymentQueue.member(deployment))
+            if batches[index].count == 1000 { try flush(index) }
+        }
+        try flush(0)
+        try flush(1)
+        let available = [result.int(0, 1), result.int(0, 2), result.int(0, 3)].map { String($0 ?? 0) }
+        _ = try redis.command(
+            ["EVAL", DeploymentQueue.swapScript, "5"] + keys + staged + [String(version)] + available)
+        log.info("queue snapshot rebuilt", ["cluster_id": String(cluster), "version": String(version)])
+    }
+}
