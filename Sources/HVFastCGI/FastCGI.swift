@@ -74,6 +74,11 @@ struct ListenSocket {
         }
     }
 
+    /// Initializes libfcgi once, in the master before it forks. It installs handlers only for signals whose
+    /// disposition is still the default, so the master's own handlers must already be in place.
+    /// The corresponding libfcgi function is `FCGX_Init`.
+    static func initializeLibrary() { FCGX_Init() }
+
     /// Stops new connections from reaching the pool: the path disappears, queued connections stay.
     func unlinkPath() {
         if let path { unlink(path) }
@@ -90,10 +95,9 @@ final class FastCGIConnection {
     private let request: UnsafeMutablePointer<FCGX_Request>
     private let listenFD: Int32
 
-    /// The corresponding libfcgi functions are `FCGX_Init` and `FCGX_InitRequest`.
+    /// The corresponding libfcgi function is `FCGX_InitRequest`.
     init(listenFD: Int32) {
         self.listenFD = listenFD
-        FCGX_Init()
         request = .allocate(capacity: 1)
         FCGX_InitRequest(request, listenFD, Int32(FCGI_FAIL_ACCEPT_ON_INTR))
     }

@@ -24,6 +24,7 @@ final class Master {
         self.pidFile = pidFile
         openAPI = try OpenAPI.load()
         signals = try SignalPipe()
+        ListenSocket.initializeLibrary()
         scoreboard = try Scoreboard()
         supervisor = Supervisor(policy: Master.policy(configuration))
         if let pidFile { try Master.claimPIDFile(pidFile) }

@@ -18,12 +18,13 @@ final class Worker {
     init(
         configuration: Configuration, log: Log, listenFD: Int32, scoreboard: Scoreboard, slot: Int, openAPI: [UInt8]
     ) throws {
+        connection = FastCGIConnection(listenFD: listenFD)
+        // After libfcgi's set-up, which installs its own SIGTERM handler where it finds the default one.
         WorkerSignals.install()
         self.configuration = configuration
         self.log = log
         self.scoreboard = scoreboard
         self.slot = slot
-        connection = FastCGIConnection(listenFD: listenFD)
         let services = try Services(configuration: configuration, log: log)
         application = Application(router: buildRouter(services, openAPI: openAPI))
     }
