@@ -94,13 +94,17 @@ final class Stack: @unchecked Sendable {
             try? FileManager.default.removeItem(atPath: stateDir)
             throw error
         }
-        self.binary = binary ?? Stack.packageRoot.appendingPathComponent(".build/debug/hypervisord").path
+        // HV_TEST_BINARY lets a build in another scratch folder (swift build --scratch-path) be tested.
+        self.binary =
+            binary ?? ProcessInfo.processInfo.environment["HV_TEST_BINARY"]
+            ?? Stack.packageRoot.appendingPathComponent(".build/debug/hypervisord").path
         logPath = stateDir + "/log/hypervisor.log"
         outputPath = stateDir + "/log/hypervisord.out"
         pidFilePath = stateDir + "/run/hypervisord.pid"
         socketPath = stateDir + "/run/hypervisor.sock"
         client = HTTPClient(port: port)
-        overrides = environment
+        // Logins in tests hash with a cheap scrypt cost unless a test asks for the real one.
+        overrides = ["HV_TEST_SCRYPT_LOG_N": "4"].merging(environment) { $1 }
 
         let merged = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         privatePostgres = (merged["SQL_DB_URL"] ?? "").isEmpty && (merged["POSTGRES_USER"] ?? "").isEmpty
