@@ -17,7 +17,9 @@ COPY Tests ./Tests
 # The static Swift runtime keeps the runtime image free of the toolchain's libraries.
 RUN --mount=type=cache,target=/src/.build \
     swift build -c release --static-swift-stdlib --product hypervisord \
-    && install -D -m 755 "$(swift build -c release --show-bin-path)/hypervisord" /out/hypervisord
+    && bin="$(swift build -c release --show-bin-path)" \
+    && install -D -m 755 "$bin/hypervisord" /out/hypervisord \
+    && cp -R "$bin/Hypervisor_HVFastCGI.resources" /out/
 
 FROM debian:bookworm-slim
 RUN export DEBIAN_FRONTEND=noninteractive \
@@ -28,6 +30,8 @@ RUN export DEBIAN_FRONTEND=noninteractive \
     && useradd --system --user-group --home-dir /var/lib/hypervisor --shell /usr/sbin/nologin hypervisor \
     && install -d -o hypervisor -g hypervisor -m 750 /var/lib/hypervisor
 COPY --from=build /out/hypervisord /usr/local/bin/hypervisord
+# openapi.json, served at /openapi.json, is a SwiftPM resource read from beside the binary.
+COPY --from=build /out/Hypervisor_HVFastCGI.resources /usr/local/bin/Hypervisor_HVFastCGI.resources
 USER hypervisor
 WORKDIR /var/lib/hypervisor
 ENV HV_STATE_DIR=/var/lib/hypervisor \
