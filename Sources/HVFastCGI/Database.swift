@@ -28,25 +28,6 @@ final class Database {
         }
     }
 
-    /// Runs `body` in one transaction: committed when it returns, rolled back when it throws.
-    func transaction<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
-        try run { connection in
-            try connection.execute(Database.begin)
-            do {
-                let value = try body(connection)
-                try connection.execute(Database.commit)
-                return value
-            } catch {
-                if connection.isHealthy { _ = try? connection.execute(Database.rollback) }
-                throw error
-            }
-        }
-    }
-
-    private static let begin = Statement(name: "begin", sql: "BEGIN")
-    private static let commit = Statement(name: "commit", sql: "COMMIT")
-    private static let rollback = Statement(name: "rollback", sql: "ROLLBACK")
-
     private func connected() throws(ServiceUnavailable) -> PostgresConnection {
         if let connection, connection.isHealthy { return connection }
         connection = nil

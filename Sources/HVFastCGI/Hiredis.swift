@@ -39,7 +39,6 @@ final class RedisConnection {
     private let database: Int
     private var context: UnsafeMutablePointer<redisContext>?
     private var nextAttempt: Double = 0
-    private var wasDown = false
     private let timeout = timeval(tv_sec: 0, tv_usec: 250_000)
 
     init(endpoint: Configuration.RedisEndpoint, database: Int) {
@@ -117,7 +116,6 @@ final class RedisConnection {
         }
         guard let fresh, fresh.pointee.err == 0 else {
             redisFree(fresh)
-            wasDown = true
             throw .unavailable("cannot connect")
         }
         redisSetTimeout(fresh, timeout)
@@ -130,13 +128,11 @@ final class RedisConnection {
                 throw error
             }
         }
-        wasDown = false
         return fresh
     }
 
     private func disconnect() {
         redisFree(context)
         context = nil
-        wasDown = true
     }
 }

@@ -294,27 +294,6 @@ struct JSONWriter {
     mutating func value(_ number: Int64?) {
         if let number { value(number) } else { null() }
     }
-    /// Writes an already parsed document back out.
-    mutating func value(_ json: JSON) {
-        switch json {
-        case .null: null()
-        case .bool(let flag): value(flag)
-        case .number(let text): rawNumber(text)
-        case .string(let text): value(text)
-        case .array(let elements):
-            beginArray()
-            for element in elements { value(element) }
-            endArray()
-        case .object(let members):
-            beginObject()
-            for (name, member) in members.sorted(by: { $0.key < $1.key }) {
-                key(name)
-                value(member)
-            }
-            endObject()
-        }
-    }
-
     private mutating func appendString(_ text: String) {
         bytes.append(UInt8(ascii: "\""))
         for byte in text.utf8 {

@@ -83,10 +83,9 @@ final class Worker {
         let body = connection.readBody(limit: Worker.bodyLimit, expected: declaredLength)
         let read = monotonicSeconds()
 
-        var request = Request(
+        let request = Request(
             method: method, target: target, headers: headers, body: body ?? [], requestID: requestID,
             remoteAddress: connection.parameter("REMOTE_ADDR") ?? "")
-        request.body = body ?? []
         let (response, failure) =
             body == nil ? (HTTPError.bodyTooLarge.response, nil) : application.respond(to: request)
         let handled = monotonicSeconds()
