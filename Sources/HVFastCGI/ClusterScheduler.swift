@@ -117,7 +117,7 @@ struct ClusterScheduler {
                     id: found.id, priority: found.priority, seq: read.int(0, 9)!, request: found.request, isRunning: true)
                 let freed = available + found.request
                 let snapshot = try loadAffected(
-                    after: completed, capacity: capacity, cluster: found.clusterID, excluding: found.id, connection)
+                    after: completed, capacity: capacity, cluster: found.clusterID, change: .removed, connection)
                 let plan = Scheduler.plan(for: snapshot)
                 var writes: [(Statement, [String?])] = [(Statements.complete, [String(found.id)])]
                 var events = Events(cluster: found.clusterID)
@@ -157,22 +157,25 @@ struct ClusterScheduler {
         else {
             return PlannedChange(plan: SchedulingPlan(), snapshot: alone)
         }
-        var snapshot = try loadAffected(after: new, capacity: capacity, cluster: cluster, excluding: nil, connection)
-        snapshot.active.append(new)
+        let snapshot = try loadAffected(after: new, capacity: capacity, cluster: cluster, change: .added, connection)
         return PlannedChange(plan: Scheduler.plan(for: snapshot), snapshot: snapshot)
     }
 
-    /// The running set (less `excluding`) plus the pending deployments ordered after `position` that the headroom can
-    /// still admit, loaded in scheduling order batch by batch: the subset `Scheduler.plan(for:)` needs.
+    /// Whether the changed deployment joins the cluster (a create) or leaves it (a completion).
+    private enum Change { case added, removed }
+
+    /// The running set with the change applied, plus the pending deployments ordered after `position` (the changed
+    /// deployment) that the headroom can still admit, loaded in scheduling order batch by batch: the subset
+    /// `Scheduler.plan(for:)` needs.
     private func loadAffected(
-        after position: ActiveDeployment, capacity: Resources, cluster: Int64, excluding: Int64?,
+        after position: ActiveDeployment, capacity: Resources, cluster: Int64, change: Change,
         _ connection: PostgresConnection
     ) throws -> ClusterSnapshot {
         let results = try connection.pipeline([
             (Statements.running, [String(cluster)]), (Statements.pendingMinimum, [String(cluster)]),
         ])
-        var snapshot = ClusterSnapshot(capacity: capacity, active: [])
-        for row in 0..<results[0].rowCount where results[0].int(row, 0) != excluding {
+        var snapshot = ClusterSnapshot(capacity: capacity, active: change == .added ? [position] : [])
+        for row in 0..<results[0].rowCount where results[0].int(row, 0) != position.id {
             snapshot.active.append(ActiveDeployment(results[0], row: row, running: true))
         }
         // No pending deployment is smaller than this in any dimension; nil when the queue is empty.
