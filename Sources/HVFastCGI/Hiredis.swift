@@ -53,20 +53,40 @@ final class RedisConnection {
     /// - Throws: `RedisError.unavailable` when Redis cannot be reached, `.reply` for an error reply.
     /// The corresponding hiredis function is `redisCommandArgv`.
     func command(_ arguments: [String]) throws(RedisError) -> RedisReply {
-        let context = try connected()
-        let copies = arguments.map { strdup($0) }
-        defer { for copy in copies { free(copy) } }
+        // A connection made before a Redis restart fails on first use: retry once on a fresh one.
+        let reused = context != nil
+        do {
+            return try send(arguments, on: try connected())
+        } catch .unavailable where reused {
+            nextAttempt = 0
+            return try send(arguments, on: try connected())
+        }
+    }
+
+    private func send(_ arguments: [String], on context: UnsafeMutablePointer<redisContext>) throws(RedisError)
+        -> RedisReply
+    {
+        // Exact byte copies: an argument may hold any bytes, including NUL.
+        let copies = arguments.map { argument -> UnsafeMutablePointer<CChar> in
+            let bytes = Array(argument.utf8)
+            let copy = UnsafeMutablePointer<CChar>.allocate(capacity: max(1, bytes.count))
+            bytes.withUnsafeBytes { source in
+                if let base = source.baseAddress { UnsafeMutableRawPointer(copy).copyMemory(from: base, byteCount: source.count) }
+            }
+            return copy
+        }
+        defer { for copy in copies { copy.deallocate() } }
         let lengths = arguments.map { $0.utf8.count }
-        var pointers = copies.map { UnsafePointer($0) }
+        var pointers: [UnsafePointer<CChar>?] = copies.map { UnsafePointer($0) }
         let raw = pointers.withUnsafeMutableBufferPointer { argv in
             lengths.withUnsafeBufferPointer { argvlen in
                 redisCommandArgv(context, Int32(arguments.count), argv.baseAddress, argvlen.baseAddress)
             }
         }
         guard let raw else {
-            let reason = String(cString: withUnsafePointer(to: context.pointee.errstr) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 128) { $0 }
-            })
+            let reason = withUnsafeBytes(of: context.pointee.errstr) { buffer in
+                String(decoding: buffer.prefix { $0 != 0 }, as: UTF8.self)
+            }
             disconnect()
             throw .unavailable(reason)
         }

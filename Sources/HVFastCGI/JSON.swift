@@ -159,14 +159,14 @@ enum JSON: Equatable, Sendable {
                 guard index < bytes.count else { throw fail("Unterminated string") }
                 let byte = bytes[index]
                 if byte == UInt8(ascii: "\"") {
-                    out += String(decoding: bytes[runStart..<index], as: UTF8.self)
+                    out += try run(from: runStart)
                     out.unicodeScalars.append(contentsOf: scalars)
                     index += 1
                     return out
                 }
                 if byte < 0x20 { throw fail("Invalid control character") }
                 if byte == UInt8(ascii: "\\") {
-                    out += String(decoding: bytes[runStart..<index], as: UTF8.self)
+                    out += try run(from: runStart)
                     out.unicodeScalars.append(contentsOf: scalars)
                     scalars = String.UnicodeScalarView()
                     index += 1
@@ -196,8 +196,9 @@ enum JSON: Equatable, Sendable {
                                 index = save
                             }
                         }
-                        // Lone surrogates cannot be stored as UTF-8: replace them, as a lenient decoder would.
-                        out.unicodeScalars.append(Unicode.Scalar(code) ?? "\u{FFFD}")
+                        // A lone surrogate has no UTF-8 form: refuse it rather than store something else.
+                        guard let scalar = Unicode.Scalar(code) else { throw fail("Lone surrogate in \\u escape") }
+                        out.unicodeScalars.append(scalar)
                     default:
                         index -= 1
                         throw fail("Invalid \\escape")
@@ -207,6 +208,15 @@ enum JSON: Equatable, Sendable {
                 }
                 index += 1
             }
+        }
+
+        /// The raw bytes of a string from `start` to the current index, which must be valid UTF-8: replacing bad
+        /// bytes would store something other than what was sent and make different inputs equal.
+        func run(from start: Int) throws(SyntaxError) -> String {
+            guard let text = String(validating: bytes[start..<index], as: UTF8.self) else {
+                throw SyntaxError(offset: start, reason: "Invalid UTF-8")
+            }
+            return text
         }
 
         mutating func hex4() throws(SyntaxError) -> UInt32 {

@@ -45,6 +45,18 @@ struct OrganizationsHandler {
         name: "organizations_join",
         sql: "UPDATE users SET organization_id = $2, role = 'member' WHERE id = $1 AND organization_id IS NULL")
 
+    /// Invite codes are URL-safe base64; anything else cannot match one.
+    private static func inviteCode(_ text: String) throws(ValidationError) -> String {
+        guard !text.isEmpty else { throw .stringTooShort(minimum: 1) }
+        guard text.utf8.count <= 64 else { throw .stringTooLong(maximum: 64) }
+        let urlSafe = text.utf8.allSatisfy { byte in
+            (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
+                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
+        }
+        guard urlSafe else { throw .stringPatternMismatch(pattern: "^[A-Za-z0-9_-]+$") }
+        return text
+    }
+
     private func create(_ request: Request) throws -> Response {
         let caller = try authenticator.caller(request, now: unixTime())
         var input = try Input(request)
@@ -78,12 +90,7 @@ struct OrganizationsHandler {
     private func join(_ request: Request) throws -> Response {
         let caller = try authenticator.caller(request, now: unixTime())
         var input = try Input(request)
-        let code = input.lookupString("invite_code") { (text: String) throws(ValidationError) -> String in
-            guard (1...256).contains(text.utf8.count) else {
-                throw text.isEmpty ? .stringTooShort(minimum: 1) : .stringTooLong(maximum: 256)
-            }
-            return text
-        }
+        let code = input.lookupString("invite_code", OrganizationsHandler.inviteCode)
         if code == nil && input.issues.isEmpty {
             throw ValidationFailure([.init(location: [.key("query"), .key("invite_code")], message: "Field required", type: "missing")])
         }

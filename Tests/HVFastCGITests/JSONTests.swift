@@ -21,7 +21,15 @@ import Testing
 
     @Test func surrogatePairsDecode() throws {
         #expect(try parse(#""\ud83d\ude00""#) == .string("😀"))
-        #expect(try parse(#""\ud800""#) == .string("\u{FFFD}"))
+        #expect(throws: JSON.SyntaxError.self) { try parse(#""\ud800""#) }
+        #expect(throws: JSON.SyntaxError.self) { try parse(#""x\udc00y""#) }
+    }
+
+    @Test func invalidUTF8InStringsIsRefused() {
+        for bytes: [UInt8] in [[0x22, 0xFF, 0x22], [0x22, 0x61, 0xED, 0xA0, 0x80, 0x22], [0x22, 0xC3, 0x22]] {
+            #expect(throws: JSON.SyntaxError.self) { try JSON.parse(bytes) }
+        }
+        #expect((try? JSON.parse([0x22, 0xC3, 0xA9, 0x22])) == .string("é"))
     }
 
     @Test(arguments: [
