@@ -1,0 +1,1006 @@
+import Domain
+import Foundation
+import Testing
+
+@testable import HVFastCGI
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The scheduler end to end (through nginx and the worker pool) and against the real PostgreSQL and Redis: the seed
+/// API's deployment endpoints, a preemption story, the transaction applying exactly `Scheduler.plan(for:)`,
+/// concurrency on one cluster, per-cluster locking, and the Redis queue snapshot.
+@Suite(.serialized)
+struct SchedulingTests {
+    /// One stack for the whole suite, started on first use and stopped when the test process exits.
+    private static let started: Result<Stack, any Error> = Result {
+        let stack = try Stack()
+        try stack.start()
+        return stack
+    }
+
+    private let stack: Stack
+    private let api: SchedulingAPI
+
+    init() throws {
+        stack = try Self.started.get()
+        api = SchedulingAPI(client: stack.client)
+    }
+
+    // MARK: - Seed API end to end
+
+    @Test func seedScenarioRunsGetsAndCompletesADeploymentThroughNginx() throws {
+        let owner = try api.register("sched-seed-owner")
+        let cluster = try api.createCluster(owner, name: "seed cluster", ram: 140, cpu: "140", gpu: 140)
+
+        let created = try api.createDeployment(
+            owner, name: "seed-dep", cluster: cluster, image: "docker.io/library/nginx:1.25", ram: 35, cpu: "35",
+            gpu: 35, priority: 1)
+        #expect(created.status == 200, "\(created.text)")
+        let object = try #require(created.jsonObject, "\(created.text)")
+        let id = try #require(int(object["id"]))
+        let expected: [String: Any] = [
+            "id": id, "name": "seed-dep", "cluster_id": cluster, "image_path": "docker.io/library/nginx:1.25",
+            "ram_required": 35, "cpu_required": 35.0, "gpu_required": 35, "status": "Running", "priority": 1,
+        ]
+        expectSameObject(object, expected)
+        // FastAPI returned the float: `35.0`, not `35`.
+        #expect(created.text.range(of: #""cpu_required"\s*:\s*35\.0\s*[,}]"#, options: .regularExpression) != nil)
+        try expectAvailable(owner, cluster, ram: 105, cpu: 105, gpu: 105)
+
+        // Every lookup form answers with the same object.
+        let encodedName = "seed-dep"
+        let lookups: [(String, HTTPResponse)] = [
+            ("id in query, slash", try api.get("/deployments/get_deployment/?id=\(id)", owner)),
+            ("id in query, no slash", try api.get("/deployments/get_deployment?id=\(id)", owner)),
+            ("name in query, slash", try api.get("/deployments/get_deployment/?deployment_name=\(encodedName)", owner)),
+            (
+                "name in query, no slash",
+                try api.get("/deployments/get_deployment?deployment_name=\(encodedName)", owner)
+            ),
+            ("id in body", try api.get("/deployments/get_deployment/", owner, body: ["id": id])),
+            ("name in body", try api.get("/deployments/get_deployment", owner, body: ["deployment_name": "seed-dep"])),
+            (
+                "both in query",
+                try api.get("/deployments/get_deployment/?id=\(id)&deployment_name=\(encodedName)", owner)
+            ),
+            (
+                "both in body",
+                try api.get("/deployments/get_deployment/", owner, body: ["id": id, "deployment_name": "seed-dep"])
+            ),
+        ]
+        for (form, response) in lookups {
+            #expect(response.status == 200, "\(form): \(response.status) \(response.text)")
+            expectSameObject(response.jsonObject ?? [:], expected, form)
+        }
+
+        // Without cluster_id: a FastAPI 422 list naming the field.
+        let missing = try api.postJSON(
+            "/deployments/create/", owner,
+            #"{"name":"no-cluster","image_path":"nginx","ram_required":1,"cpu_required":1,"gpu_required":0,"priority":1}"#
+        )
+        #expect(missing.status == 422)
+        #expect(
+            issues(missing).contains { $0.loc == ["body", "cluster_id"] && $0.type == "missing" }, "\(missing.text)")
+
+        // Bigger than the cluster's total: refused, whatever is free.
+        let tooBig = try api.createDeployment(
+            owner, name: "seed-too-big", cluster: cluster, ram: 141, cpu: "1", gpu: 0, priority: 1)
+        #expect(tooBig.status == 422)
+        expectSameObject(
+            tooBig.jsonObject ?? [:], ["detail": "Not Enough Resources on the cluster for this deployment"])
+        let tooManyGPUs = try api.createDeployment(
+            owner, name: "seed-too-many-gpus", cluster: cluster, ram: 1, cpu: "1", gpu: 141, priority: 1)
+        #expect(tooManyGPUs.status == 422)
+        expectSameObject(
+            tooManyGPUs.jsonObject ?? [:], ["detail": "Not Enough Resources on the cluster for this deployment"])
+
+        // Bad image references.
+        for image in ["library/Nginx:latest", "nginx@sha256:1234", "nginx@md5:" + String(repeating: "a", count: 64)] {
+            let response = try api.createDeployment(
+                owner, name: "seed-bad-image", cluster: cluster, image: image, ram: 1, cpu: "1", gpu: 0, priority: 1)
+            #expect(response.status == 422, "\(image): \(response.text)")
+            #expect(issues(response).contains { $0.loc == ["body", "image_path"] }, "\(image): \(response.text)")
+        }
+
+        // Priorities are Int32: the bounds are accepted, one beyond them is not.
+        for priority in ["2147483648", "-2147483649", "9223372036854775808"] {
+            let response = try api.createDeployment(
+                owner, name: "seed-bad-priority", cluster: cluster, ram: 1, cpu: "1", gpu: 0, priorityText: priority)
+            #expect(response.status == 422, "\(priority): \(response.text)")
+            #expect(issues(response).contains { $0.loc == ["body", "priority"] }, "\(priority): \(response.text)")
+        }
+        for (name, priority) in [("seed-max-priority", "2147483647"), ("seed-min-priority", "-2147483648")] {
+            let response = try api.createDeployment(
+                owner, name: name, cluster: cluster, ram: 1, cpu: "0.5", gpu: 0, priorityText: priority)
+            #expect(response.status == 200, "\(priority): \(response.text)")
+            #expect(int(response.jsonObject?["priority"]) == Int64(priority))
+            #expect(response.jsonObject?["status"] as? String == "Running")
+        }
+        try expectAvailable(owner, cluster, ram: 103, cpu: 104, gpu: 105)
+
+        // Another tenant sees nothing, and cannot complete or deploy into it.
+        let stranger = try api.register("sched-seed-stranger")
+        for path in [
+            "/deployments/get_deployment/?id=\(id)", "/deployments/get_deployment/?deployment_name=\(encodedName)",
+        ] {
+            let response = try api.get(path, stranger)
+            #expect(response.status == 404, "\(path): \(response.text)")
+        }
+        let strangerComplete = try api.complete(stranger, id)
+        #expect(strangerComplete.status == 404, "\(strangerComplete.text)")
+        let strangerCreate = try api.createDeployment(
+            stranger, name: "intruder", cluster: cluster, ram: 1, cpu: "1", gpu: 0, priority: 1)
+        #expect(strangerCreate.status == 404, "\(strangerCreate.text)")
+        #expect(try api.getJSON("/deployments/get_deployment/?id=\(id)", owner)["status"] as? String == "Running")
+
+        // Complete (id in the body), then the resources are back.
+        let completed = try api.postJSON("/deployments/complete/", owner, #"{"id":\#(id)}"#)
+        #expect(completed.status == 200, "\(completed.text)")
+        var done = expected
+        done["status"] = "Completed"
+        expectSameObject(completed.jsonObject ?? [:], done)
+        expectSameObject(try api.getJSON("/deployments/get_deployment/?id=\(id)", owner), done)
+        try expectAvailable(owner, cluster, ram: 138, cpu: 139, gpu: 140)
+
+        // Completing again (query form, no slash): 409 naming the status; nothing changes.
+        let again = try api.post("/deployments/complete?id=\(id)", owner)
+        #expect(again.status == 409)
+        let detail = try #require(again.jsonObject?["detail"] as? String, "\(again.text)")
+        #expect(detail.contains("Completed"), "\(detail)")
+        try expectAvailable(owner, cluster, ram: 138, cpu: 139, gpu: 140)
+    }
+
+    // MARK: - Preemption story
+
+    @Test func preemptionStoryFollowsTheGreedyPassStepByStep() throws {
+        let owner = try api.register("sched-story")
+        let cluster = try api.createCluster(owner, name: "story", ram: 10, cpu: "100", gpu: 2)
+        var expected: [String: String] = [:]
+        var ids: [String: Int64] = [:]
+
+        func deploy(_ name: String, priority: Int32, ram: Int64, gpu: Int64 = 0, becomes status: String) throws {
+            let response = try api.createDeployment(
+                owner, name: name, cluster: cluster, ram: ram, cpu: "1", gpu: gpu, priority: priority)
+            #expect(response.status == 200, "\(name): \(response.text)")
+            ids[name] = try #require(int(response.jsonObject?["id"]), "\(response.text)")
+            #expect(response.jsonObject?["status"] as? String == status, "\(name) answered \(response.text)")
+            expected[name] = status
+        }
+        func check(_ step: String, availableRAM: Int64) throws {
+            for (name, status) in expected.sorted(by: { $0.key < $1.key }) {
+                let object = try api.getJSON("/deployments/get_deployment/?id=\(ids[name]!)", owner)
+                #expect(object["status"] as? String == status, "after \(step): \(name) is \(object["status"] ?? "?")")
+            }
+            let clusterObject = try api.getJSON("/clusters/get_cluster/?id=\(cluster)", owner)
+            #expect(int(clusterObject["available_ram"]) == availableRAM, "after \(step): \(clusterObject)")
+        }
+
+        try deploy("low-a", priority: 1, ram: 4, becomes: "Running")
+        try deploy("low-b", priority: 1, ram: 4, becomes: "Running")
+        try check("two low-priority deployments", availableRAM: 2)
+        // Equal priority never preempts: it waits.
+        try deploy("low-c", priority: 1, ram: 4, becomes: "Pending")
+        try check("an equal-priority deployment that does not fit", availableRAM: 2)
+        // A higher priority takes room from the lowest priority, newest first: low-b goes, low-a (older) stays.
+        try deploy("high", priority: 5, ram: 5, becomes: "Running")
+        expected["low-b"] = "Pending"
+        try check("the high-priority deployment", availableRAM: 1)
+        // Completing the preemptor: the victim (older than low-c) resumes before low-c.
+        let completedHigh = try api.complete(owner, ids["high"]!)
+        #expect(completedHigh.status == 200, "\(completedHigh.text)")
+        expected["high"] = "Completed"
+        expected["low-b"] = "Running"
+        try check("completing high", availableRAM: 2)
+
+        // Backfill: a big deployment of priority 1 waits (it would have to preempt its equals), and a small p0 one
+        // uses the hole that neither it nor low-c can.
+        try deploy("big", priority: 1, ram: 6, becomes: "Pending")
+        try check("a big equal-priority deployment", availableRAM: 2)
+        try deploy("tiny", priority: 0, ram: 2, becomes: "Running")
+        try check("backfilling", availableRAM: 0)
+
+        let completedB = try api.complete(owner, ids["low-b"]!)
+        #expect(completedB.status == 200, "\(completedB.text)")
+        expected["low-b"] = "Completed"
+        expected["low-c"] = "Running"
+        try check("completing low-b", availableRAM: 0)
+
+        // The victim's history, in order, with the preemptor named.
+        let database = try TestDatabase(stack.databaseURL)
+        let events = try database.events(of: ids["low-b"]!)
+        let story: [DeploymentEvent] = [
+            DeploymentEvent(kind: "Queued", causedBy: nil), DeploymentEvent(kind: "Started", causedBy: nil),
+            DeploymentEvent(kind: "Preempted", causedBy: ids["high"]!), DeploymentEvent(kind: "Started", causedBy: nil),
+            DeploymentEvent(kind: "Completed", causedBy: nil),
+        ]
+        #expect(events == story)
+        #expect(
+            try database.events(of: ids["low-c"]!) == [
+                DeploymentEvent(kind: "Queued", causedBy: nil), DeploymentEvent(kind: "Started", causedBy: nil),
+            ])
+        #expect(try database.events(of: ids["big"]!) == [DeploymentEvent(kind: "Queued", causedBy: nil)])
+        let preemptions = try database.query(
+            "SELECT preemptions FROM deployments WHERE id = $1", [String(ids["low-b"]!)]
+        ).int(0, 0)
+        #expect(preemptions == 1)
+        let state = try database.clusterState(cluster)
+        #expect(Scheduler.plan(for: state.snapshot) == SchedulingPlan())
+        #expect(state.available == state.capacity - state.runningSum)
+    }
+
+    // MARK: - The transaction applies exactly the plan
+
+    @Test func preemptingCreateAppliesExactlyThePlanComputedFromPostgreSQL() throws {
+        let owner = try api.register("sched-plan")
+        let cluster = try api.createCluster(owner, name: "plan", ram: 100, cpu: "24", gpu: 6)
+        var random = SchedulingRandom(seed: 0x5EED_0001)
+        for index in 0..<30 {
+            let response = try api.createDeployment(
+                owner, name: "plan-fill-\(index)", cluster: cluster, ram: Int64.random(in: 3...16, using: &random),
+                cpu: JSONNumber.text(millicores: Int64.random(in: 100...2500, using: &random)),
+                gpu: Int64.random(in: 0...1, using: &random), priority: Int32.random(in: 0...3, using: &random))
+            #expect(response.status == 200, "\(response.text)")
+        }
+        let database = try TestDatabase(stack.databaseURL)
+        var preemptingRounds = 0
+        for round in 0..<5 {
+            let before = try database.clusterState(cluster)
+            #expect(Scheduler.plan(for: before.snapshot) == SchedulingPlan(), "round \(round): not settled before")
+            let lastEvent = try database.query("SELECT coalesce(max(id), 0) FROM deployment_events").int(0, 0) ?? 0
+            let request = Resources(ram: 18, cpu: 1500, gpu: 1)
+            let priority = Int32(10 + round)
+            let placeholder: Int64 = -1
+            let new = ActiveDeployment(
+                id: placeholder, priority: priority, seq: before.nextSeq, request: request, isRunning: false)
+            let plan = Scheduler.plan(for: ClusterSnapshot(capacity: before.capacity, active: before.active + [new]))
+            if !plan.preempt.isEmpty { preemptingRounds += 1 }
+
+            let response = try api.createDeployment(
+                owner, name: "plan-preemptor-\(round)", cluster: cluster, ram: request.ram,
+                cpu: JSONNumber.text(millicores: request.cpu), gpu: request.gpu, priority: priority)
+            #expect(response.status == 200, "\(response.text)")
+            let id = try #require(int(response.jsonObject?["id"]))
+            func real(_ planned: Int64) -> Int64 { planned == placeholder ? id : planned }
+            #expect(
+                response.jsonObject?["status"] as? String == (plan.start.contains(placeholder) ? "Running" : "Pending"))
+
+            let after = try database.clusterState(cluster)
+            let beforeStatus = Dictionary(uniqueKeysWithValues: before.active.map { ($0.id, $0.isRunning) })
+            let afterStatus = Dictionary(uniqueKeysWithValues: after.active.map { ($0.id, $0.isRunning) })
+            #expect(Set(afterStatus.keys) == Set(beforeStatus.keys).union([id]), "round \(round): active set")
+            let changed = Set(beforeStatus.keys.filter { beforeStatus[$0] != afterStatus[$0] })
+            #expect(changed == Set(plan.start + plan.preempt).subtracting([placeholder]), "round \(round): \(plan)")
+            #expect(afterStatus[id] == plan.start.contains(placeholder))
+
+            let requests = Dictionary(uniqueKeysWithValues: (before.active + [new]).map { ($0.id, $0.request) })
+            let started = plan.start.map { requests[$0]! }.reduce(Resources(), +)
+            let preempted = plan.preempt.map { requests[$0]! }.reduce(Resources(), +)
+            #expect(after.available == before.available - started + preempted, "round \(round): accounting")
+            #expect(after.available == after.capacity - after.runningSum)
+            #expect(after.version == before.version + 1)
+            #expect(after.nextSeq == before.nextSeq + 1)
+            #expect(after.active.first { $0.id == id }?.seq == before.nextSeq)
+            #expect(Scheduler.plan(for: after.snapshot) == SchedulingPlan(), "round \(round): not settled after")
+
+            // The transaction's events: Queued for the new one, Started per start, Preempted naming the preemptor.
+            let written = try database.query(
+                "SELECT deployment_id, kind, caused_by FROM deployment_events WHERE id > $1 ORDER BY id",
+                [String(lastEvent)])
+            var actual: [String] = []
+            for row in 0..<written.rowCount {
+                actual.append(
+                    "\(written.int(row, 0)!) \(written.string(row, 1)!) \(written.int(row, 2).map(String.init) ?? "-")")
+            }
+            var planned = ["\(id) Queued -"]
+            planned += plan.start.map { "\(real($0)) Started -" }
+            planned += plan.preempt.map {
+                "\(real($0)) Preempted \(plan.preemptedBy[$0].map(real).map(String.init) ?? "-")"
+            }
+            #expect(actual.sorted() == planned.sorted(), "round \(round)")
+        }
+        #expect(preemptingRounds >= 3, "the scenario should preempt in most rounds")
+    }
+
+    // MARK: - Concurrency on one cluster
+
+    @Test func eightConcurrentClientsLeaveTheClusterSettledAndConsistent() throws {
+        let owner = try api.register("sched-load")
+        let total = Resources(ram: 64, cpu: 16_000, gpu: 4)
+        let cluster = try api.createCluster(owner, name: "load", ram: total.ram, cpu: "16", gpu: total.gpu)
+        let shared = LoadLedger()
+        let api = self.api
+        let clients = 8
+        let operations = 500
+        let seed: UInt64 = 0x10AD_2024
+
+        let started = Date()
+        runThreads(clients) { client in
+            var random = SchedulingRandom(seed: seed &+ UInt64(client))
+            for operation in stride(from: client, to: operations, by: clients) {
+                let known = shared.runningCandidate(using: &random)
+                if let target = known, Int.random(in: 0..<10, using: &random) < 5 {
+                    do {
+                        let response = try api.complete(owner, target)
+                        shared.recordCompletion(target, response)
+                    } catch {
+                        shared.fail("complete \(target): \(error)")
+                    }
+                    continue
+                }
+                let fits = Int.random(in: 0..<20, using: &random) != 0
+                let ram = fits ? Int64.random(in: 1...24, using: &random) : Int64.random(in: 65...90, using: &random)
+                let cpu = Int64.random(in: 50...6000, using: &random)
+                let gpu = Int64.random(in: 0...2, using: &random)
+                let priority = Int32.random(in: 0...5, using: &random)
+                do {
+                    let response = try api.createDeployment(
+                        owner, name: "load-\(client)-\(operation)", cluster: cluster, ram: ram,
+                        cpu: JSONNumber.text(millicores: cpu), gpu: gpu, priority: priority)
+                    shared.recordCreate(fits: fits, response)
+                } catch {
+                    shared.fail("create: \(error)")
+                }
+            }
+        }
+        let elapsed = Date().timeIntervalSince(started)
+
+        let report = shared.report()
+        #expect(report.failures.isEmpty, "\(report.failures.prefix(10))")
+        #expect(report.creates > 150 && report.completions > 25, "\(report)")
+        #expect(report.refused > 0, "some creates should not fit")
+
+        let database = try TestDatabase(stack.databaseURL)
+        let state = try database.clusterState(cluster)
+        #expect(Scheduler.plan(for: state.snapshot) == SchedulingPlan(), "the cluster is not settled")
+        #expect(state.available == total - state.runningSum)
+        #expect(state.available.fits(in: total) && Resources().fits(in: state.available))
+        let rows = try database.query(
+            "SELECT id, status, preemptions FROM deployments WHERE cluster_id = $1 ORDER BY id", [String(cluster)])
+        #expect(rows.rowCount == report.creates)
+        var completedInDatabase: Set<Int64> = []
+        let histories = try database.eventsByDeployment(cluster: cluster)
+        for row in 0..<rows.rowCount {
+            let id = rows.int(row, 0)!
+            let status = rows.string(row, 1)!
+            if status == "Completed" { completedInDatabase.insert(id) }
+            let history = histories[id] ?? []
+            let problem = historyProblem(history, finalStatus: status, preemptions: rows.int(row, 2)!)
+            #expect(problem == nil, "deployment \(id) (\(status)): \(problem ?? "") in \(history)")
+        }
+        #expect(completedInDatabase == report.completedIDs, "each Completed deployment was completed by one 200")
+        try expectRedisMatches(cluster, database)
+        let rebuilds = stack.logText().split(separator: "\n").filter {
+            $0.contains("queue snapshot rebuilt") && $0.contains("cluster_id=\(cluster) ")
+        }.count
+        print("SchedulingTests: \(rebuilds) full snapshot rebuilds of cluster \(cluster) with Redis up")
+        print("SchedulingTests: 500 operations by 8 clients in \(String(format: "%.2f", elapsed)) s: \(report)")
+    }
+
+    // MARK: - Clusters do not block one another
+
+    @Test func aLockedClusterDoesNotDelayAnotherCluster() throws {
+        let owner = try api.register("sched-locks")
+        let clusterA = try api.createCluster(owner, name: "locked", ram: 100, cpu: "100", gpu: 0)
+        let clusterB = try api.createCluster(owner, name: "free", ram: 100, cpu: "100", gpu: 0)
+        let api = self.api
+        let holder = try TestDatabase(stack.databaseURL)
+        try holder.query("SELECT pg_advisory_lock($1)", [String(clusterA)])
+        var locked = true
+        defer { if locked { _ = try? holder.query("SELECT pg_advisory_unlock($1)", [String(clusterA)]) } }
+
+        let blocked = Outcome()
+        let thread = Thread {
+            do {
+                blocked.finish(
+                    try api.createDeployment(
+                        owner, name: "on-locked", cluster: clusterA, ram: 1, cpu: "1", gpu: 0, priority: 1))
+            } catch {
+                blocked.fail("\(error)")
+            }
+        }
+        thread.start()
+        // The create on A reaches the lock and waits on it.
+        #expect(waitUntil(timeout: 5) { (try? holder.waitingAdvisoryLocks()) ?? 0 > 0 }, "no create waits on A's lock")
+
+        let timings = TimingLedger()
+        runThreads(3) { client in
+            for index in 0..<4 {
+                let start = Date()
+                do {
+                    let response = try api.createDeployment(
+                        owner, name: "on-free-\(client)-\(index)", cluster: clusterB, ram: 1, cpu: "1", gpu: 0,
+                        priority: Int32(index))
+                    timings.add(Date().timeIntervalSince(start), response.status)
+                } catch {
+                    timings.add(.infinity, -1)
+                }
+            }
+        }
+        let observed = timings.all()
+        #expect(observed.count == 12)
+        #expect(observed.allSatisfy { $0.status == 200 }, "\(observed)")
+        #expect(observed.map(\.seconds).max() ?? .infinity < 1.0, "creates on B waited: \(observed.map(\.seconds))")
+        #expect(blocked.value == nil, "the create on A finished while A was locked")
+
+        let releasedAt = Date()
+        try holder.query("SELECT pg_advisory_unlock($1)", [String(clusterA)])
+        locked = false
+        #expect(waitUntil(timeout: 5) { blocked.value != nil })
+        let finishedAfter = Date().timeIntervalSince(releasedAt)
+        let result = try #require(blocked.value)
+        switch result {
+        case .success(let response):
+            #expect(response.status == 200, "\(response.text)")
+            #expect(response.jsonObject?["status"] as? String == "Running")
+        case .failure(let error):
+            Issue.record("the create on A failed: \(error)")
+        }
+        #expect(finishedAfter < 1.0)
+        let stateA = try holder.clusterState(clusterA)
+        #expect(stateA.active.count == 1 && stateA.available.ram == 99)
+    }
+
+    // MARK: - Redis
+
+    @Test func requestsSucceedWhileRedisIsDownAndTheSnapshotIsRebuiltAfterwards() throws {
+        let owner = try api.register("sched-redis")
+        let cluster = try api.createCluster(owner, name: "redis", ram: 10, cpu: "10", gpu: 1)
+        let database = try TestDatabase(stack.databaseURL)
+        func deploy(_ name: String, _ priority: Int32, ram: Int64, gpu: Int64 = 0) throws -> Int64 {
+            let response = try api.createDeployment(
+                owner, name: name, cluster: cluster, ram: ram, cpu: "1", gpu: gpu, priority: priority)
+            #expect(response.status == 200, "\(name): \(response.text)")
+            return int(response.jsonObject?["id"]) ?? 0
+        }
+        let first = try deploy("redis-1", 1, ram: 6)
+        _ = try deploy("redis-2", 1, ram: 6)
+        try expectRedisMatches(cluster, database)
+
+        try stack.stopRedis()
+        var redisStopped = true
+        defer { if redisStopped { try? stack.startRedis() } }
+        let preemptor = try deploy("redis-3", 5, ram: 5, gpu: 1)
+        _ = try deploy("redis-4", 0, ram: 1)
+        _ = try deploy("redis-5", 9, ram: 1)
+        let completed = try api.complete(owner, preemptor)
+        #expect(completed.status == 200, "\(completed.text)")
+        let completedFirst = try api.complete(owner, first)
+        #expect(completedFirst.status == 200, "\(completedFirst.text)")
+        let lookup = try api.get("/deployments/get_deployment/?id=\(first)", owner)
+        #expect(lookup.status == 200)
+
+        try stack.startRedis()
+        redisStopped = false
+        // Each worker retries a lost Redis connection at most once a second.
+        usleep(1_200_000)
+        _ = try deploy("redis-6", 0, ram: 1)
+        try expectRedisMatches(cluster, database)
+    }
+
+    @Test func anOlderSnapshotWriteNeverReplacesANewerOne() throws {
+        let owner = try api.register("sched-versions")
+        let cluster = try api.createCluster(owner, name: "versions", ram: 10, cpu: "10", gpu: 0)
+        for (index, ram) in [4, 4, 4].enumerated() {
+            let response = try api.createDeployment(
+                owner, name: "versions-\(index)", cluster: cluster, ram: Int64(ram), cpu: "1", gpu: 0, priority: 1)
+            #expect(response.status == 200)
+        }
+        let database = try TestDatabase(stack.databaseURL)
+        try expectRedisMatches(cluster, database)
+        let state = try database.clusterState(cluster)
+        let version = state.version
+
+        let log = Log(path: nil, level: .error, role: "test")
+        let redis = RedisConnection(endpoint: .unix(path: stack.redisHost), database: 0)
+        let queue = DeploymentQueue(redis: redis, log: log)
+        let service = Database(url: stack.databaseURL, log: log)
+        let running = state.active.filter(\.isRunning)
+        let pending = state.active.filter { !$0.isRunning }
+
+        // Version N (one past PostgreSQL's): a fake pending deployment joins the queue.
+        let newer = ActiveDeployment(
+            id: 9_000_001, priority: 2, seq: 900, request: Resources(ram: 1, cpu: 1, gpu: 0), isRunning: false)
+        var change = DeploymentQueue.Change(
+            cluster: cluster, version: version + 1, available: Resources(ram: 1, cpu: 7000, gpu: 0))
+        change.addedPending = [newer]
+        queue.publish(change, rebuildFrom: service)
+        let expected = RedisSnapshot(
+            version: version + 1, available: Resources(ram: 1, cpu: 7000, gpu: 0),
+            running: Set(running.map(DeploymentQueue.member)),
+            pending: Set((pending + [newer]).map(DeploymentQueue.member)))
+        #expect(try readSnapshot(cluster, redis) == expected)
+
+        // Version N − 1, arriving late, changes nothing.
+        let older = ActiveDeployment(
+            id: 9_000_002, priority: 3, seq: 901, request: Resources(ram: 2, cpu: 1, gpu: 0), isRunning: true)
+        var late = DeploymentQueue.Change(cluster: cluster, version: version, available: Resources())
+        late.removedRunning = running
+        late.addedRunning = [older]
+        late.removedPending = pending
+        queue.publish(late, rebuildFrom: service)
+        #expect(try readSnapshot(cluster, redis) == expected)
+
+        // Neither does a full rebuild from PostgreSQL (still at N − 1), nor a later change whose gap triggers one.
+        try queue.rebuild(cluster, from: service)
+        #expect(try readSnapshot(cluster, redis) == expected)
+        var gap = DeploymentQueue.Change(cluster: cluster, version: version + 3, available: Resources())
+        gap.removedPending = pending
+        queue.publish(gap, rebuildFrom: service)
+        #expect(try readSnapshot(cluster, redis) == expected)
+        let staged = try redis.command([
+            "EXISTS", "hv:q:\(cluster):running:staged", "hv:q:\(cluster):pending:staged",
+        ])
+        #expect(staged == .integer(0), "staged keys left behind")
+    }
+
+    @Test func concurrentRebuildsOfOneClusterLeaveTheWholeSnapshot() throws {
+        let owner = try api.register("sched-rebuilds")
+        let cluster = try api.createCluster(owner, name: "rebuilds", ram: 100, cpu: "100", gpu: 0)
+        for index in 0..<60 {
+            let response = try api.createDeployment(
+                owner, name: "rebuilds-\(index)", cluster: cluster, ram: Int64(1 + index % 7), cpu: "0.5", gpu: 0,
+                priority: Int32(index % 4))
+            #expect(response.status == 200)
+        }
+        let database = try TestDatabase(stack.databaseURL)
+        try expectRedisMatches(cluster, database)
+        let url = stack.databaseURL
+        let socket = stack.redisHost
+        let keys = DeploymentQueue.keys(cluster)
+        let redis = RedisConnection(endpoint: .unix(path: socket), database: 0)
+        let failures = TimingLedger()
+        var broken = 0
+        var example = ""
+        for round in 0..<40 {
+            // Redis lost the snapshot (e.g. it restarted); several workers notice at once and rebuild it.
+            _ = try redis.command(["DEL"] + keys)
+            let start = DispatchSemaphore(value: 0)
+            let group = DispatchGroup()
+            for _ in 0..<6 {
+                group.enter()
+                Thread {
+                    let log = Log(path: nil, level: .error, role: "test")
+                    let queue = DeploymentQueue(
+                        redis: RedisConnection(endpoint: .unix(path: socket), database: 0), log: log)
+                    let service = Database(url: url, log: log)
+                    // Connected beforehand, so that the rebuilds run together.
+                    _ = try? service.run { _ in () }
+                    _ = queue.redis.ping()
+                    start.wait()
+                    do { try queue.rebuild(cluster, from: service) } catch { failures.add(Double(round), -1) }
+                    group.leave()
+                }.start()
+            }
+            usleep(50_000)
+            for _ in 0..<6 { start.signal() }
+            group.wait()
+            let state = try database.clusterState(cluster)
+            let snapshot = try readSnapshot(cluster, redis)
+            if snapshot.running.count != state.active.filter(\.isRunning).count
+                || snapshot.pending.count != state.active.filter({ !$0.isRunning }).count
+            {
+                if broken == 0 {
+                    example =
+                        "round \(round): Redis has \(snapshot.running.count) running and \(snapshot.pending.count) pending "
+                        + "at version \(snapshot.version ?? -1); PostgreSQL has \(state.active.filter(\.isRunning).count) "
+                        + "and \(state.active.filter { !$0.isRunning }.count) at version \(state.version)"
+                }
+                broken += 1
+            }
+        }
+        #expect(failures.all().isEmpty)
+        #expect(broken == 0, "\(broken) of 40 rounds of concurrent rebuilds left a partial snapshot, e.g. \(example)")
+        try expectRedisMatches(cluster, database)
+    }
+
+    // MARK: - Checks
+
+    /// Expects the Redis snapshot of `cluster` to equal PostgreSQL's state.
+    private func expectRedisMatches(
+        _ cluster: Int64, _ database: TestDatabase, sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
+        let state = try database.clusterState(cluster)
+        let redis = RedisConnection(endpoint: .unix(path: stack.redisHost), database: 0)
+        let snapshot = try readSnapshot(cluster, redis)
+        let expected = RedisSnapshot(
+            version: state.version, available: state.available,
+            running: Set(state.active.filter(\.isRunning).map(DeploymentQueue.member)),
+            pending: Set(state.active.filter { !$0.isRunning }.map(DeploymentQueue.member)))
+        let log = stack.logText().split(separator: "\n").filter { $0.contains("snapshot") }.suffix(12)
+        #expect(
+            snapshot == expected, "Redis snapshot of cluster \(cluster); log:\n\(log.joined(separator: "\n"))",
+            sourceLocation: sourceLocation)
+    }
+
+    private func expectAvailable(
+        _ account: Account, _ cluster: Int64, ram: Int64, cpu: Double, gpu: Int64,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
+        let object = try api.getJSON("/clusters/get_cluster/?id=\(cluster)", account)
+        #expect(int(object["available_ram"]) == ram, "\(object)", sourceLocation: sourceLocation)
+        #expect((object["available_cpu"] as? NSNumber)?.doubleValue == cpu, "\(object)", sourceLocation: sourceLocation)
+        #expect(int(object["available_gpu"]) == gpu, "\(object)", sourceLocation: sourceLocation)
+    }
+}
+
+// MARK: - HTTP helpers
+
+private struct Account: Sendable {
+    let id: Int64
+    let token: String
+}
+
+private struct SchedulingFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The seed API calls these tests make, over `HTTPClient`. JSON bodies are written as text so numbers go out
+/// exactly as given (`"0.125"` CPUs, not a binary float).
+private struct SchedulingAPI: Sendable {
+    let client: HTTPClient
+
+    func register(_ username: String) throws -> Account {
+        let credentials = #"{"username":"\#(username)","password":"scheduling-password"}"#
+        let registered = try send("POST", "/users/register/", nil, credentials)
+        guard registered.status == 200, let id = int(registered.jsonObject?["id"]) else {
+            throw SchedulingFailure("register \(username): \(registered.status) \(registered.text)")
+        }
+        let login = try send("POST", "/users/login/", nil, credentials)
+        guard login.status == 200, let token = login.jsonObject?["access_token"] as? String else {
+            throw SchedulingFailure("login \(username): \(login.status) \(login.text)")
+        }
+        return Account(id: id, token: token)
+    }
+
+    func createCluster(_ account: Account, name: String, ram: Int64, cpu: String, gpu: Int64) throws -> Int64 {
+        let response = try postJSON(
+            "/clusters/create/", account,
+            #"{"name":"\#(name)","total_ram":\#(ram),"total_cpu":\#(cpu),"total_gpu":\#(gpu)}"#)
+        guard response.status == 200, let id = int(response.jsonObject?["id"]) else {
+            throw SchedulingFailure("create cluster \(name): \(response.status) \(response.text)")
+        }
+        return id
+    }
+
+    func createDeployment(
+        _ account: Account, name: String, cluster: Int64, image: String = "registry.example.com/team/app:1.0",
+        ram: Int64, cpu: String, gpu: Int64, priority: Int32
+    ) throws -> HTTPResponse {
+        try createDeployment(
+            account, name: name, cluster: cluster, image: image, ram: ram, cpu: cpu, gpu: gpu,
+            priorityText: String(priority))
+    }
+
+    func createDeployment(
+        _ account: Account, name: String, cluster: Int64, image: String = "registry.example.com/team/app:1.0",
+        ram: Int64, cpu: String, gpu: Int64, priorityText: String
+    ) throws -> HTTPResponse {
+        try postJSON(
+            "/deployments/create/", account,
+            #"{"name":"\#(name)","cluster_id":\#(cluster),"image_path":"\#(image)","ram_required":\#(ram),"#
+                + #""cpu_required":\#(cpu),"gpu_required":\#(gpu),"priority":\#(priorityText)}"#)
+    }
+
+    func complete(_ account: Account, _ id: Int64) throws -> HTTPResponse {
+        try post("/deployments/complete/?id=\(id)", account)
+    }
+
+    func get(_ path: String, _ account: Account, body: [String: Any]? = nil) throws -> HTTPResponse {
+        let text = try body.map { String(decoding: try JSONSerialization.data(withJSONObject: $0), as: UTF8.self) }
+        return try send("GET", path, account, text)
+    }
+
+    func getJSON(_ path: String, _ account: Account) throws -> [String: Any] {
+        let response = try get(path, account)
+        guard response.status == 200, let object = response.jsonObject else {
+            throw SchedulingFailure("GET \(path): \(response.status) \(response.text)")
+        }
+        return object
+    }
+
+    func post(_ path: String, _ account: Account) throws -> HTTPResponse {
+        try send("POST", path, account, nil)
+    }
+
+    func postJSON(_ path: String, _ account: Account, _ body: String) throws -> HTTPResponse {
+        try send("POST", path, account, body)
+    }
+
+    private func send(_ method: String, _ path: String, _ account: Account?, _ body: String?) throws -> HTTPResponse {
+        var headers: [String: String] = [:]
+        if let account { headers["Authorization"] = "Bearer \(account.token)" }
+        if body != nil { headers["Content-Type"] = "application/json" }
+        return try client.request(method, path, headers: headers, body: Array((body ?? "").utf8))
+    }
+}
+
+private func int(_ value: Any?) -> Int64? {
+    guard let number = value as? NSNumber, !(value is String) else { return nil }
+    return number.int64Value
+}
+
+/// The entries of a FastAPI 422 list.
+private func issues(_ response: HTTPResponse) -> [(loc: [String], type: String)] {
+    guard let list = response.jsonObject?["detail"] as? [[String: Any]] else { return [] }
+    return list.map { entry in
+        let loc = (entry["loc"] as? [Any] ?? []).map { "\($0)" }
+        return (loc, entry["type"] as? String ?? "")
+    }
+}
+
+/// Expects `object` to have exactly the keys of `expected`, with equal values (numbers compared as numbers).
+private func expectSameObject(
+    _ object: [String: Any], _ expected: [String: Any], _ context: String = "",
+    sourceLocation: SourceLocation = #_sourceLocation
+) {
+    #expect(Set(object.keys) == Set(expected.keys), "\(context) keys: \(object)", sourceLocation: sourceLocation)
+    for (key, value) in expected {
+        let actual = object[key]
+        let same: Bool
+        switch value {
+        case let text as String: same = actual as? String == text
+        case let number as Int64: same = int(actual) == number
+        case let number as Int: same = int(actual) == Int64(number)
+        case let number as Double: same = (actual as? NSNumber)?.doubleValue == number && !(actual is String)
+        default: same = false
+        }
+        #expect(same, "\(context) \(key): \(actual ?? "missing") ≠ \(value)", sourceLocation: sourceLocation)
+    }
+}
+
+private func waitUntil(timeout: TimeInterval, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(20_000)
+    }
+    return condition()
+}
+
+/// Runs `body(0..<count)` on `count` threads of their own (not the cooperative pool, which has one per core) and
+/// waits for all of them.
+private func runThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    let group = DispatchGroup()
+    for index in 0..<count {
+        group.enter()
+        let thread = Thread {
+            body(index)
+            group.leave()
+        }
+        thread.start()
+    }
+    group.wait()
+}
+
+/// What the concurrent clients saw.
+private final class LoadLedger: @unchecked Sendable {
+    struct Report: CustomStringConvertible {
+        var creates = 0
+        var refused = 0
+        var completions = 0
+        var conflicts = 0
+        var completedIDs: Set<Int64> = []
+        var failures: [String] = []
+        var description: String {
+            "\(creates) created, \(refused) refused, \(completions) completed, \(conflicts) completions refused (409)"
+        }
+    }
+
+    private let lock = NSLock()
+    private var state = Report()
+    private var running: [Int64] = []
+
+    func runningCandidate(using random: inout SchedulingRandom) -> Int64? {
+        lock.withLock { running.isEmpty ? nil : running[Int.random(in: 0..<running.count, using: &random)] }
+    }
+
+    func fail(_ message: String) {
+        lock.withLock { state.failures.append(message) }
+    }
+
+    func recordCreate(fits: Bool, _ response: HTTPResponse) {
+        lock.withLock {
+            switch (fits, response.status) {
+            case (true, 200):
+                state.creates += 1
+                if response.jsonObject?["status"] as? String == "Running", let id = int(response.jsonObject?["id"]) {
+                    running.append(id)
+                } else if response.jsonObject?["status"] as? String != "Pending" {
+                    state.failures.append("create answered \(response.text)")
+                }
+            case (false, 422) where response.text.contains("Not Enough Resources"):
+                state.refused += 1
+            default:
+                state.failures.append("create (fits: \(fits)) answered \(response.status) \(response.text)")
+            }
+        }
+    }
+
+    func recordCompletion(_ id: Int64, _ response: HTTPResponse) {
+        lock.withLock {
+            switch response.status {
+            case 200:
+                state.completions += 1
+                if !state.completedIDs.insert(id).inserted { state.failures.append("\(id) completed twice") }
+                running.removeAll { $0 == id }
+            case 409:
+                state.conflicts += 1
+                // Completed by another client, or preempted (it may run again, but nobody knows when): forget it.
+                running.removeAll { $0 == id }
+            default:
+                state.failures.append("complete \(id) answered \(response.status) \(response.text)")
+            }
+        }
+    }
+
+    func report() -> Report { lock.withLock { state } }
+}
+
+private final class Outcome: @unchecked Sendable {
+    private let lock = NSLock()
+    private var result: Result<HTTPResponse, SchedulingFailure>?
+
+    var value: Result<HTTPResponse, SchedulingFailure>? { lock.withLock { result } }
+    func finish(_ response: HTTPResponse) { lock.withLock { result = .success(response) } }
+    func fail(_ message: String) { lock.withLock { result = .failure(SchedulingFailure(message)) } }
+}
+
+private final class TimingLedger: @unchecked Sendable {
+    private let lock = NSLock()
+    private var timings: [(seconds: Double, status: Int)] = []
+
+    func add(_ seconds: Double, _ status: Int) { lock.withLock { timings.append((seconds, status)) } }
+    func all() -> [(seconds: Double, status: Int)] { lock.withLock { timings } }
+}
+
+/// A seeded generator, so a failing random run can be replayed.
+private struct SchedulingRandom: RandomNumberGenerator {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+// MARK: - PostgreSQL and Redis helpers
+
+private struct DeploymentEvent: Equatable, CustomStringConvertible {
+    var kind: String
+    var causedBy: Int64?
+    var description: String { causedBy.map { "\(kind)(by \($0))" } ?? kind }
+}
+
+/// A cluster as PostgreSQL has it, read in one snapshot.
+private struct ClusterState {
+    var capacity: Resources
+    var available: Resources
+    var version: Int64
+    var nextSeq: Int64
+    var active: [ActiveDeployment]
+
+    var snapshot: ClusterSnapshot { ClusterSnapshot(capacity: capacity, active: active) }
+    var runningSum: Resources { active.filter(\.isRunning).map(\.request).reduce(Resources(), +) }
+}
+
+/// A test's own PostgreSQL session.
+private final class TestDatabase {
+    private let connection: PostgresConnection
+    private var statements: [String: Statement] = [:]
+
+    init(_ url: String) throws {
+        connection = try PostgresConnection(url: url)
+    }
+
+    @discardableResult
+    func query(_ sql: String, _ parameters: [String?] = []) throws -> PostgresResult {
+        let statement = statements[sql] ?? Statement(name: "scheduling_test_\(statements.count)", sql: sql)
+        statements[sql] = statement
+        return try connection.execute(statement, parameters)
+    }
+
+    func clusterState(_ cluster: Int64) throws -> ClusterState {
+        try query("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        defer { _ = try? query("COMMIT") }
+        let row = try query(
+            """
+            SELECT total_ram, total_cpu, total_gpu, available_ram, available_cpu, available_gpu, version, next_seq
+            FROM clusters WHERE id = $1
+            """, [String(cluster)])
+        guard row.rowCount == 1 else { throw SchedulingFailure("no cluster \(cluster)") }
+        let rows = try query(
+            """
+            SELECT id, priority, seq, ram_required, cpu_required, gpu_required, status = 'Running'
+            FROM deployments WHERE cluster_id = $1 AND status IN ('Pending', 'Running') ORDER BY seq
+            """, [String(cluster)])
+        var active: [ActiveDeployment] = []
+        for index in 0..<rows.rowCount {
+            active.append(
+                ActiveDeployment(
+                    id: rows.int(index, 0)!, priority: Int32(rows.int(index, 1)!), seq: rows.int(index, 2)!,
+                    request: Resources(ram: rows.int(index, 3)!, cpu: rows.int(index, 4)!, gpu: rows.int(index, 5)!),
+                    isRunning: rows.bool(index, 6)))
+        }
+        return ClusterState(
+            capacity: Resources(ram: row.int(0, 0)!, cpu: row.int(0, 1)!, gpu: row.int(0, 2)!),
+            available: Resources(ram: row.int(0, 3)!, cpu: row.int(0, 4)!, gpu: row.int(0, 5)!),
+            version: row.int(0, 6)!, nextSeq: row.int(0, 7)!, active: active)
+    }
+
+    func events(of deployment: Int64) throws -> [DeploymentEvent] {
+        let rows = try query(
+            "SELECT kind, caused_by FROM deployment_events WHERE deployment_id = $1 ORDER BY id", [String(deployment)])
+        return (0..<rows.rowCount).map { DeploymentEvent(kind: rows.string($0, 0)!, causedBy: rows.int($0, 1)) }
+    }
+
+    func eventsByDeployment(cluster: Int64) throws -> [Int64: [DeploymentEvent]] {
+        let rows = try query(
+            "SELECT deployment_id, kind, caused_by FROM deployment_events WHERE cluster_id = $1 ORDER BY id",
+            [String(cluster)])
+        var result: [Int64: [DeploymentEvent]] = [:]
+        for row in 0..<rows.rowCount {
+            result[rows.int(row, 0)!, default: []].append(
+                DeploymentEvent(kind: rows.string(row, 1)!, causedBy: rows.int(row, 2)))
+        }
+        return result
+    }
+
+    func waitingAdvisoryLocks() throws -> Int64 {
+        try query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").int(0, 0) ?? 0
+    }
+}
+
+/// Why a deployment's events do not tell the story of its final status, or nil when they do.
+private func historyProblem(_ history: [DeploymentEvent], finalStatus: String, preemptions: Int64) -> String? {
+    guard history.first?.kind == "Queued" else { return "does not start with Queued" }
+    var state = "Pending"
+    for event in history.dropFirst() {
+        switch (state, event.kind) {
+        case ("Pending", "Started"): state = "Running"
+        case ("Running", "Preempted"):
+            guard event.causedBy != nil else { return "a Preempted event names no preemptor" }
+            state = "Pending"
+        case ("Running", "Completed"): state = "Completed"
+        default: return "\(event.kind) while \(state)"
+        }
+        if event.kind != "Preempted" && event.causedBy != nil { return "\(event.kind) names a cause" }
+    }
+    if state != finalStatus { return "events end in \(state)" }
+    let counted = history.filter { $0.kind == "Preempted" }.count
+    if counted != preemptions { return "\(counted) Preempted events but preemptions = \(preemptions)" }
+    return nil
+}
+
+private struct RedisSnapshot: Equatable {
+    var version: Int64?
+    var available: Resources?
+    var running: Set<String>
+    var pending: Set<String>
+}
+
+private func readSnapshot(_ cluster: Int64, _ redis: RedisConnection) throws -> RedisSnapshot {
+    let keys = DeploymentQueue.keys(cluster)
+    func members(_ key: String) throws -> Set<String> {
+        guard case .array(let items) = try redis.command(["ZRANGE", key, "0", "-1"]) else { return [] }
+        return Set(items.compactMap { if case .string(let text) = $0 { text } else { nil } })
+    }
+    var meta: [String: Int64] = [:]
+    if case .array(let items) = try redis.command(["HGETALL", keys[2]]) {
+        for pair in stride(from: 0, to: items.count - 1, by: 2) {
+            if case .string(let key) = items[pair], case .string(let value) = items[pair + 1] {
+                meta[key] = Int64(value)
+            }
+        }
+    }
+    let available = meta["available_ram"].map { ram in
+        Resources(ram: ram, cpu: meta["available_cpu"] ?? -1, gpu: meta["available_gpu"] ?? -1)
+    }
+    return RedisSnapshot(
+        version: meta["version"], available: available, running: try members(keys[0]), pending: try members(keys[1]))
+}
