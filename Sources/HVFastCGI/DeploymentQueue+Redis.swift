@@ -1,4 +1,5 @@
 import Domain
+import Glibc
 
 /// The queue snapshot of each cluster in Redis, and its encoding (the one place that knows it).
 ///
@@ -88,11 +89,17 @@ struct DeploymentQueue {
     private enum Outcome { case applied, stale, gap }
 
     /// Publishes a committed change; on a gap, rebuilds from PostgreSQL. Never throws: Redis is a cache.
+    ///
+    /// Workers publish after their commit, outside the cluster's lock, so the change just before this one may still
+    /// be on its way: a gap is retried for a few milliseconds before it is taken for changes Redis missed.
     func publish(_ change: Change, rebuildFrom database: Database) {
         do {
-            switch try apply(change) {
-            case .applied, .stale: return
-            case .gap: try rebuild(change.cluster, from: database)
+            for pause: UInt32 in [250, 500, 1000, 2000, 4000, 0] {
+                switch try apply(change) {
+                case .applied, .stale: return
+                case .gap where pause > 0: usleep(pause)
+                case .gap: try rebuild(change.cluster, from: database)
+                }
             }
         } catch {
             log.warning("queue snapshot not published", ["cluster_id": String(change.cluster), "error": "\(error)"])
@@ -134,14 +141,17 @@ struct DeploymentQueue {
         let result = try database.run { try $0.execute(DeploymentQueue.activeQueue, [String(cluster)]) }
         guard result.rowCount > 0, let version = result.int(0, 0) else { return }
         let keys = DeploymentQueue.keys(cluster)
-        let staged = [keys[0] + ":staged", keys[1] + ":staged"]
-        _ = try redis.command(["DEL"] + staged)
+        // Private staging keys: rebuilds of one cluster by several workers must not share them.
+        let token = "\(getpid()).\(monotonicSeconds())"
+        let staged = [keys[0] + ":staged:" + token, keys[1] + ":staged:" + token]
         var batches: [[String]] = [[], []]
         func flush(_ index: Int) throws {
             guard !batches[index].isEmpty else { return }
             var arguments = ["ZADD", staged[index]]
             for member in batches[index] { arguments += ["0", member] }
             _ = try redis.command(arguments)
+            // A worker that dies mid-rebuild leaves nothing behind for long.
+            _ = try redis.command(["EXPIRE", staged[index], "60"])
             batches[index].removeAll(keepingCapacity: true)
         }
         for row in 0..<result.rowCount {
