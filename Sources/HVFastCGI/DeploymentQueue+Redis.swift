@@ -52,8 +52,9 @@ struct DeploymentQueue {
             isRunning: running)
     }
 
+    /// A cluster without a snapshot is at version 0 (empty), where its first change (version 1) applies.
     private static let applyScript = """
-        local current = tonumber(redis.call('HGET', KEYS[3], 'version') or '-1')
+        local current = tonumber(redis.call('HGET', KEYS[3], 'version') or '0')
         local version = tonumber(ARGV[1])
         if current >= version then return 0 end
         if current ~= version - 1 then return -1 end
