@@ -19,12 +19,9 @@ struct ClusterScheduler {
         var priority: Int32
     }
 
-    /// How a deployment is named by the caller: by id, by name, or both (which must agree).
-    enum Lookup {
-        case id(Int64)
-        case name(String)
-        case both(Int64, String)
-    }
+    /// A deployment the caller may see: their organization's, or their own when they have none.
+    static let deploymentInScope =
+        "(d.organization_id = u.organization_id OR (u.organization_id IS NULL AND d.organization_id IS NULL AND d.owner_id = u.id))"
 
     /// Creates a deployment in `clusterID` and schedules it.
     ///
@@ -80,34 +77,18 @@ struct ClusterScheduler {
 
     /// Completes a running deployment and schedules what its resources admit.
     ///
-    /// - Throws: `HTTPError` 400/401/404/409 for the client, `ServiceUnavailable` when PostgreSQL is down.
-    func complete(_ lookup: Lookup, by caller: Caller) throws -> DeploymentRow {
+    /// - Throws: `HTTPError` 401/404/409 for the client, `ServiceUnavailable` when PostgreSQL is down.
+    func complete(_ id: Int64, by caller: Caller) throws -> DeploymentRow {
         let (row, change) = try database.run { connection in
             try transaction(connection) { () throws -> (DeploymentRow, DeploymentQueue.Change) in
-                let (lockStatement, readStatement, key): (Statement, Statement, String)
-                switch lookup {
-                case .id(let id), .both(let id, _):
-                    (lockStatement, readStatement, key) = (Statements.lockByID, Statements.deploymentByID, String(id))
-                case .name(let name):
-                    (lockStatement, readStatement, key) = (Statements.lockByName, Statements.deploymentByName, name)
-                }
-                let parameters = [String(caller.id), String(caller.issuedAt), key]
+                let parameters = [String(caller.id), String(caller.issuedAt), String(id)]
                 let results = try connection.pipeline([
-                    (Statements.begin, []), (lockStatement, parameters), (readStatement, parameters),
+                    (Statements.begin, []), (Statements.lockDeployment, parameters),
+                    (Statements.deploymentForComplete, parameters),
                 ])
                 let read = results[2]
                 guard read.rowCount == 1 else { throw HTTPError.unauthorized }
-                guard let found = DeploymentRow(read, row: 0) else {
-                    if case .both(_, let name) = lookup, try connection.execute(
-                        Statements.deploymentByName, [String(caller.id), String(caller.issuedAt), name]
-                    ).int(0, 0) != nil {
-                        throw HTTPError(400, "id and deployment_name refer to different deployments")
-                    }
-                    throw HTTPError(404, "Deployment not found")
-                }
-                if case .both(_, let name) = lookup, found.name != name {
-                    throw HTTPError(400, "id and deployment_name refer to different deployments")
-                }
+                guard let found = DeploymentRow(read, row: 0) else { throw HTTPError(404, "Deployment not found") }
                 guard found.status == "Running" else {
                     throw HTTPError(409, "Deployment is \(found.status); only a Running deployment can be completed")
                 }
@@ -303,10 +284,6 @@ private enum Statements {
     static let rollback = Statement(name: "sched_rollback", sql: "ROLLBACK")
     static let lock = Statement(name: "sched_lock", sql: "SELECT pg_advisory_xact_lock($1)")
 
-    /// A deployment the caller may see: their organization's, or their own when they have none.
-    static let deploymentInScope =
-        "(d.organization_id = u.organization_id OR (u.organization_id IS NULL AND d.organization_id IS NULL AND d.owner_id = u.id))"
-
     /// The caller (no row: unknown user or revoked token) and the cluster (NULLs: not found or not theirs), with the
     /// new deployment's id drawn only when the cluster is there.
     static let clusterForCreate = Statement(
@@ -319,37 +296,22 @@ private enum Statements {
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
 
-    /// Locks the cluster of the deployment named by id (cluster ids never change, so a stale read is fine here).
-    static let lockByID = Statement(
-        name: "sched_lock_by_id",
+    /// Locks the cluster of the deployment `$3` (cluster ids never change, so this statement's own snapshot is fine).
+    static let lockDeployment = Statement(
+        name: "sched_lock_deployment",
         sql: """
-            SELECT pg_advisory_xact_lock(d.cluster_id) FROM users u JOIN deployments d ON d.id = $3 AND \(deploymentInScope)
+            SELECT pg_advisory_xact_lock(d.cluster_id)
+            FROM users u JOIN deployments d ON d.id = $3 AND \(ClusterScheduler.deploymentInScope)
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
-    static let lockByName = Statement(
-        name: "sched_lock_by_name",
+    /// The deployment and its cluster, read after the lock.
+    static let deploymentForComplete = Statement(
+        name: "sched_deployment_for_complete",
         sql: """
-            SELECT pg_advisory_xact_lock(d.cluster_id) FROM users u JOIN deployments d ON d.name = $3 AND \(deploymentInScope)
-            WHERE u.id = $1 AND u.tokens_valid_after <= $2
-            """)
-
-    static let deploymentColumns = """
-        d.id, d.name, d.cluster_id, d.image_path, d.ram_required, d.cpu_required, d.gpu_required, d.status,
-        d.priority, d.seq, c.total_ram, c.total_cpu, c.total_gpu, c.available_ram, c.available_cpu, c.available_gpu
-        """
-    static let deploymentByID = Statement(
-        name: "sched_deployment_by_id",
-        sql: """
-            SELECT \(deploymentColumns)
-            FROM users u LEFT JOIN deployments d ON d.id = $3 AND \(deploymentInScope)
-            LEFT JOIN clusters c ON c.id = d.cluster_id
-            WHERE u.id = $1 AND u.tokens_valid_after <= $2
-            """)
-    static let deploymentByName = Statement(
-        name: "sched_deployment_by_name",
-        sql: """
-            SELECT \(deploymentColumns)
-            FROM users u LEFT JOIN deployments d ON d.name = $3 AND \(deploymentInScope)
+            SELECT d.id, d.name, d.cluster_id, d.image_path, d.ram_required, d.cpu_required, d.gpu_required, d.status,
+                   d.priority, d.seq, c.total_ram, c.total_cpu, c.total_gpu, c.available_ram, c.available_cpu,
+                   c.available_gpu
+            FROM users u LEFT JOIN deployments d ON d.id = $3 AND \(ClusterScheduler.deploymentInScope)
             LEFT JOIN clusters c ON c.id = d.cluster_id
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
@@ -448,7 +410,8 @@ struct DeploymentRow: Equatable {
         self.priority = priority
     }
 
-    /// Reads the first nine of `deploymentColumns`; nil when the LEFT JOIN found no deployment.
+    /// Reads `id, name, cluster_id, image_path, ram/cpu/gpu_required, status, priority`; nil when the LEFT JOIN
+    /// found no deployment.
     init?(_ result: PostgresResult, row: Int) {
         guard let id = result.int(row, 0), let name = result.string(row, 1) else { return nil }
         self.init(

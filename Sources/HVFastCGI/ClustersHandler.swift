@@ -30,18 +30,18 @@ struct ClustersHandler {
             FROM users u WHERE u.id = $1 AND u.tokens_valid_after <= $2
             RETURNING id
             """)
-    private static let byID = Statement(
-        name: "clusters_by_id",
-        sql: """
-            SELECT \(columns) FROM users u LEFT JOIN clusters c ON c.id = $3 AND \(inScope)
-            WHERE u.id = $1 AND u.tokens_valid_after <= $2
-            """)
-    private static let byName = Statement(
-        name: "clusters_by_name",
-        sql: """
-            SELECT \(columns) FROM users u LEFT JOIN clusters c ON c.name = $3 AND \(inScope)
-            WHERE u.id = $1 AND u.tokens_valid_after <= $2
-            """)
+    private static let byID = read(where: "id")
+    private static let byName = read(where: "name")
+
+    /// The caller (no row: unknown user or revoked token) and the cluster whose `column` is `$3` in their scope.
+    private static func read(where column: String) -> Statement {
+        Statement(
+            name: "clusters_by_\(column)",
+            sql: """
+                SELECT \(columns) FROM users u LEFT JOIN clusters c ON c.\(column) = $3 AND \(inScope)
+                WHERE u.id = $1 AND u.tokens_valid_after <= $2
+                """)
+    }
 
     private func create(_ request: Request) throws -> Response {
         let caller = try authenticator.caller(request, now: unixTime())
@@ -51,7 +51,7 @@ struct ClustersHandler {
         let cpu = input.decimal("total_cpu", JSONNumber.millicores)
         let gpu = input.number("total_gpu", JSONNumber.nonNegativeInt64)
         try input.validate()
-        guard let name, let ram, let cpu, let gpu else { throw HTTPError(422, "invalid input") }
+        guard let name, let ram, let cpu, let gpu else { throw ValidationFailure(input.issues) }
         let result: PostgresResult
         do {
             result = try database.run {
@@ -73,33 +73,16 @@ struct ClustersHandler {
 
     private func get(_ request: Request) throws -> Response {
         let caller = try authenticator.caller(request, now: unixTime())
-        var input = try Input(request)
-        let id = input.lookupID("id")
-        let name = input.lookupString("cluster_name", Validation.name)
-        try input.validate()
+        let lookup = try Lookup(request, nameField: "cluster_name", noun: "cluster")
         let cluster = try database.run { connection -> ClusterRow in
             func fetch(_ statement: Statement, _ key: String) throws -> ClusterRow? {
                 let result = try connection.execute(statement, [String(caller.id), String(caller.issuedAt), key])
                 guard result.rowCount == 1 else { throw HTTPError.unauthorized }
                 return ClusterRow(result, row: 0, column: 0)
             }
-            switch (id, name) {
-            case (nil, nil):
-                throw HTTPError(400, "Provide the cluster's id or cluster_name")
-            case (let id?, nil):
-                guard let found = try fetch(ClustersHandler.byID, String(id)) else { throw HTTPError(404, "Cluster not found") }
-                return found
-            case (nil, let name?):
-                guard let found = try fetch(ClustersHandler.byName, name) else { throw HTTPError(404, "Cluster not found") }
-                return found
-            case (let id?, let name?):
-                let byID = try fetch(ClustersHandler.byID, String(id))
-                if let byID, byID.name == name { return byID }
-                if byID == nil, try fetch(ClustersHandler.byName, name) == nil {
-                    throw HTTPError(404, "Cluster not found")
-                }
-                throw HTTPError(400, "id and cluster_name refer to different clusters")
-            }
+            return try lookup.resolve(
+                noun: "cluster", byID: { try fetch(ClustersHandler.byID, String($0)) },
+                byName: { try fetch(ClustersHandler.byName, $0) }, nameOf: \.name)
         }
         var response = Response.json { cluster.write(to: &$0) }
         response.userID = caller.id

@@ -14,26 +14,20 @@ struct DeploymentsHandler {
         ]
     }
 
-    private static let byID = Statement(
-        name: "deployments_by_id",
-        sql: """
-            SELECT d.id, d.name, d.cluster_id, d.image_path, d.ram_required, d.cpu_required, d.gpu_required, d.status,
-                   d.priority
-            FROM users u LEFT JOIN deployments d ON d.id = $3 AND
-                (d.organization_id = u.organization_id OR
-                 (u.organization_id IS NULL AND d.organization_id IS NULL AND d.owner_id = u.id))
-            WHERE u.id = $1 AND u.tokens_valid_after <= $2
-            """)
-    private static let byName = Statement(
-        name: "deployments_by_name",
-        sql: """
-            SELECT d.id, d.name, d.cluster_id, d.image_path, d.ram_required, d.cpu_required, d.gpu_required, d.status,
-                   d.priority
-            FROM users u LEFT JOIN deployments d ON d.name = $3 AND
-                (d.organization_id = u.organization_id OR
-                 (u.organization_id IS NULL AND d.organization_id IS NULL AND d.owner_id = u.id))
-            WHERE u.id = $1 AND u.tokens_valid_after <= $2
-            """)
+    private static let byID = read(where: "id")
+    private static let byName = read(where: "name")
+
+    /// The caller (no row: unknown user or revoked token) and the deployment whose `column` is `$3` in their scope.
+    private static func read(where column: String) -> Statement {
+        Statement(
+            name: "deployments_by_\(column)",
+            sql: """
+                SELECT d.id, d.name, d.cluster_id, d.image_path, d.ram_required, d.cpu_required, d.gpu_required,
+                       d.status, d.priority
+                FROM users u LEFT JOIN deployments d ON d.\(column) = $3 AND \(ClusterScheduler.deploymentInScope)
+                WHERE u.id = $1 AND u.tokens_valid_after <= $2
+                """)
+    }
 
     private func create(_ request: Request) throws -> Response {
         let caller = try authenticator.caller(request, now: unixTime())
@@ -47,7 +41,7 @@ struct DeploymentsHandler {
         let priority = input.number("priority", JSONNumber.int32)
         try input.validate()
         guard let name, let clusterID, let image, let ram, let cpu, let gpu, let priority else {
-            throw HTTPError(422, "invalid input")
+            throw ValidationFailure(input.issues)
         }
         let new = ClusterScheduler.NewDeployment(
             name: name, imagePath: image, request: Resources(ram: ram, cpu: cpu, gpu: gpu), priority: priority)
@@ -62,51 +56,27 @@ struct DeploymentsHandler {
 
     private func get(_ request: Request) throws -> Response {
         let caller = try authenticator.caller(request, now: unixTime())
-        let lookup = try DeploymentsHandler.lookup(request)
-        let row = try database.run { connection -> DeploymentRow in
+        return respond(try find(request, caller), caller)
+    }
+
+    private func complete(_ request: Request) throws -> Response {
+        let caller = try authenticator.caller(request, now: unixTime())
+        let row = try scheduler.complete(try find(request, caller).id, by: caller)
+        return respond(row, caller)
+    }
+
+    /// The deployment the request names, in the caller's scope.
+    private func find(_ request: Request, _ caller: Caller) throws -> DeploymentRow {
+        let lookup = try Lookup(request, nameField: "deployment_name", noun: "deployment")
+        return try database.run { connection in
             func fetch(_ statement: Statement, _ key: String) throws -> DeploymentRow? {
                 let result = try connection.execute(statement, [String(caller.id), String(caller.issuedAt), key])
                 guard result.rowCount == 1 else { throw HTTPError.unauthorized }
                 return DeploymentRow(result, row: 0)
             }
-            switch lookup {
-            case .id(let id):
-                guard let found = try fetch(DeploymentsHandler.byID, String(id)) else { throw HTTPError(404, "Deployment not found") }
-                return found
-            case .name(let name):
-                guard let found = try fetch(DeploymentsHandler.byName, name) else { throw HTTPError(404, "Deployment not found") }
-                return found
-            case .both(let id, let name):
-                let byID = try fetch(DeploymentsHandler.byID, String(id))
-                if let byID, byID.name == name { return byID }
-                if byID == nil, try fetch(DeploymentsHandler.byName, name) == nil {
-                    throw HTTPError(404, "Deployment not found")
-                }
-                throw HTTPError(400, "id and deployment_name refer to different deployments")
-            }
-        }
-        return respond(row, caller)
-    }
-
-    private func complete(_ request: Request) throws -> Response {
-        let caller = try authenticator.caller(request, now: unixTime())
-        let row = try scheduler.complete(try DeploymentsHandler.lookup(request), by: caller)
-        return respond(row, caller)
-    }
-
-    /// `id` and/or `deployment_name`, from the query string or the body.
-    ///
-    /// - Throws: `ValidationFailure` for malformed values, `HTTPError` 400 when neither is given.
-    private static func lookup(_ request: Request) throws -> ClusterScheduler.Lookup {
-        var input = try Input(request)
-        let id = input.lookupID("id")
-        let name = input.lookupString("deployment_name", Validation.name)
-        try input.validate()
-        switch (id, name) {
-        case (let id?, let name?): return .both(id, name)
-        case (let id?, nil): return .id(id)
-        case (nil, let name?): return .name(name)
-        case (nil, nil): throw HTTPError(400, "Provide the deployment's id or deployment_name")
+            return try lookup.resolve(
+                noun: "deployment", byID: { try fetch(DeploymentsHandler.byID, String($0)) },
+                byName: { try fetch(DeploymentsHandler.byName, $0) }, nameOf: \.name)
         }
     }
 

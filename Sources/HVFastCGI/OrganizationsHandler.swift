@@ -62,7 +62,7 @@ struct OrganizationsHandler {
         var input = try Input(request)
         let name = input.string("name", Validation.name)
         try input.validate()
-        guard let name else { throw HTTPError(422, "invalid input") }
+        guard let name else { throw ValidationFailure(input.issues) }
         let inviteCode = Base64URL.encode(try secureRandomBytes(count: 16))
         let result: PostgresResult
         do {
@@ -95,7 +95,7 @@ struct OrganizationsHandler {
             throw ValidationFailure([.init(location: [.key("query"), .key("invite_code")], message: "Field required", type: "missing")])
         }
         try input.validate()
-        guard let code else { throw HTTPError(422, "invalid input") }
+        guard let code else { throw ValidationFailure(input.issues) }
 
         let limits = [
             RateLimiter.Limit(key: "invite:user:\(caller.id)", allowed: OrganizationsHandler.failuresPerUser),

@@ -27,12 +27,20 @@ struct UsersHandler {
     private static let rehash = Statement(
         name: "users_rehash", sql: "UPDATE users SET password_hash = $2 WHERE id = $1")
 
-    private func register(_ request: Request) throws -> Response {
+    /// The `username` and `password` of a register or login body.
+    ///
+    /// - Throws: `ValidationFailure` listing every problem.
+    private static func credentials(_ request: Request) throws -> (username: String, password: String) {
         var input = try Input(request)
         let username = input.string("username", Validation.username)
         let password = input.string("password", Validation.password)
         try input.validate()
-        guard let username, let password else { throw HTTPError(422, "invalid input") }
+        guard let username, let password else { throw ValidationFailure(input.issues) }
+        return (username, password)
+    }
+
+    private func register(_ request: Request) throws -> Response {
+        let (username, password) = try UsersHandler.credentials(request)
         let hash = try hasher.hash(Array(password.utf8))
         let id: Int64
         do {
@@ -55,12 +63,7 @@ struct UsersHandler {
     }
 
     private func login(_ request: Request) throws -> Response {
-        var input = try Input(request)
-        let username = input.string("username", Validation.username)
-        let password = input.string("password", Validation.password)
-        try input.validate()
-        guard let username, let password else { throw HTTPError(422, "invalid input") }
-
+        let (username, password) = try UsersHandler.credentials(request)
         let limits = [
             RateLimiter.Limit(key: "login:user:" + username, allowed: UsersHandler.failuresPerUsername),
             RateLimiter.Limit(key: "login:addr:" + request.remoteAddress, allowed: UsersHandler.failuresPerAddress),
