@@ -53,17 +53,37 @@ public enum Scheduler {
     /// `settled` must hold every running deployment, give an empty plan, and (for the full pass) follow the subset
     /// rule of `plan(for:)`; `new` must be pending.
     public static func plan(adding new: ActiveDeployment, to settled: ClusterSnapshot) -> SchedulingPlan {
-        if new.request.fits(in: settled.available) {
-            return SchedulingPlan(start: [new.id])
+        let decision = decide(creating: new, capacity: settled.capacity, available: settled.available) {
+            settled.active.lazy.filter { $0.isRunning && $0.priority >= new.priority }.map(\.request)
+                .reduce(Resources(), +)
         }
-        let heldAtOrAbove = settled.active.lazy
-            .filter { $0.isRunning && $0.priority >= new.priority }
-            .map(\.request)
-            .reduce(Resources(), +)
-        guard startsWhenCreated(new.request, capacity: settled.capacity, runningAtOrAbovePriority: heldAtOrAbove) else {
-            return SchedulingPlan()
+        switch decision {
+        case .start: return SchedulingPlan(start: [new.id])
+        case .queue: return SchedulingPlan()
+        case .fullPass: return plan(for: ClusterSnapshot(capacity: settled.capacity, active: settled.active + [new]))
         }
-        return plan(for: ClusterSnapshot(capacity: settled.capacity, active: settled.active + [new]))
+    }
+
+    /// What creating a deployment in a settled cluster takes, cheapest first (the proofs are on
+    /// `plan(adding:to:)` and `startsWhenCreated`).
+    public enum CreateDecision: Sendable, Equatable {
+        /// It fits in `available`: it starts and nothing else changes.
+        case start
+        /// It cannot start even by preempting: it waits and nothing else changes.
+        case queue
+        /// It starts by preempting: run the pass over the running set and the queue it can affect.
+        case fullPass
+    }
+
+    /// Decides how much a create must read. `runningAtOrAbovePriority` (the sum of the running requests of priority
+    /// at least `new.priority`) is asked for only when `new` does not fit in `available`.
+    public static func decide<E: Error>(
+        creating new: ActiveDeployment, capacity: Resources, available: Resources,
+        runningAtOrAbovePriority: () throws(E) -> Resources
+    ) throws(E) -> CreateDecision {
+        if new.request.fits(in: available) { return .start }
+        let held = try runningAtOrAbovePriority()
+        return startsWhenCreated(new.request, capacity: capacity, runningAtOrAbovePriority: held) ? .fullPass : .queue
     }
 
     /// Whether a deployment created in a settled cluster starts, possibly by preempting strictly lower priorities.

@@ -129,17 +129,19 @@ struct ClusterScheduler {
         _ connection: PostgresConnection
     ) throws -> PlannedChange {
         let alone = ClusterSnapshot(capacity: capacity, active: [new])
-        if new.request.fits(in: available) {
+        let decision = try Scheduler.decide(creating: new, capacity: capacity, available: available) {
+            let held = try connection.execute(Statements.runningAtOrAbove, [String(cluster), String(new.priority)])
+            return Resources(ram: held.int(0, 0) ?? 0, cpu: held.int(0, 1) ?? 0, gpu: held.int(0, 2) ?? 0)
+        }
+        switch decision {
+        case .start:
             return PlannedChange(plan: SchedulingPlan(start: [new.id]), snapshot: alone)
-        }
-        let held = try connection.execute(Statements.runningAtOrAbove, [String(cluster), String(new.priority)])
-        let heldResources = Resources(ram: held.int(0, 0) ?? 0, cpu: held.int(0, 1) ?? 0, gpu: held.int(0, 2) ?? 0)
-        guard Scheduler.startsWhenCreated(new.request, capacity: capacity, runningAtOrAbovePriority: heldResources)
-        else {
+        case .queue:
             return PlannedChange(plan: SchedulingPlan(), snapshot: alone)
+        case .fullPass:
+            let snapshot = try loadAffected(after: new, capacity: capacity, cluster: cluster, change: .added, connection)
+            return PlannedChange(plan: Scheduler.plan(for: snapshot), snapshot: snapshot)
         }
-        let snapshot = try loadAffected(after: new, capacity: capacity, cluster: cluster, change: .added, connection)
-        return PlannedChange(plan: Scheduler.plan(for: snapshot), snapshot: snapshot)
     }
 
     /// Whether the changed deployment joins the cluster (a create) or leaves it (a completion).
