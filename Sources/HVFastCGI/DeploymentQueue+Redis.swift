@@ -25,8 +25,9 @@ struct DeploymentQueue {
     let redis: RedisConnection
     let log: Log
 
+    /// Running set, pending set, meta hash, and the hash of changes that arrived ahead of their predecessors.
     static func keys(_ cluster: Int64) -> [String] {
-        ["hv:q:\(cluster):running", "hv:q:\(cluster):pending", "hv:q:\(cluster):meta"]
+        ["hv:q:\(cluster):running", "hv:q:\(cluster):pending", "hv:q:\(cluster):meta", "hv:q:\(cluster):early"]
     }
 
     static func member(_ deployment: ActiveDeployment) -> String {
@@ -52,54 +53,91 @@ struct DeploymentQueue {
             isRunning: running)
     }
 
-    /// A cluster without a snapshot is at version 0 (empty), where its first change (version 1) applies.
-    private static let applyScript = """
+    /// Lua shared by both scripts: applying one change's arguments (laid out as `apply`'s ARGV), and then every
+    /// buffered successor that is now consecutive. KEYS: running, pending, meta, buffered changes.
+    private static let luaPrelude = """
+        local function applyChange(args)
+          local i = 5
+          local function each(key, remove)
+            local n = tonumber(args[i]); i = i + 1
+            for _ = 1, n do
+              if remove then redis.call('ZREM', key, args[i]) else redis.call('ZADD', key, 0, args[i]) end
+              i = i + 1
+            end
+          end
+          each(KEYS[1], true); each(KEYS[1], false); each(KEYS[2], true); each(KEYS[2], false)
+          redis.call('HSET', KEYS[3], 'version', args[1], 'available_ram', args[2], 'available_cpu', args[3],
+                     'available_gpu', args[4])
+        end
+        local function drainBuffered(current)
+          while true do
+            local field = string.format('%d', current + 1)
+            local stored = redis.call('HGET', KEYS[4], field)
+            if not stored then return end
+            redis.call('HDEL', KEYS[4], field)
+            applyChange(cjson.decode(stored))
+            current = current + 1
+          end
+        end
+
+        """
+
+    /// Applies a change that directly follows the snapshot's version (a cluster without a snapshot is at version 0,
+    /// empty). An older change is ignored (0). A newer one is buffered until its predecessors arrive (2), unless too
+    /// many are waiting (-1: rebuild).
+    private static let applyScript = luaPrelude + """
         local current = tonumber(redis.call('HGET', KEYS[3], 'version') or '0')
         local version = tonumber(ARGV[1])
         if current >= version then return 0 end
-        if current ~= version - 1 then return -1 end
-        local i = 5
-        local function apply(key, remove)
-          local n = tonumber(ARGV[i]); i = i + 1
-          for _ = 1, n do
-            if remove then redis.call('ZREM', key, ARGV[i]) else redis.call('ZADD', key, 0, ARGV[i]) end
-            i = i + 1
-          end
+        if current < version - 1 then
+          redis.call('HSET', KEYS[4], ARGV[1], cjson.encode(ARGV))
+          redis.call('EXPIRE', KEYS[4], 300)
+          if redis.call('HLEN', KEYS[4]) > 256 then return -1 end
+          return 2
         end
-        apply(KEYS[1], true); apply(KEYS[1], false); apply(KEYS[2], true); apply(KEYS[2], false)
-        redis.call('HSET', KEYS[3], 'version', ARGV[1], 'available_ram', ARGV[2], 'available_cpu', ARGV[3],
-                   'available_gpu', ARGV[4])
+        applyChange(ARGV)
+        drainBuffered(version)
         return 1
         """
 
-    /// Replaces the snapshot with staged keys only if it is older than the staged one.
-    private static let swapScript = """
-        local current = tonumber(redis.call('HGET', KEYS[3], 'version') or '-1')
-        if current >= tonumber(ARGV[1]) then
-          redis.call('DEL', KEYS[4], KEYS[5])
+    /// Replaces the snapshot with staged keys only if it is older than the staged one, then applies the buffered
+    /// changes that follow it. KEYS: running, pending, meta, buffered, staged running, staged pending.
+    private static let swapScript = luaPrelude + """
+        local current = tonumber(redis.call('HGET', KEYS[3], 'version') or '0')
+        local version = tonumber(ARGV[1])
+        if current >= version then
+          redis.call('DEL', KEYS[5], KEYS[6])
           return 0
         end
         redis.call('DEL', KEYS[1], KEYS[2])
-        if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('RENAME', KEYS[4], KEYS[1]) end
-        if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('RENAME', KEYS[5], KEYS[2]) end
+        if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('RENAME', KEYS[5], KEYS[1]) end
+        if redis.call('EXISTS', KEYS[6]) == 1 then redis.call('RENAME', KEYS[6], KEYS[2]) end
         redis.call('HSET', KEYS[3], 'version', ARGV[1], 'available_ram', ARGV[2], 'available_cpu', ARGV[3],
                    'available_gpu', ARGV[4])
+        for _, field in ipairs(redis.call('HKEYS', KEYS[4])) do
+          if tonumber(field) <= version then redis.call('HDEL', KEYS[4], field) end
+        end
+        drainBuffered(version)
         return 1
         """
 
-    private enum Outcome { case applied, stale, gap }
+    private enum Outcome { case applied, stale, buffered, gap }
 
-    /// Publishes a committed change; on a gap, rebuilds from PostgreSQL. Never throws: Redis is a cache.
+    /// Publishes a committed change. Never throws: Redis is a cache.
     ///
-    /// Workers publish after their commit, outside the cluster's lock, so the change just before this one may still
-    /// be on its way: a gap is retried for a few milliseconds before it is taken for changes Redis missed.
+    /// Workers publish after their commit, outside the cluster's lock, so changes can reach Redis out of order: a
+    /// change that arrives early waits in Redis for its predecessors, which apply it when they come. If the
+    /// predecessor does not come within a few milliseconds (it was lost while Redis was down), the snapshot is
+    /// rebuilt from PostgreSQL.
     func publish(_ change: Change, rebuildFrom database: Database) {
         do {
-            for pause: UInt32 in [250, 500, 1000, 2000, 4000, 0] {
+            for pause: UInt32 in [500, 1000, 2000, 4000, 8000, 16000, 0] {
                 switch try apply(change) {
                 case .applied, .stale: return
-                case .gap where pause > 0: usleep(pause)
-                case .gap: try rebuild(change.cluster, from: database)
+                case .buffered where pause > 0: usleep(pause)
+                case .buffered, .gap:
+                    try rebuild(change.cluster, from: database)
+                    return
                 }
             }
         } catch {
@@ -108,7 +146,7 @@ struct DeploymentQueue {
     }
 
     private func apply(_ change: Change) throws -> Outcome {
-        var arguments = ["EVAL", DeploymentQueue.applyScript, "3"] + DeploymentQueue.keys(change.cluster)
+        var arguments = ["EVAL", DeploymentQueue.applyScript, "4"] + DeploymentQueue.keys(change.cluster)
         arguments += [
             String(change.version), String(change.available.ram), String(change.available.cpu),
             String(change.available.gpu),
@@ -120,6 +158,7 @@ struct DeploymentQueue {
         switch try redis.command(arguments).integer {
         case 1: return .applied
         case 0: return .stale
+        case 2: return .buffered
         default: return .gap
         }
     }
@@ -170,7 +209,7 @@ struct DeploymentQueue {
         try flush(1)
         let available = [result.int(0, 1), result.int(0, 2), result.int(0, 3)].map { String($0 ?? 0) }
         _ = try redis.command(
-            ["EVAL", DeploymentQueue.swapScript, "5"] + keys + staged + [String(version)] + available)
+            ["EVAL", DeploymentQueue.swapScript, "6"] + keys + staged + [String(version)] + available)
         log.info("queue snapshot rebuilt", ["cluster_id": String(cluster), "version": String(version)])
     }
 }

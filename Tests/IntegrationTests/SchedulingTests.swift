@@ -535,6 +535,37 @@ struct SchedulingTests {
         #expect(staged == .integer(0), "staged keys left behind")
     }
 
+    @Test func changesArrivingOutOfOrderAreBufferedAndAppliedInOrder() throws {
+        // A cluster id PostgreSQL does not have: a rebuild (if one were triggered) would find nothing to write.
+        let cluster: Int64 = 8_000_000 + Int64(getpid() % 1000)
+        let log = Log(path: nil, level: .error, role: "test")
+        let redis = RedisConnection(endpoint: .unix(path: stack.redisHost), database: 0)
+        _ = try redis.command(["DEL"] + DeploymentQueue.keys(cluster))
+        let queue = DeploymentQueue(redis: redis, log: log)
+        let service = Database(url: stack.databaseURL, log: log)
+        func deployment(_ id: Int64, running: Bool) -> ActiveDeployment {
+            ActiveDeployment(id: id, priority: 1, seq: id, request: Resources(ram: id, cpu: 0, gpu: 0), isRunning: running)
+        }
+        var first = DeploymentQueue.Change(cluster: cluster, version: 1, available: Resources(ram: 9))
+        first.addedRunning = [deployment(1, running: true)]
+        var second = DeploymentQueue.Change(cluster: cluster, version: 2, available: Resources(ram: 7))
+        second.addedRunning = [deployment(2, running: true)]
+        var third = DeploymentQueue.Change(cluster: cluster, version: 3, available: Resources(ram: 7))
+        third.addedPending = [deployment(3, running: false)]
+
+        queue.publish(first, rebuildFrom: service)
+        queue.publish(third, rebuildFrom: service)  // ahead of its predecessor: waits in Redis
+        #expect(try readSnapshot(cluster, redis).version == 1)
+        queue.publish(second, rebuildFrom: service)  // fills the gap; the buffered third follows
+        let snapshot = try readSnapshot(cluster, redis)
+        #expect(snapshot.version == 3)
+        #expect(snapshot.available == Resources(ram: 7))
+        #expect(snapshot.running == Set([deployment(1, running: true), deployment(2, running: true)].map(DeploymentQueue.member)))
+        #expect(snapshot.pending == Set([DeploymentQueue.member(deployment(3, running: false))]))
+        #expect(try redis.command(["HLEN", DeploymentQueue.keys(cluster)[3]]) == .integer(0))
+        _ = try redis.command(["DEL"] + DeploymentQueue.keys(cluster))
+    }
+
     @Test func concurrentRebuildsOfOneClusterLeaveTheWholeSnapshot() throws {
         let owner = try api.register("sched-rebuilds")
         let cluster = try api.createCluster(owner, name: "rebuilds", ram: 100, cpu: "100", gpu: 0)
