@@ -146,8 +146,7 @@ struct DeploymentQueue {
     }
 
     private func apply(_ change: Change) throws -> Outcome {
-        var arguments = ["EVAL", DeploymentQueue.applyScript, "4"] + DeploymentQueue.keys(change.cluster)
-        arguments += [
+        var arguments = [
             String(change.version), String(change.available.ram), String(change.available.cpu),
             String(change.available.gpu),
         ]
@@ -155,7 +154,9 @@ struct DeploymentQueue {
             arguments.append(String(group.count))
             arguments += group.map(DeploymentQueue.member)
         }
-        switch try redis.command(arguments).integer {
+        let reply = try redis.evaluate(
+            DeploymentQueue.applyScript, keys: DeploymentQueue.keys(change.cluster), arguments: arguments)
+        switch reply.integer {
         case 1: return .applied
         case 0: return .stale
         case 2: return .buffered
@@ -208,8 +209,7 @@ struct DeploymentQueue {
         try flush(0)
         try flush(1)
         let available = [result.int(0, 1), result.int(0, 2), result.int(0, 3)].map { String($0 ?? 0) }
-        _ = try redis.command(
-            ["EVAL", DeploymentQueue.swapScript, "6"] + keys + staged + [String(version)] + available)
+        _ = try redis.evaluate(DeploymentQueue.swapScript, keys: keys + staged, arguments: [String(version)] + available)
         log.info("queue snapshot rebuilt", ["cluster_id": String(cluster), "version": String(version)])
     }
 }

@@ -39,6 +39,8 @@ final class RedisConnection {
     private let database: Int
     private var context: UnsafeMutablePointer<redisContext>?
     private var nextAttempt: Double = 0
+    /// SHA1 of each Lua script this connection loaded, so `EVALSHA` sends a digest instead of the script text.
+    private var loadedScripts: [String: String] = [:]
     private let timeout = timeval(tv_sec: 0, tv_usec: 250_000)
 
     init(endpoint: Configuration.RedisEndpoint, database: Int) {
@@ -93,6 +95,25 @@ final class RedisConnection {
         let reply = raw.assumingMemoryBound(to: redisReply.self)
         defer { freeReplyObject(raw) }
         return try RedisConnection.convert(reply.pointee)
+    }
+
+    /// Runs a Lua script by its digest, loading it first when Redis does not have it (after a restart, say).
+    ///
+    /// - Throws: `RedisError`.
+    func evaluate(_ script: String, keys: [String], arguments: [String]) throws(RedisError) -> RedisReply {
+        let tail = [String(keys.count)] + keys + arguments
+        if let digest = loadedScripts[script] {
+            do {
+                return try command(["EVALSHA", digest] + tail)
+            } catch .reply(let message) where message.hasPrefix("NOSCRIPT") {
+                loadedScripts[script] = nil
+            }
+        }
+        guard case .string(let digest) = try command(["SCRIPT", "LOAD", script]) else {
+            throw .reply("SCRIPT LOAD returned no digest")
+        }
+        loadedScripts[script] = digest
+        return try command(["EVALSHA", digest] + tail)
     }
 
     /// Whether Redis answers PING now.

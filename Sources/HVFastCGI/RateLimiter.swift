@@ -19,9 +19,8 @@ final class RateLimiter {
         self.log = log
     }
 
-    /// Seconds until the first exhausted counter resets, or nil when every counter has room.
-    func retryAfter(_ limits: [Limit]) -> Int? {
-        let script = """
+    /// Returns the TTL of the first counter at its limit, or 0.
+    private static let checkScript = """
             for i, key in ipairs(KEYS) do
               local used = tonumber(redis.call('GET', key) or '0')
               if used >= tonumber(ARGV[i]) then
@@ -32,10 +31,14 @@ final class RateLimiter {
             end
             return 0
             """
-        let arguments = ["EVAL", script, String(limits.count)] + limits.map { "hv:rl:" + $0.key }
-            + limits.map { String($0.allowed) }
+
+    /// Seconds until the first exhausted counter resets, or nil when every counter has room.
+    func retryAfter(_ limits: [Limit]) -> Int? {
         do {
-            let seconds = try redis.command(arguments).integer ?? 0
+            let seconds =
+                try redis.evaluate(
+                    RateLimiter.checkScript, keys: limits.map { "hv:rl:" + $0.key }, arguments: limits.map { String($0.allowed) }
+                ).integer ?? 0
             return seconds > 0 ? Int(seconds) : nil
         } catch {
             log.warning("rate limits skipped", ["error": error.description])
@@ -43,18 +46,19 @@ final class RateLimiter {
         }
     }
 
-    /// Counts one failure against each key.
-    func recordFailure(_ limits: [Limit]) {
-        let script = """
+    /// Increments each counter, starting its window on the first failure.
+    private static let recordScript = """
             for i, key in ipairs(KEYS) do
               if redis.call('INCR', key) == 1 then redis.call('EXPIRE', key, ARGV[1]) end
             end
             return 0
             """
-        let arguments = ["EVAL", script, String(limits.count)] + limits.map { "hv:rl:" + $0.key }
-            + [String(RateLimiter.window)]
+
+    /// Counts one failure against each key.
+    func recordFailure(_ limits: [Limit]) {
         do {
-            _ = try redis.command(arguments)
+            _ = try redis.evaluate(
+                RateLimiter.recordScript, keys: limits.map { "hv:rl:" + $0.key }, arguments: [String(RateLimiter.window)])
         } catch {
             log.warning("rate limit failure not recorded", ["error": error.description])
         }
