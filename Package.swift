@@ -19,6 +19,7 @@ let package = Package(
             dependencies: ["Domain", "CFastCGI", "CPostgres", "CHiredis", "COpenSSL", "CSystem"],
             resources: [.copy("openapi.json")]
         ),
+        .executableTarget(name: "SchedulerBenchmark", dependencies: ["Domain"], path: "bench/SchedulerBenchmark"),
         .testTarget(name: "DomainTests", dependencies: ["Domain"]),
         .testTarget(name: "HVFastCGITests", dependencies: ["HVFastCGI", "Domain"]),
         .testTarget(name: "IntegrationTests", dependencies: ["HVFastCGI", "Domain"]),
