@@ -60,6 +60,8 @@ class Stack:
             self.sh("postgres-stop")
             self.sh("postgres-start")
             self.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            self.psql("ALTER SYSTEM SET pg_stat_statements.track_planning = on", database="postgres")
+            self.psql("SELECT pg_reload_conf()", database="postgres")
         self.sh("redis-start")
         env = dict(
             self.env,

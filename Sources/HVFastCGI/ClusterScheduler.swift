@@ -27,6 +27,10 @@ struct ClusterScheduler {
     ///
     /// - Throws: `HTTPError` 401/404/409/422 for the client, `ServiceUnavailable` when PostgreSQL is down.
     func create(_ new: NewDeployment, in clusterID: Int64, by caller: Caller) throws -> DeploymentRow {
+        if let (row, change) = try createIfItFits(new, in: clusterID, by: caller) {
+            queue.publish(change, rebuildFrom: database)
+            return row
+        }
         let (row, change) = try database.run { connection in
             try transaction(connection) { () throws -> (DeploymentRow, DeploymentQueue.Change) in
                 let results = try connection.pipeline([
@@ -49,21 +53,13 @@ struct ClusterScheduler {
                 let plan = try plan(
                     adding: deployment, capacity: capacity, available: available, cluster: clusterID, connection)
                 let starts = plan.plan.start.contains(id)
-                var writes: [(Statement, [String?])] = [
-                    (
-                        Statements.insert,
-                        [
-                            String(id), String(clusterID), cluster.string(0, 7), String(caller.id), new.name,
-                            new.imagePath, String(new.request.ram), String(new.request.cpu), String(new.request.gpu),
-                            String(new.priority), starts ? "Running" : "Pending", String(deployment.seq),
-                        ]
-                    )
+                let row: [String?] = [
+                    cluster.string(0, 7), String(caller.id), new.name, new.imagePath, String(new.request.ram),
+                    String(new.request.cpu), String(new.request.gpu), String(new.priority),
+                    starts ? "Running" : "Pending", String(deployment.seq),
                 ]
-                var events = Events(cluster: clusterID)
-                events.add(id, "Queued")
                 let change = try apply(
-                    plan, available: available, inserted: deployment, cluster: clusterID, events: &events,
-                    writes: &writes, connection: connection)
+                    plan, available: available, write: .insert(deployment, row: row), cluster: clusterID, connection)
                 return (
                     DeploymentRow(
                         id: id, name: new.name, clusterID: clusterID, imagePath: new.imagePath, request: new.request,
@@ -73,6 +69,45 @@ struct ClusterScheduler {
         }
         queue.publish(change, rebuildFrom: database)
         return row
+    }
+
+    /// `Scheduler.decide`'s `.start` case done entirely inside PostgreSQL: in one round trip, `BEGIN`, the lock, one
+    /// statement that inserts the deployment as Running only if its request fits in the cluster's `available`
+    /// (`Resources.fits(in:)`, read after the lock), and `COMMIT`. The lock is never held across a client round trip.
+    /// Returns nil, having changed nothing, when it does not apply (it does not fit, or the cluster is not the
+    /// caller's): the full path then decides.
+    private func createIfItFits(_ new: NewDeployment, in clusterID: Int64, by caller: Caller) throws -> (
+        DeploymentRow, DeploymentQueue.Change
+    )? {
+        try database.run { connection in
+            try transaction(connection) { () throws -> (DeploymentRow, DeploymentQueue.Change)? in
+                let results = try connection.pipeline([
+                    (Statements.begin, []),
+                    (Statements.lock, [String(clusterID)]),
+                    (
+                        Statements.createIfItFits,
+                        [
+                            String(caller.id), String(caller.issuedAt), String(clusterID), new.name, new.imagePath,
+                            String(new.request.ram), String(new.request.cpu), String(new.request.gpu),
+                            String(new.priority),
+                        ]
+                    ),
+                    (Statements.commit, []),
+                ])
+                let created = results[2]
+                guard created.rowCount == 1, let id = created.int(0, 0), let seq = created.int(0, 1) else { return nil }
+                let deployment = ActiveDeployment(
+                    id: id, priority: new.priority, seq: seq, request: new.request, isRunning: true)
+                var change = DeploymentQueue.Change(
+                    cluster: clusterID, version: created.int(0, 2) ?? 0,
+                    available: Resources(ram: created.int(0, 3) ?? 0, cpu: created.int(0, 4) ?? 0, gpu: created.int(0, 5) ?? 0))
+                change.addedRunning = [deployment]
+                let row = DeploymentRow(
+                    id: id, name: new.name, clusterID: clusterID, imagePath: new.imagePath, request: new.request,
+                    status: "Running", priority: new.priority)
+                return (row, change)
+            }
+        }
     }
 
     /// Completes a running deployment and schedules what its resources admit.
@@ -100,13 +135,9 @@ struct ClusterScheduler {
                 let snapshot = try loadAffected(
                     after: completed, capacity: capacity, cluster: found.clusterID, change: .removed, connection)
                 let plan = Scheduler.plan(for: snapshot)
-                var writes: [(Statement, [String?])] = [(Statements.complete, [String(found.id)])]
-                var events = Events(cluster: found.clusterID)
-                events.add(found.id, "Completed")
-                var change = try apply(
-                    PlannedChange(plan: plan, snapshot: snapshot), available: freed, inserted: nil,
-                    cluster: found.clusterID, events: &events, writes: &writes, connection: connection)
-                change.removedRunning.append(completed)
+                let change = try apply(
+                    PlannedChange(plan: plan, snapshot: snapshot), available: freed, write: .complete(completed),
+                    cluster: found.clusterID, connection)
                 var row = found
                 row.status = "Completed"
                 return (row, change)
@@ -181,17 +212,39 @@ struct ClusterScheduler {
         return snapshot
     }
 
-    /// Queues the writes for `planned` (starts, preemptions, events, the cluster's accounting and version), runs them
-    /// with `COMMIT` in one round trip, and returns the change to publish. `inserted` is a create's new deployment,
-    /// already in `writes` as an INSERT with its final status.
+    /// What a change writes besides its plan.
+    private enum Write {
+        /// A create: the new deployment, inserted with its final status. `row` holds the `apply` statement's
+        /// parameters $13…$22.
+        case insert(ActiveDeployment, row: [String?])
+        /// A completion of a running deployment.
+        case complete(ActiveDeployment)
+    }
+
+    /// Writes the change and its plan (statuses, events, the cluster's accounting and version) as one statement and
+    /// commits, in one round trip, and returns the change to publish.
+    ///
+    /// - Throws: `PostgresError`; or when the rows the statement changed are not exactly the plan's (they cannot be,
+    ///   under the lock; checking costs nothing and keeps a bug from ever corrupting the accounting).
     private func apply(
-        _ planned: PlannedChange, available: Resources, inserted: ActiveDeployment?, cluster: Int64,
-        events: inout Events, writes: inout [(Statement, [String?])], connection: PostgresConnection
+        _ planned: PlannedChange, available: Resources, write: Write, cluster: Int64, _ connection: PostgresConnection
     ) throws -> DeploymentQueue.Change {
         let plan = planned.plan
         var byID: [Int64: ActiveDeployment] = [:]
         for deployment in planned.snapshot.active { byID[deployment.id] = deployment }
         var change = DeploymentQueue.Change(cluster: cluster, version: 0, available: available)
+        var events = Events()
+        var inserted: ActiveDeployment?
+        var completed: ActiveDeployment?
+        switch write {
+        case .insert(let deployment, _):
+            inserted = deployment
+            events.add(deployment.id, "Queued")
+        case .complete(let deployment):
+            completed = deployment
+            events.add(deployment.id, "Completed")
+            change.removedRunning.append(deployment)
+        }
         var toStart: [Int64] = []
         for id in plan.start {
             guard let deployment = byID[id] else { continue }
@@ -211,21 +264,25 @@ struct ClusterScheduler {
             change.addedPending.append(deployment.with(running: false))
         }
         if let inserted, !plan.start.contains(inserted.id) { change.addedPending.append(inserted) }
-        if !toStart.isEmpty { writes.append((Statements.start, [Events.array(toStart)])) }
-        if !plan.preempt.isEmpty { writes.append((Statements.preempt, [Events.array(plan.preempt)])) }
-        writes.append((Statements.events, events.parameters))
-        let available = change.available
-        writes.append(
-            (
-                Statements.updateCluster,
-                [
-                    String(cluster), String(available.ram), String(available.cpu), String(available.gpu),
-                    inserted.map { String($0.seq + 1) },
-                ]
-            ))
-        writes.append((Statements.commit, []))
-        let results = try connection.pipeline(writes)
-        change.version = results[results.count - 2].int(0, 0) ?? 0
+
+        var parameters: [String?] = [
+            String(cluster), String(change.available.ram), String(change.available.cpu), String(change.available.gpu),
+            inserted.map { String($0.seq + 1) }, Events.array(toStart), Events.array(plan.preempt),
+            completed.map { String($0.id) },
+        ]
+        parameters += events.parameters
+        if case .insert(let deployment, let row) = write {
+            parameters += [String(deployment.id)] + row
+        } else {
+            parameters += [String?](repeating: nil, count: 11)
+        }
+        let results = try connection.pipeline([(Statements.apply, parameters), (Statements.commit, [])])
+        let expected = toStart.count + plan.preempt.count + 1
+        guard results[0].rowCount == 1, results[0].int(0, 1) == Int64(expected) else {
+            throw PostgresError(
+                sqlState: nil, message: "cluster \(cluster): the write did not match the plan", connectionLost: false)
+        }
+        change.version = results[0].int(0, 0) ?? 0
         return change
     }
 
@@ -242,12 +299,9 @@ struct ClusterScheduler {
 
 /// Events to insert in one statement, as parallel arrays.
 private struct Events {
-    let cluster: Int64
     var ids: [Int64] = []
     var kinds: [String] = []
     var causes: [Int64?] = []
-
-    init(cluster: Int64) { self.cluster = cluster }
 
     mutating func add(_ id: Int64, _ kind: String, causedBy cause: Int64? = nil) {
         ids.append(id)
@@ -256,8 +310,10 @@ private struct Events {
     }
 
     var parameters: [String?] {
-        [String(cluster), Events.array(ids), "{" + kinds.joined(separator: ",") + "}",
-         "{" + causes.map { $0.map(String.init) ?? "NULL" }.joined(separator: ",") + "}"]
+        [
+            Events.array(ids), "{" + kinds.joined(separator: ",") + "}",
+            "{" + causes.map { $0.map(String.init) ?? "NULL" }.joined(separator: ",") + "}",
+        ]
     }
 
     /// A PostgreSQL array literal of integers.
@@ -285,6 +341,36 @@ private enum Statements {
     static let commit = Statement(name: "sched_commit", sql: "COMMIT")
     static let rollback = Statement(name: "sched_rollback", sql: "ROLLBACK")
     static let lock = Statement(name: "sched_lock", sql: "SELECT pg_advisory_xact_lock($1)")
+
+    /// The create fast path: a new deployment that fits in `available` starts and nothing else changes (the proof is
+    /// on `Scheduler.plan(adding:to:)`). No row when it does not fit, or the caller or cluster does not qualify.
+    static let createIfItFits = Statement(
+        name: "sched_create_if_it_fits",
+        sql: """
+            WITH cluster AS (
+                SELECT c.id, c.organization_id, c.next_seq
+                FROM users u JOIN clusters c ON c.id = $3 AND \(ClustersHandler.inScope)
+                WHERE u.id = $1 AND u.tokens_valid_after <= $2
+                  AND c.available_ram >= $6 AND c.available_cpu >= $7 AND c.available_gpu >= $8
+            ), inserted AS (
+                INSERT INTO deployments (id, cluster_id, organization_id, owner_id, name, image_path, ram_required,
+                                         cpu_required, gpu_required, priority, status, seq, started_at)
+                SELECT nextval('deployments_id_seq'), c.id, c.organization_id, $1, $4, $5, $6, $7, $8, $9, 'Running',
+                       c.next_seq, now()
+                FROM cluster c
+                RETURNING id, seq
+            ), events AS (
+                INSERT INTO deployment_events (deployment_id, cluster_id, kind)
+                SELECT i.id, $3, k.kind FROM inserted i, (VALUES (1, 'Queued'), (2, 'Started')) AS k(n, kind)
+                ORDER BY k.n
+            ), updated AS (
+                UPDATE clusters SET available_ram = available_ram - $6, available_cpu = available_cpu - $7,
+                                    available_gpu = available_gpu - $8, next_seq = next_seq + 1, version = version + 1
+                WHERE id = (SELECT id FROM cluster)
+                RETURNING version, available_ram, available_cpu, available_gpu
+            )
+            SELECT i.id, i.seq, u.version, u.available_ram, u.available_cpu, u.available_gpu FROM inserted i, updated u
+            """)
 
     /// The caller (no row: unknown user or revoked token) and the cluster (NULLs: not found or not theirs), with the
     /// new deployment's id drawn only when the cluster is there.
@@ -355,37 +441,39 @@ private enum Statements {
             ) AS candidates ORDER BY priority DESC, seq LIMIT $7
             """)
 
-    static let insert = Statement(
-        name: "sched_insert",
+    /// Every write of one change as one statement. (`status || ''` keeps the planner from answering `id = ANY(…)`
+    /// by scanning a whole status index in a generic plan: rows are looked up by primary key.) the new deployment (a create), the completion, the plan's starts
+    /// and preemptions, the events and the cluster's accounting. Returns the new version and how many deployment rows
+    /// changed, which must be exactly the plan's.
+    static let apply = Statement(
+        name: "sched_apply",
         sql: """
-            INSERT INTO deployments (id, cluster_id, organization_id, owner_id, name, image_path, ram_required,
-                                     cpu_required, gpu_required, priority, status, seq, started_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, CASE WHEN $11 = 'Running' THEN now() END)
-            """)
-    static let start = Statement(
-        name: "sched_start",
-        sql: "UPDATE deployments SET status = 'Running', started_at = now() WHERE id = ANY($1::bigint[]) AND status = 'Pending'")
-    static let preempt = Statement(
-        name: "sched_preempt",
-        sql: """
-            UPDATE deployments SET status = 'Pending', preemptions = preemptions + 1
-            WHERE id = ANY($1::bigint[]) AND status = 'Running'
-            """)
-    static let complete = Statement(
-        name: "sched_complete",
-        sql: "UPDATE deployments SET status = 'Completed', finished_at = now() WHERE id = $1 AND status = 'Running'")
-    static let events = Statement(
-        name: "sched_events",
-        sql: """
-            INSERT INTO deployment_events (deployment_id, cluster_id, kind, caused_by)
-            SELECT e.deployment, $1, e.kind, e.cause FROM unnest($2::bigint[], $3::text[], $4::bigint[]) AS e(deployment, kind, cause)
-            """)
-    static let updateCluster = Statement(
-        name: "sched_update_cluster",
-        sql: """
+            WITH inserted AS (
+                INSERT INTO deployments (id, cluster_id, organization_id, owner_id, name, image_path, ram_required,
+                                         cpu_required, gpu_required, priority, status, seq, started_at)
+                SELECT $12, $1, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
+                       CASE WHEN $21 = 'Running' THEN now() END
+                WHERE $12::bigint IS NOT NULL
+                RETURNING id
+            ), completed AS (
+                UPDATE deployments SET status = 'Completed', finished_at = now()
+                WHERE id = $8 AND status = 'Running' RETURNING id
+            ), started AS (
+                UPDATE deployments SET status = 'Running', started_at = now()
+                WHERE id = ANY($6::bigint[]) AND status || '' = 'Pending' RETURNING id
+            ), preempted AS (
+                UPDATE deployments SET status = 'Pending', preemptions = preemptions + 1
+                WHERE id = ANY($7::bigint[]) AND status || '' = 'Running' RETURNING id
+            ), events AS (
+                INSERT INTO deployment_events (deployment_id, cluster_id, kind, caused_by)
+                SELECT e.deployment, $1, e.kind, e.cause
+                FROM unnest($9::bigint[], $10::text[], $11::bigint[]) AS e(deployment, kind, cause)
+            )
             UPDATE clusters SET available_ram = $2, available_cpu = $3, available_gpu = $4,
                                 next_seq = coalesce($5, next_seq), version = version + 1
-            WHERE id = $1 RETURNING version
+            WHERE id = $1
+            RETURNING version, (SELECT count(*) FROM inserted) + (SELECT count(*) FROM completed)
+                + (SELECT count(*) FROM started) + (SELECT count(*) FROM preempted)
             """)
 }
 

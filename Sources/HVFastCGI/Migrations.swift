@@ -63,7 +63,8 @@ enum Migrations {
                 CREATE TABLE deployments (
                     id bigserial PRIMARY KEY,
                     cluster_id bigint NOT NULL REFERENCES clusters(id),
-                    organization_id bigint REFERENCES organizations(id),
+                    -- The cluster's tenant, copied for name uniqueness and scoped reads (the cluster's key holds it).
+                    organization_id bigint,
                     owner_id bigint NOT NULL REFERENCES users(id),
                     name text NOT NULL CHECK (char_length(name) BETWEEN 1 AND 128),
                     image_path text NOT NULL CHECK (char_length(image_path) BETWEEN 1 AND 512),
@@ -97,7 +98,8 @@ enum Migrations {
                 CREATE TABLE deployment_events (
                     id bigserial PRIMARY KEY,
                     deployment_id bigint NOT NULL REFERENCES deployments(id),
-                    cluster_id bigint NOT NULL REFERENCES clusters(id),
+                    -- The deployment's cluster (its key holds it), kept for per-cluster history without a join.
+                    cluster_id bigint NOT NULL,
                     kind text NOT NULL CHECK (kind IN ('Queued', 'Started', 'Preempted', 'Completed', 'Cancelled')),
                     caused_by bigint REFERENCES deployments(id),
                     at timestamptz NOT NULL DEFAULT now(),
