@@ -77,7 +77,14 @@ struct ListenSocket {
     /// Initializes libfcgi once, in the master before it forks. It installs handlers only for signals whose
     /// disposition is still the default, so the master's own handlers must already be in place.
     /// The corresponding libfcgi function is `FCGX_Init`.
-    static func initializeLibrary() { FCGX_Init() }
+    ///
+    /// libfcgi lingers after each response, waiting for the web server to close first; with a connection per request
+    /// that wait holds a worker for nothing. Workers read every request body to its end (`readBody`), so there is no
+    /// unread input to reset the connection, and the linger is switched off unless the environment sets it.
+    static func initializeLibrary() {
+        setenv("LIBFCGI_OS_CLOSE_POLL_TIMEOUT", "0", 0)
+        FCGX_Init()
+    }
 
     /// Stops new connections from reaching the pool: the path disappears, queued connections stay.
     func unlinkPath() {
@@ -160,7 +167,8 @@ final class FastCGIConnection {
         return total <= limit ? body : nil
     }
 
-    /// Writes the whole CGI response (status line, headers, body) and flushes it.
+    /// Buffers the whole CGI response (status line, headers, body); `finish` sends it with the end-of-request record
+    /// in one write.
     ///
     /// Returns false when the web server went away. The corresponding libfcgi function is `FCGX_PutStr`.
     @discardableResult
@@ -170,7 +178,7 @@ final class FastCGIConnection {
                 FCGX_PutStr($0.baseAddress, Int32($0.count), request.pointee.out)
             }
         }
-        return written == Int32(bytes.count) && FCGX_FFlush(request.pointee.out) == 0
+        return written == Int32(bytes.count)
     }
 
     /// Ends the current request and closes its connection. The corresponding libfcgi function is `FCGX_Finish_r`.
