@@ -27,7 +27,7 @@ struct ClusterScheduler {
     ///
     /// - Throws: `HTTPError` 401/404/409/422 for the client, `ServiceUnavailable` when PostgreSQL is down.
     func create(_ new: NewDeployment, in clusterID: Int64, by caller: Caller) throws -> DeploymentRow {
-        if let (row, change) = try createIfItFits(new, in: clusterID, by: caller) {
+        if let (row, change) = try createIfDecided(new, in: clusterID, by: caller) {
             queue.publish(change, rebuildFrom: database)
             return row
         }
@@ -71,12 +71,10 @@ struct ClusterScheduler {
         return row
     }
 
-    /// `Scheduler.decide`'s `.start` case done entirely inside PostgreSQL: in one round trip, `BEGIN`, the lock, one
-    /// statement that inserts the deployment as Running only if its request fits in the cluster's `available`
-    /// (`Resources.fits(in:)`, read after the lock), and `COMMIT`. The lock is never held across a client round trip.
-    /// Returns nil, having changed nothing, when it does not apply (it does not fit, or the cluster is not the
-    /// caller's): the full path then decides.
-    private func createIfItFits(_ new: NewDeployment, in clusterID: Int64, by caller: Caller) throws -> (
+    /// `Scheduler.decide`'s `.start` and `.queue` cases done entirely inside PostgreSQL, in one round trip: `BEGIN`,
+    /// the lock, `Statements.createIfDecided` (read after the lock) and `COMMIT`, so the lock is never held across a
+    /// client round trip. Returns nil, having changed nothing, when it does not apply; the full path then decides.
+    private func createIfDecided(_ new: NewDeployment, in clusterID: Int64, by caller: Caller) throws -> (
         DeploymentRow, DeploymentQueue.Change
     )? {
         try database.run { connection in
@@ -85,7 +83,7 @@ struct ClusterScheduler {
                     (Statements.begin, []),
                     (Statements.lock, [String(clusterID)]),
                     (
-                        Statements.createIfItFits,
+                        Statements.createIfDecided,
                         [
                             String(caller.id), String(caller.issuedAt), String(clusterID), new.name, new.imagePath,
                             String(new.request.ram), String(new.request.cpu), String(new.request.gpu),
@@ -95,16 +93,19 @@ struct ClusterScheduler {
                     (Statements.commit, []),
                 ])
                 let created = results[2]
-                guard created.rowCount == 1, let id = created.int(0, 0), let seq = created.int(0, 1) else { return nil }
+                guard created.rowCount == 1, let id = created.int(0, 0), let seq = created.int(0, 1),
+                    let status = created.string(0, 6)
+                else { return nil }
+                let running = status == "Running"
                 let deployment = ActiveDeployment(
-                    id: id, priority: new.priority, seq: seq, request: new.request, isRunning: true)
+                    id: id, priority: new.priority, seq: seq, request: new.request, isRunning: running)
                 var change = DeploymentQueue.Change(
                     cluster: clusterID, version: created.int(0, 2) ?? 0,
                     available: Resources(ram: created.int(0, 3) ?? 0, cpu: created.int(0, 4) ?? 0, gpu: created.int(0, 5) ?? 0))
-                change.addedRunning = [deployment]
+                if running { change.addedRunning = [deployment] } else { change.addedPending = [deployment] }
                 let row = DeploymentRow(
                     id: id, name: new.name, clusterID: clusterID, imagePath: new.imagePath, request: new.request,
-                    status: "Running", priority: new.priority)
+                    status: status, priority: new.priority)
                 return (row, change)
             }
         }
@@ -119,7 +120,7 @@ struct ClusterScheduler {
                 let parameters = [String(caller.id), String(caller.issuedAt), String(id)]
                 let results = try connection.pipeline([
                     (Statements.begin, []), (Statements.lockDeployment, parameters),
-                    (Statements.deploymentForComplete, parameters),
+                    (Statements.deploymentForComplete, parameters), (Statements.queueIsEmpty, [String(id)]),
                 ])
                 let read = results[2]
                 guard read.rowCount == 1 else { throw HTTPError.unauthorized }
@@ -132,8 +133,12 @@ struct ClusterScheduler {
                 let completed = ActiveDeployment(
                     id: found.id, priority: found.priority, seq: read.int(0, 9)!, request: found.request, isRunning: true)
                 let freed = available + found.request
-                let snapshot = try loadAffected(
-                    after: completed, capacity: capacity, cluster: found.clusterID, change: .removed, connection)
+                // With nobody waiting, the pass over the running set admits it all again: nothing else to read.
+                let snapshot =
+                    results[3].bool(0, 0)
+                    ? ClusterSnapshot(capacity: capacity, active: [])
+                    : try loadAffected(
+                        after: completed, capacity: capacity, cluster: found.clusterID, change: .removed, connection)
                 let plan = Scheduler.plan(for: snapshot)
                 let change = try apply(
                     PlannedChange(plan: plan, snapshot: snapshot), available: freed, write: .complete(completed),
@@ -342,34 +347,55 @@ private enum Statements {
     static let rollback = Statement(name: "sched_rollback", sql: "ROLLBACK")
     static let lock = Statement(name: "sched_lock", sql: "SELECT pg_advisory_xact_lock($1)")
 
-    /// The create fast path: a new deployment that fits in `available` starts and nothing else changes (the proof is
-    /// on `Scheduler.plan(adding:to:)`). No row when it does not fit, or the caller or cluster does not qualify.
-    static let createIfItFits = Statement(
-        name: "sched_create_if_it_fits",
+    /// The two cheap cases of `Scheduler.decide` in one statement, read after the lock: a request that fits in
+    /// `available` starts (`.start`); one that does not fit even after evicting every strictly lower priority waits
+    /// (`.queue`: the sum of running requests at or above its priority, computed only in that case). Nothing else
+    /// changes in either case (the proofs are on `Scheduler.plan(adding:to:)` and `startsWhenCreated`). No row when
+    /// the deployment would preempt (`.fullPass`), exceeds the cluster's total, or the caller or cluster does not
+    /// qualify.
+    static let createIfDecided = Statement(
+        name: "sched_create_if_decided",
         sql: """
             WITH cluster AS (
-                SELECT c.id, c.organization_id, c.next_seq
+                SELECT c.id, c.organization_id, c.next_seq,
+                       CASE
+                           WHEN $6 <= c.available_ram AND $7 <= c.available_cpu AND $8 <= c.available_gpu
+                           THEN 'Running'
+                           WHEN (SELECT NOT ($6 <= c.total_ram - coalesce(sum(r.ram_required), 0)
+                                             AND $7 <= c.total_cpu - coalesce(sum(r.cpu_required), 0)
+                                             AND $8 <= c.total_gpu - coalesce(sum(r.gpu_required), 0))
+                                 FROM deployments r
+                                 WHERE r.cluster_id = c.id AND r.status = 'Running' AND r.priority >= $9)
+                           THEN 'Pending'
+                       END AS status
                 FROM users u JOIN clusters c ON c.id = $3 AND \(ClustersHandler.inScope)
                 WHERE u.id = $1 AND u.tokens_valid_after <= $2
-                  AND c.available_ram >= $6 AND c.available_cpu >= $7 AND c.available_gpu >= $8
+                  AND $6 <= c.total_ram AND $7 <= c.total_cpu AND $8 <= c.total_gpu
+            ), decided AS (
+                SELECT * FROM cluster WHERE status IS NOT NULL
             ), inserted AS (
                 INSERT INTO deployments (id, cluster_id, organization_id, owner_id, name, image_path, ram_required,
                                          cpu_required, gpu_required, priority, status, seq, started_at)
-                SELECT nextval('deployments_id_seq'), c.id, c.organization_id, $1, $4, $5, $6, $7, $8, $9, 'Running',
-                       c.next_seq, now()
-                FROM cluster c
-                RETURNING id, seq
+                SELECT nextval('deployments_id_seq'), c.id, c.organization_id, $1, $4, $5, $6, $7, $8, $9, c.status,
+                       c.next_seq, CASE WHEN c.status = 'Running' THEN now() END
+                FROM decided c
+                RETURNING id, seq, status
             ), events AS (
                 INSERT INTO deployment_events (deployment_id, cluster_id, kind)
                 SELECT i.id, $3, k.kind FROM inserted i, (VALUES (1, 'Queued'), (2, 'Started')) AS k(n, kind)
+                WHERE k.n = 1 OR i.status = 'Running'
                 ORDER BY k.n
             ), updated AS (
-                UPDATE clusters SET available_ram = available_ram - $6, available_cpu = available_cpu - $7,
-                                    available_gpu = available_gpu - $8, next_seq = next_seq + 1, version = version + 1
-                WHERE id = (SELECT id FROM cluster)
-                RETURNING version, available_ram, available_cpu, available_gpu
+                UPDATE clusters c
+                SET available_ram = c.available_ram - CASE WHEN d.status = 'Running' THEN $6 ELSE 0 END,
+                    available_cpu = c.available_cpu - CASE WHEN d.status = 'Running' THEN $7 ELSE 0 END,
+                    available_gpu = c.available_gpu - CASE WHEN d.status = 'Running' THEN $8 ELSE 0 END,
+                    next_seq = c.next_seq + 1, version = c.version + 1
+                FROM decided d WHERE c.id = d.id
+                RETURNING c.version, c.available_ram, c.available_cpu, c.available_gpu
             )
-            SELECT i.id, i.seq, u.version, u.available_ram, u.available_cpu, u.available_gpu FROM inserted i, updated u
+            SELECT i.id, i.seq, u.version, u.available_ram, u.available_cpu, u.available_gpu, i.status
+            FROM inserted i, updated u
             """)
 
     /// The caller (no row: unknown user or revoked token) and the cluster (NULLs: not found or not theirs), with the
@@ -404,6 +430,13 @@ private enum Statements {
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
 
+    /// Whether the cluster of deployment `$1` has no pending deployment.
+    static let queueIsEmpty = Statement(
+        name: "sched_queue_is_empty",
+        sql: """
+            SELECT NOT EXISTS (SELECT 1 FROM deployments p WHERE p.cluster_id = d.cluster_id AND p.status = 'Pending')
+            FROM deployments d WHERE d.id = $1
+            """)
     static let runningAtOrAbove = Statement(
         name: "sched_running_at_or_above",
         sql: """
