@@ -136,6 +136,10 @@ struct DeploymentQueue {
                 case .applied, .stale: return
                 case .buffered where pause > 0: usleep(pause)
                 case .buffered, .gap:
+                    // One rebuild per cluster at a time (and at most every few seconds): under heavy load many
+                    // workers can find the same gap, and a rebuild reads the whole queue.
+                    let guardKey = DeploymentQueue.keys(change.cluster)[2] + ":rebuilding"
+                    guard try redis.command(["SET", guardKey, "1", "NX", "EX", "5"]) == .status("OK") else { return }
                     try rebuild(change.cluster, from: database)
                     return
                 }
