@@ -430,12 +430,15 @@ private enum Statements {
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
 
-    /// Whether the cluster of deployment `$1` has no pending deployment.
+    /// Whether the cluster of deployment `$1` has no pending deployment: one look-up in `deployments_pending_ram`.
+    /// (`NOT EXISTS` invites a sequential scan that expects an early match and, on an empty queue, reads every row.)
     static let queueIsEmpty = Statement(
         name: "sched_queue_is_empty",
         sql: """
-            SELECT NOT EXISTS (SELECT 1 FROM deployments p WHERE p.cluster_id = d.cluster_id AND p.status = 'Pending')
-            FROM deployments d WHERE d.id = $1
+            SELECT (
+                SELECT min(p.ram_required) FROM deployments p
+                WHERE p.cluster_id = (SELECT d.cluster_id FROM deployments d WHERE d.id = $1) AND p.status = 'Pending'
+            ) IS NULL
             """)
     static let runningAtOrAbove = Statement(
         name: "sched_running_at_or_above",
