@@ -27,3 +27,15 @@ struct Authenticator {
 
 /// Seconds since the Unix epoch; tokens and revocation use whole seconds.
 func unixTime() -> Int64 { Int64(time(nil)) }
+
+extension PostgresConnection {
+    /// Runs a statement whose `$1, $2` are the caller's id and token issue time and which returns one row exactly
+    /// while that user exists and the token is not revoked (the caller's check costs no extra round trip).
+    ///
+    /// - Throws: `HTTPError.unauthorized` when it returns no row; `PostgresError`.
+    func executeAsCaller(_ statement: Statement, _ caller: Caller, _ parameters: [String?]) throws -> PostgresResult {
+        let result = try execute(statement, [String(caller.id), String(caller.issuedAt)] + parameters)
+        guard result.rowCount == 1 else { throw HTTPError.unauthorized }
+        return result
+    }
+}

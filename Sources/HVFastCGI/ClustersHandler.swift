@@ -76,9 +76,7 @@ struct ClustersHandler {
         let lookup = try Lookup(request, nameField: "cluster_name", noun: "cluster")
         let cluster = try database.run { connection -> ClusterRow in
             func fetch(_ statement: Statement, _ key: String) throws -> ClusterRow? {
-                let result = try connection.execute(statement, [String(caller.id), String(caller.issuedAt), key])
-                guard result.rowCount == 1 else { throw HTTPError.unauthorized }
-                return ClusterRow(result, row: 0, column: 0)
+                ClusterRow(try connection.executeAsCaller(statement, caller, [key]), row: 0, column: 0)
             }
             return try lookup.resolve(
                 noun: "cluster", byID: { try fetch(ClustersHandler.byID, String($0)) },

@@ -70,9 +70,7 @@ struct DeploymentsHandler {
         let lookup = try Lookup(request, nameField: "deployment_name", noun: "deployment")
         return try database.run { connection in
             func fetch(_ statement: Statement, _ key: String) throws -> DeploymentRow? {
-                let result = try connection.execute(statement, [String(caller.id), String(caller.issuedAt), key])
-                guard result.rowCount == 1 else { throw HTTPError.unauthorized }
-                return DeploymentRow(result, row: 0)
+                DeploymentRow(try connection.executeAsCaller(statement, caller, [key]), row: 0)
             }
             return try lookup.resolve(
                 noun: "deployment", byID: { try fetch(DeploymentsHandler.byID, String($0)) },

@@ -104,9 +104,8 @@ struct OrganizationsHandler {
         if let seconds = limiter.retryAfter(limits) { throw RateLimiter.tooManyAttempts(retryAfter: seconds) }
 
         let message = try database.run { connection -> String in
-            let found = try connection.execute(
-                OrganizationsHandler.lookup, [String(caller.id), String(caller.issuedAt), code])
-            guard found.rowCount == 1, let username = found.string(0, 0) else { throw HTTPError.unauthorized }
+            let found = try connection.executeAsCaller(OrganizationsHandler.lookup, caller, [code])
+            guard let username = found.string(0, 0) else { throw HTTPError.unauthorized }
             guard let organizationID = found.int(0, 2), let organizationName = found.string(0, 3) else {
                 limiter.recordFailure(limits)
                 throw HTTPError(400, "Invalid invite code")
