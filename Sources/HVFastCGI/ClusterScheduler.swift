@@ -101,7 +101,8 @@ struct ClusterScheduler {
                     id: id, priority: new.priority, seq: seq, request: new.request, isRunning: running)
                 var change = DeploymentQueue.Change(
                     cluster: clusterID, version: created.int(0, 2) ?? 0,
-                    available: Resources(ram: created.int(0, 3) ?? 0, cpu: created.int(0, 4) ?? 0, gpu: created.int(0, 5) ?? 0))
+                    available: Resources(
+                        ram: created.int(0, 3) ?? 0, cpu: created.int(0, 4) ?? 0, gpu: created.int(0, 5) ?? 0))
                 if running { change.addedRunning = [deployment] } else { change.addedPending = [deployment] }
                 let row = DeploymentRow(
                     id: id, name: new.name, clusterID: clusterID, imagePath: new.imagePath, request: new.request,
@@ -131,7 +132,8 @@ struct ClusterScheduler {
                 let capacity = Resources(ram: read.int(0, 10)!, cpu: read.int(0, 11)!, gpu: read.int(0, 12)!)
                 let available = Resources(ram: read.int(0, 13)!, cpu: read.int(0, 14)!, gpu: read.int(0, 15)!)
                 let completed = ActiveDeployment(
-                    id: found.id, priority: found.priority, seq: read.int(0, 9)!, request: found.request, isRunning: true)
+                    id: found.id, priority: found.priority, seq: read.int(0, 9)!, request: found.request,
+                    isRunning: true)
                 let freed = available + found.request
                 // With nobody waiting, the pass over the running set admits it all again: nothing else to read.
                 let snapshot =
@@ -175,7 +177,8 @@ struct ClusterScheduler {
         case .queue:
             return PlannedChange(plan: SchedulingPlan(), snapshot: alone)
         case .fullPass:
-            let snapshot = try loadAffected(after: new, capacity: capacity, cluster: cluster, change: .added, connection)
+            let snapshot = try loadAffected(
+                after: new, capacity: capacity, cluster: cluster, change: .added, connection)
             return PlannedChange(plan: Scheduler.plan(for: snapshot), snapshot: snapshot)
         }
     }
@@ -198,7 +201,10 @@ struct ClusterScheduler {
             snapshot.active.append(ActiveDeployment(results[0], row: row, running: true))
         }
         // No pending deployment is smaller than this in any dimension; nil when the queue is empty.
-        guard let smallest = results[1].int(0, 0).map({ Resources(ram: $0, cpu: results[1].int(0, 1)!, gpu: results[1].int(0, 2)!) })
+        guard
+            let smallest = results[1].int(0, 0).map({
+                Resources(ram: $0, cpu: results[1].int(0, 1)!, gpu: results[1].int(0, 2)!)
+            })
         else { return snapshot }
         var cursor = position
         while true {
@@ -334,7 +340,8 @@ extension ActiveDeployment {
     fileprivate init(_ result: PostgresResult, row: Int, running: Bool) {
         self.init(
             id: result.int(row, 0) ?? 0, priority: Int32(result.int(row, 1) ?? 0), seq: result.int(row, 2) ?? 0,
-            request: Resources(ram: result.int(row, 3) ?? 0, cpu: result.int(row, 4) ?? 0, gpu: result.int(row, 5) ?? 0),
+            request: Resources(
+                ram: result.int(row, 3) ?? 0, cpu: result.int(row, 4) ?? 0, gpu: result.int(row, 5) ?? 0),
             isRunning: running)
     }
 }
@@ -542,7 +549,8 @@ struct DeploymentRow: Equatable {
         guard let id = result.int(row, 0), let name = result.string(row, 1) else { return nil }
         self.init(
             id: id, name: name, clusterID: result.int(row, 2) ?? 0, imagePath: result.string(row, 3) ?? "",
-            request: Resources(ram: result.int(row, 4) ?? 0, cpu: result.int(row, 5) ?? 0, gpu: result.int(row, 6) ?? 0),
+            request: Resources(
+                ram: result.int(row, 4) ?? 0, cpu: result.int(row, 5) ?? 0, gpu: result.int(row, 6) ?? 0),
             status: result.string(row, 7) ?? "", priority: Int32(result.int(row, 8) ?? 0))
     }
 

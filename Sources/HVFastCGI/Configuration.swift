@@ -57,7 +57,8 @@ struct Configuration: Equatable, Sendable {
             guard let raw = env[key], !raw.isEmpty else { return nil }
             return raw
         }
-        func integer(_ key: String, default fallback: Int, range: ClosedRange<Int>, what: String) throws(Invalid) -> Int {
+        func integer(_ key: String, default fallback: Int, range: ClosedRange<Int>, what: String) throws(Invalid) -> Int
+        {
             guard let raw = value(key) else { return fallback }
             guard let number = Int(raw), range.contains(number) else { throw Invalid(key, what, raw) }
             return number
@@ -80,7 +81,8 @@ struct Configuration: Equatable, Sendable {
                 "<\(secret.utf8.count) bytes>")
         }
         let minutes = try integer(
-            "ACCESS_TOKEN_EXPIRE_MINUTES", default: 30, range: 1...525_600, what: "must be minutes between 1 and 525600")
+            "ACCESS_TOKEN_EXPIRE_MINUTES", default: 30, range: 1...525_600, what: "must be minutes between 1 and 525600"
+        )
 
         let databaseURL = try databaseURL(env, value: value, stateDirectory: stateDirectory)
 

@@ -49,7 +49,8 @@ struct DeploymentQueue {
             let cpu = Int64(parts[3]), let gpu = Int64(parts[4])
         else { return nil }
         return ActiveDeployment(
-            id: id, priority: Int32(Int64(Int32.max) - rank), seq: seq, request: Resources(ram: ram, cpu: cpu, gpu: gpu),
+            id: id, priority: Int32(Int64(Int32.max) - rank), seq: seq,
+            request: Resources(ram: ram, cpu: cpu, gpu: gpu),
             isRunning: running)
     }
 
@@ -85,41 +86,43 @@ struct DeploymentQueue {
     /// Applies a change that directly follows the snapshot's version (a cluster without a snapshot is at version 0,
     /// empty). An older change is ignored (0). A newer one is buffered until its predecessors arrive (2), unless too
     /// many are waiting (-1: rebuild).
-    private static let applyScript = luaPrelude + """
-        local current = tonumber(redis.call('HGET', KEYS[3], 'version') or '0')
-        local version = tonumber(ARGV[1])
-        if current >= version then return 0 end
-        if current < version - 1 then
-          redis.call('HSET', KEYS[4], ARGV[1], cjson.encode(ARGV))
-          redis.call('EXPIRE', KEYS[4], 300)
-          if redis.call('HLEN', KEYS[4]) > 256 then return -1 end
-          return 2
-        end
-        applyChange(ARGV)
-        drainBuffered(version)
-        return 1
-        """
+    private static let applyScript =
+        luaPrelude + """
+            local current = tonumber(redis.call('HGET', KEYS[3], 'version') or '0')
+            local version = tonumber(ARGV[1])
+            if current >= version then return 0 end
+            if current < version - 1 then
+              redis.call('HSET', KEYS[4], ARGV[1], cjson.encode(ARGV))
+              redis.call('EXPIRE', KEYS[4], 300)
+              if redis.call('HLEN', KEYS[4]) > 256 then return -1 end
+              return 2
+            end
+            applyChange(ARGV)
+            drainBuffered(version)
+            return 1
+            """
 
     /// Replaces the snapshot with staged keys only if it is older than the staged one, then applies the buffered
     /// changes that follow it. KEYS: running, pending, meta, buffered, staged running, staged pending.
-    private static let swapScript = luaPrelude + """
-        local current = tonumber(redis.call('HGET', KEYS[3], 'version') or '0')
-        local version = tonumber(ARGV[1])
-        if current >= version then
-          redis.call('DEL', KEYS[5], KEYS[6])
-          return 0
-        end
-        redis.call('DEL', KEYS[1], KEYS[2])
-        if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('RENAME', KEYS[5], KEYS[1]) end
-        if redis.call('EXISTS', KEYS[6]) == 1 then redis.call('RENAME', KEYS[6], KEYS[2]) end
-        redis.call('HSET', KEYS[3], 'version', ARGV[1], 'available_ram', ARGV[2], 'available_cpu', ARGV[3],
-                   'available_gpu', ARGV[4])
-        for _, field in ipairs(redis.call('HKEYS', KEYS[4])) do
-          if tonumber(field) <= version then redis.call('HDEL', KEYS[4], field) end
-        end
-        drainBuffered(version)
-        return 1
-        """
+    private static let swapScript =
+        luaPrelude + """
+            local current = tonumber(redis.call('HGET', KEYS[3], 'version') or '0')
+            local version = tonumber(ARGV[1])
+            if current >= version then
+              redis.call('DEL', KEYS[5], KEYS[6])
+              return 0
+            end
+            redis.call('DEL', KEYS[1], KEYS[2])
+            if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('RENAME', KEYS[5], KEYS[1]) end
+            if redis.call('EXISTS', KEYS[6]) == 1 then redis.call('RENAME', KEYS[6], KEYS[2]) end
+            redis.call('HSET', KEYS[3], 'version', ARGV[1], 'available_ram', ARGV[2], 'available_cpu', ARGV[3],
+                       'available_gpu', ARGV[4])
+            for _, field in ipairs(redis.call('HKEYS', KEYS[4])) do
+              if tonumber(field) <= version then redis.call('HDEL', KEYS[4], field) end
+            end
+            drainBuffered(version)
+            return 1
+            """
 
     private enum Outcome { case applied, stale, buffered, gap }
 
@@ -204,7 +207,8 @@ struct DeploymentQueue {
             let running = result.bool(row, 10)
             let deployment = ActiveDeployment(
                 id: id, priority: Int32(result.int(row, 5) ?? 0), seq: result.int(row, 6) ?? 0,
-                request: Resources(ram: result.int(row, 7) ?? 0, cpu: result.int(row, 8) ?? 0, gpu: result.int(row, 9) ?? 0),
+                request: Resources(
+                    ram: result.int(row, 7) ?? 0, cpu: result.int(row, 8) ?? 0, gpu: result.int(row, 9) ?? 0),
                 isRunning: running)
             let index = running ? 0 : 1
             batches[index].append(DeploymentQueue.member(deployment))
@@ -213,7 +217,8 @@ struct DeploymentQueue {
         try flush(0)
         try flush(1)
         let available = [result.int(0, 1), result.int(0, 2), result.int(0, 3)].map { String($0 ?? 0) }
-        _ = try redis.evaluate(DeploymentQueue.swapScript, keys: keys + staged, arguments: [String(version)] + available)
+        _ = try redis.evaluate(
+            DeploymentQueue.swapScript, keys: keys + staged, arguments: [String(version)] + available)
         log.info("queue snapshot rebuilt", ["cluster_id": String(cluster), "version": String(version)])
     }
 }

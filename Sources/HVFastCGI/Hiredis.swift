@@ -73,7 +73,9 @@ final class RedisConnection {
             let bytes = Array(argument.utf8)
             let copy = UnsafeMutablePointer<CChar>.allocate(capacity: max(1, bytes.count))
             bytes.withUnsafeBytes { source in
-                if let base = source.baseAddress { UnsafeMutableRawPointer(copy).copyMemory(from: base, byteCount: source.count) }
+                if let base = source.baseAddress {
+                    UnsafeMutableRawPointer(copy).copyMemory(from: base, byteCount: source.count)
+                }
             }
             return copy
         }

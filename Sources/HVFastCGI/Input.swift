@@ -26,7 +26,8 @@ struct Input {
             parsed = try JSON.parse(text)
         } catch {
             throw ValidationFailure([
-                .init(location: [.key("body"), .index(error.offset)], message: "JSON decode error", type: "json_invalid")
+                .init(
+                    location: [.key("body"), .index(error.offset)], message: "JSON decode error", type: "json_invalid")
             ])
         }
         guard case .object(let members) = parsed else {
@@ -109,7 +110,9 @@ struct Input {
     /// A body field that must be present; a missing body is reported once, as FastAPI does.
     private mutating func required(_ name: String) -> JSON? {
         guard hasBody else {
-            if !issues.contains(where: { $0.location == [.key("body")] }) { fail(["body"], "Field required", "missing") }
+            if !issues.contains(where: { $0.location == [.key("body")] }) {
+                fail(["body"], "Field required", "missing")
+            }
             return nil
         }
         guard let value = body[name] else {

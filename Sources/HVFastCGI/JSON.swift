@@ -34,8 +34,9 @@ enum JSON: Equatable, Sendable {
         var index = 0
 
         mutating func skipWhitespace() {
-            while index < bytes.count, bytes[index] == 0x20 || bytes[index] == 0x0A || bytes[index] == 0x0D
-                || bytes[index] == 0x09
+            while index < bytes.count,
+                bytes[index] == 0x20 || bytes[index] == 0x0A || bytes[index] == 0x0D
+                    || bytes[index] == 0x09
             {
                 index += 1
             }
@@ -81,7 +82,9 @@ enum JSON: Equatable, Sendable {
                 }
                 let key = try string()
                 skipWhitespace()
-                guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw fail("Expecting ':' delimiter") }
+                guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else {
+                    throw fail("Expecting ':' delimiter")
+                }
                 index += 1
                 skipWhitespace()
                 members[key] = try value(depth: depth + 1)
@@ -184,7 +187,8 @@ enum JSON: Equatable, Sendable {
                     case UInt8(ascii: "t"): out += "\t"
                     case UInt8(ascii: "u"):
                         var code = try hex4()
-                        if (0xD800...0xDBFF).contains(code), index + 1 < bytes.count, bytes[index] == UInt8(ascii: "\\"),
+                        if (0xD800...0xDBFF).contains(code), index + 1 < bytes.count,
+                            bytes[index] == UInt8(ascii: "\\"),
                             bytes[index + 1] == UInt8(ascii: "u")
                         {
                             let save = index

@@ -1,5 +1,5 @@
-import Glibc
 import CPostgres
+import Glibc
 
 /// A failed PostgreSQL call. The description carries the server's message but never SQL or bind values.
 struct PostgresError: Error, CustomStringConvertible {
@@ -177,7 +177,8 @@ final class PostgresConnection {
     /// The error a failed result carries; clears the result.
     private func resultError(_ result: OpaquePointer) -> PostgresError {
         let code = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { SQLState(rawValue: String(cString: $0)) }
-        let message = PQresultErrorField(result, Int32(UInt8(ascii: "M"))).map { String(cString: $0) }
+        let message =
+            PQresultErrorField(result, Int32(UInt8(ascii: "M"))).map { String(cString: $0) }
             ?? String(cString: PQerrorMessage(connection))
         PQclear(result)
         return PostgresError(sqlState: code, message: trimmed(message), connectionLost: !isHealthy)

@@ -88,7 +88,8 @@ final class Log {
     /// logfmt quoting: bare when safe, else double-quoted with escapes; control characters never reach the file.
     static func quoted(_ value: String) -> String {
         var needsQuotes = value.isEmpty
-        for byte in value.utf8 where byte <= 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "=")
+        for byte in value.utf8
+        where byte <= 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "=")
             || byte == UInt8(ascii: "\\") || byte == 0x7F
         {
             needsQuotes = true

@@ -67,7 +67,8 @@ struct OrganizationsHandler {
         let result: PostgresResult
         do {
             result = try database.run {
-                try $0.execute(OrganizationsHandler.create, [String(caller.id), String(caller.issuedAt), name, inviteCode])
+                try $0.execute(
+                    OrganizationsHandler.create, [String(caller.id), String(caller.issuedAt), name, inviteCode])
             }
         } catch let error as PostgresError where error.sqlState == .uniqueViolation {
             throw HTTPError(409, "Organization with the given name already exists")
@@ -92,14 +93,17 @@ struct OrganizationsHandler {
         var input = try Input(request)
         let code = input.lookupString("invite_code", OrganizationsHandler.inviteCode)
         if code == nil && input.issues.isEmpty {
-            throw ValidationFailure([.init(location: [.key("query"), .key("invite_code")], message: "Field required", type: "missing")])
+            throw ValidationFailure([
+                .init(location: [.key("query"), .key("invite_code")], message: "Field required", type: "missing")
+            ])
         }
         try input.validate()
         guard let code else { throw ValidationFailure(input.issues) }
 
         let limits = [
             RateLimiter.Limit(key: "invite:user:\(caller.id)", allowed: OrganizationsHandler.failuresPerUser),
-            RateLimiter.Limit(key: "invite:addr:" + request.remoteAddress, allowed: OrganizationsHandler.failuresPerAddress),
+            RateLimiter.Limit(
+                key: "invite:addr:" + request.remoteAddress, allowed: OrganizationsHandler.failuresPerAddress),
         ]
         if let seconds = limiter.retryAfter(limits) { throw RateLimiter.tooManyAttempts(retryAfter: seconds) }
 

@@ -21,23 +21,24 @@ final class RateLimiter {
 
     /// Returns the TTL of the first counter at its limit, or 0.
     private static let checkScript = """
-            for i, key in ipairs(KEYS) do
-              local used = tonumber(redis.call('GET', key) or '0')
-              if used >= tonumber(ARGV[i]) then
-                local ttl = redis.call('TTL', key)
-                if ttl < 1 then ttl = 1 end
-                return ttl
-              end
-            end
-            return 0
-            """
+        for i, key in ipairs(KEYS) do
+          local used = tonumber(redis.call('GET', key) or '0')
+          if used >= tonumber(ARGV[i]) then
+            local ttl = redis.call('TTL', key)
+            if ttl < 1 then ttl = 1 end
+            return ttl
+          end
+        end
+        return 0
+        """
 
     /// Seconds until the first exhausted counter resets, or nil when every counter has room.
     func retryAfter(_ limits: [Limit]) -> Int? {
         do {
             let seconds =
                 try redis.evaluate(
-                    RateLimiter.checkScript, keys: limits.map { "hv:rl:" + $0.key }, arguments: limits.map { String($0.allowed) }
+                    RateLimiter.checkScript, keys: limits.map { "hv:rl:" + $0.key },
+                    arguments: limits.map { String($0.allowed) }
                 ).integer ?? 0
             return seconds > 0 ? Int(seconds) : nil
         } catch {
@@ -48,17 +49,18 @@ final class RateLimiter {
 
     /// Increments each counter, starting its window on the first failure.
     private static let recordScript = """
-            for i, key in ipairs(KEYS) do
-              if redis.call('INCR', key) == 1 then redis.call('EXPIRE', key, ARGV[1]) end
-            end
-            return 0
-            """
+        for i, key in ipairs(KEYS) do
+          if redis.call('INCR', key) == 1 then redis.call('EXPIRE', key, ARGV[1]) end
+        end
+        return 0
+        """
 
     /// Counts one failure against each key.
     func recordFailure(_ limits: [Limit]) {
         do {
             _ = try redis.evaluate(
-                RateLimiter.recordScript, keys: limits.map { "hv:rl:" + $0.key }, arguments: [String(RateLimiter.window)])
+                RateLimiter.recordScript, keys: limits.map { "hv:rl:" + $0.key },
+                arguments: [String(RateLimiter.window)])
         } catch {
             log.warning("rate limit failure not recorded", ["error": error.description])
         }

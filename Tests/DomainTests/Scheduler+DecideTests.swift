@@ -53,7 +53,8 @@ import Testing
             let settled = ClusterSnapshot(capacity: capacity, active: active).applying(
                 ReferenceScheduler.plan(for: ClusterSnapshot(capacity: capacity, active: active)))
             let new = ActiveDeployment.deployment(
-                id: 100, priority: Int32(random.next() % 3), ram: Int64(random.next() % 8), cpu: Int64(random.next() % 8))
+                id: 100, priority: Int32(random.next() % 3), ram: Int64(random.next() % 8),
+                cpu: Int64(random.next() % 8))
             let reference = ReferenceScheduler.plan(
                 for: ClusterSnapshot(capacity: capacity, active: settled.active + [new]))
             let decision = Scheduler.decide(creating: new, capacity: capacity, available: settled.available) {

@@ -39,16 +39,21 @@ import Testing
         #expect(message(["HV_WORKERS": "0"]) == #"HV_WORKERS must be a positive integer (1-512) (got "0")"#)
         #expect(message(["HV_WORKERS": "many"]) == #"HV_WORKERS must be a positive integer (1-512) (got "many")"#)
         #expect(message(["JWT_ALGORITHM": "none"]) == #"JWT_ALGORITHM must be HS256, HS384 or HS512 (got "none")"#)
-        #expect(message(["HV_LISTEN": "nowhere"]) == #"HV_LISTEN must be a unix socket path or host:port (got "nowhere")"#)
+        #expect(
+            message(["HV_LISTEN": "nowhere"]) == #"HV_LISTEN must be a unix socket path or host:port (got "nowhere")"#)
         #expect(message(["REDIS_PORT": "70000"]) == #"REDIS_PORT must be a TCP port (got "70000")"#)
         #expect(
-            message(["HV_REQUEST_TIMEOUT": "-1"]) == #"HV_REQUEST_TIMEOUT must be seconds between 1 and 86400 (got "-1")"#)
-        #expect(message(["HV_LOG_LEVEL": "loud"]) == #"HV_LOG_LEVEL must be debug, info, warning or error (got "loud")"#)
+            message(["HV_REQUEST_TIMEOUT": "-1"])
+                == #"HV_REQUEST_TIMEOUT must be seconds between 1 and 86400 (got "-1")"#)
+        #expect(
+            message(["HV_LOG_LEVEL": "loud"]) == #"HV_LOG_LEVEL must be debug, info, warning or error (got "loud")"#)
         #expect(message(["HV_MAX_REQUESTS": "-5"]) == #"HV_MAX_REQUESTS must be a non-negative integer (got "-5")"#)
     }
 
     @Test func shortOrMissingSecretStopsTheStartWithoutEchoingIt() {
-        #expect(message(["JWT_SECRET_KEY": "short-secret"]) == #"JWT_SECRET_KEY must be at least 32 bytes for HS256 (got "<12 bytes>")"#)
+        #expect(
+            message(["JWT_SECRET_KEY": "short-secret"])
+                == #"JWT_SECRET_KEY must be at least 32 bytes for HS256 (got "<12 bytes>")"#)
         #expect(throws: Configuration.Invalid.self) { try Configuration.parse([:], cpuCount: 1) }
     }
 
@@ -59,7 +64,9 @@ import Testing
         #expect(
             try parse(["POSTGRES_USER": "hv", "POSTGRES_PASSWORD": "p@ss word", "POSTGRES_DB": "app"]).databaseURL
                 == "postgresql://hv:p%40ss%20word@localhost:5432/app")
-        #expect(message(["SQL_DB_URL": "mysql://secret@x"]) == #"SQL_DB_URL must be a postgresql:// URL (got "<redacted>")"#)
+        #expect(
+            message(["SQL_DB_URL": "mysql://secret@x"]) == #"SQL_DB_URL must be a postgresql:// URL (got "<redacted>")"#
+        )
     }
 
     @Test func listenAndRedisForms() throws {

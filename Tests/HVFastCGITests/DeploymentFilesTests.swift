@@ -54,7 +54,8 @@ import Testing
         // Every variable set for hypervisord is one it reads.
         let service = try #require(compose.components(separatedBy: "\n  hypervisord:\n").last)
         let block = service.components(separatedBy: "\n  nginx:\n").first ?? ""
-        let environment = block.components(separatedBy: "environment:\n").last?.components(separatedBy: "\n    expose:")
+        let environment =
+            block.components(separatedBy: "environment:\n").last?.components(separatedBy: "\n    expose:")
             .first ?? ""
         let set = Set(try matches(#"^\s{6}([A-Z0-9_]+):"#, in: environment))
         #expect(set.subtracting(try configurationKeys()) == [])
@@ -72,7 +73,9 @@ import Testing
         for path in ["nginx/nginx.conf", "nginx/hypervisor.conf.template", "nginx/docker.conf"] {
             let config = try text(path)
             #expect(config.contains("client_max_body_size 64k"), "\(path)")
-            #expect(try !matches(#"^\s*include\s+(\S*fastcgi_params\S*|\$\{HV_FASTCGI_PARAMS\});"#, in: config).isEmpty, "\(path)")
+            #expect(
+                try !matches(#"^\s*include\s+(\S*fastcgi_params\S*|\$\{HV_FASTCGI_PARAMS\});"#, in: config).isEmpty,
+                "\(path)")
             // A kept upstream connection pins a worker to one nginx connection (FASTCGI-NOTES.md).
             #expect(try matches(#"^\s*(fastcgi_keep_conn\s+on);"#, in: config).isEmpty, "\(path)")
             #expect(config.contains("error_page 413"), "\(path)")

@@ -137,9 +137,10 @@ import Testing
 
     @Test func stuckWorkerIsKilledAndReplaced() {
         var supervisor = started(workers: 2)
-        #expect(supervisor.timerFired(now: 40, busySince: [1: 5, 2: 35]) == [
-            .log(.warning, "worker pid=1 busy for over 30s; killing it"), .signal(.kill, to: [1]),
-        ])
+        #expect(
+            supervisor.timerFired(now: 40, busySince: [1: 5, 2: 35]) == [
+                .log(.warning, "worker pid=1 busy for over 30s; killing it"), .signal(.kill, to: [1]),
+            ])
         // Killed once, not again on the next tick.
         #expect(supervisor.timerFired(now: 40.25, busySince: [1: 5]) == [])
         #expect(

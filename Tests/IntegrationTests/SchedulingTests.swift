@@ -544,7 +544,8 @@ struct SchedulingTests {
         let queue = DeploymentQueue(redis: redis, log: log)
         let service = Database(url: stack.databaseURL, log: log)
         func deployment(_ id: Int64, running: Bool) -> ActiveDeployment {
-            ActiveDeployment(id: id, priority: 1, seq: id, request: Resources(ram: id, cpu: 0, gpu: 0), isRunning: running)
+            ActiveDeployment(
+                id: id, priority: 1, seq: id, request: Resources(ram: id, cpu: 0, gpu: 0), isRunning: running)
         }
         var first = DeploymentQueue.Change(cluster: cluster, version: 1, available: Resources(ram: 9))
         first.addedRunning = [deployment(1, running: true)]
@@ -560,7 +561,9 @@ struct SchedulingTests {
         let snapshot = try readSnapshot(cluster, redis)
         #expect(snapshot.version == 3)
         #expect(snapshot.available == Resources(ram: 7))
-        #expect(snapshot.running == Set([deployment(1, running: true), deployment(2, running: true)].map(DeploymentQueue.member)))
+        #expect(
+            snapshot.running
+                == Set([deployment(1, running: true), deployment(2, running: true)].map(DeploymentQueue.member)))
         #expect(snapshot.pending == Set([DeploymentQueue.member(deployment(3, running: false))]))
         #expect(try redis.command(["HLEN", DeploymentQueue.keys(cluster)[3]]) == .integer(0))
         _ = try redis.command(["DEL"] + DeploymentQueue.keys(cluster))

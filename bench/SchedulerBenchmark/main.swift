@@ -99,10 +99,13 @@ for count in [100, 1_000, 10_000] {
     let nextSeq = Int64(count + 1)
 
     rows.append(
-        ("plan(for:) settled, full pass", count, running, measure(seconds: seconds, sink: &sink) {
-            let plan = Scheduler.plan(for: settled)
-            return plan.start.count + plan.preempt.count
-        }))
+        (
+            "plan(for:) settled, full pass", count, running,
+            measure(seconds: seconds, sink: &sink) {
+                let plan = Scheduler.plan(for: settled)
+                return plan.start.count + plan.preempt.count
+            }
+        ))
 
     // Too big for what is free, but higher priority than anything: it preempts.
     let preemptor = ActiveDeployment(
@@ -113,10 +116,13 @@ for count in [100, 1_000, 10_000] {
     let preemptPlan = Scheduler.plan(for: withPreemptor)
     precondition(preemptPlan.start.contains(preemptor.id) && !preemptPlan.preempt.isEmpty)
     rows.append(
-        ("plan(for:) + preempting create", count, running, measure(seconds: seconds, sink: &sink) {
-            let plan = Scheduler.plan(for: withPreemptor)
-            return plan.start.count + plan.preempt.count
-        }))
+        (
+            "plan(for:) + preempting create", count, running,
+            measure(seconds: seconds, sink: &sink) {
+                let plan = Scheduler.plan(for: withPreemptor)
+                return plan.start.count + plan.preempt.count
+            }
+        ))
 
     // Small enough to fit in what is free: the fast path.
     let small = ActiveDeployment(
@@ -124,9 +130,12 @@ for count in [100, 1_000, 10_000] {
     precondition(small.request.fits(in: settled.available))
     precondition(Scheduler.plan(adding: small, to: settled) == SchedulingPlan(start: [small.id]))
     rows.append(
-        ("plan(adding:to:) fits, fast path", count, running, measure(seconds: seconds, sink: &sink) {
-            Scheduler.plan(adding: small, to: settled).start.count
-        }))
+        (
+            "plan(adding:to:) fits, fast path", count, running,
+            measure(seconds: seconds, sink: &sink) {
+                Scheduler.plan(adding: small, to: settled).start.count
+            }
+        ))
 }
 
 print("| scheduler micro-benchmark | active | running | ns/plan | plans/s |")

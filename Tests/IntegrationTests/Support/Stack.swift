@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Why a `Stack` operation failed.
@@ -512,9 +512,10 @@ final class Stack: @unchecked Sendable {
 /// `waitUntilExit()` blocked forever. Children here get default signal dispositions, an empty
 /// signal mask, /dev/null as stdin, files as stdout and stderr, and no other inherited descriptor.
 enum Spawn {
-    private typealias AddChdir = @convention(c) (
-        UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>
-    ) -> Int32
+    private typealias AddChdir =
+        @convention(c) (
+            UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>
+        ) -> Int32
     private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
 
     /// Spawns `path` with `arguments` in `directory`; stdout goes to `output` and stderr to
