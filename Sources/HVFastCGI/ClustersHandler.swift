@@ -74,14 +74,9 @@ struct ClustersHandler {
     private func get(_ request: Request) throws -> Response {
         let caller = try authenticator.caller(request, now: unixTime())
         let lookup = try Lookup(request, nameField: "cluster_name", noun: "cluster")
-        let cluster = try database.run { connection -> ClusterRow in
-            func fetch(_ statement: Statement, _ key: String) throws -> ClusterRow? {
-                ClusterRow(try connection.executeAsCaller(statement, caller, [key]), row: 0, column: 0)
-            }
-            return try lookup.resolve(
-                noun: "cluster", byID: { try fetch(ClustersHandler.byID, String($0)) },
-                byName: { try fetch(ClustersHandler.byName, $0) }, nameOf: \.name)
-        }
+        let cluster = try lookup.find(
+            "cluster", by: caller, byID: ClustersHandler.byID, byName: ClustersHandler.byName, in: database,
+            decode: { ClusterRow($0, row: 0, column: 0) }, nameOf: \.name)
         var response = Response.json { cluster.write(to: &$0) }
         response.userID = caller.id
         return response

@@ -41,19 +41,6 @@ struct DeploymentQueue {
             + ":\(deployment.id):\(request.ram):\(request.cpu):\(request.gpu)"
     }
 
-    /// Parses a member back (for reads and tests).
-    static func deployment(fromMember member: String, running: Bool) -> ActiveDeployment? {
-        let parts = member.split(separator: ":")
-        guard parts.count == 5, parts[0].count == 24, let rank = Int64(parts[0].prefix(8), radix: 16),
-            let seq = Int64(parts[0].suffix(16), radix: 16), let id = Int64(parts[1]), let ram = Int64(parts[2]),
-            let cpu = Int64(parts[3]), let gpu = Int64(parts[4])
-        else { return nil }
-        return ActiveDeployment(
-            id: id, priority: Int32(Int64(Int32.max) - rank), seq: seq,
-            request: Resources(ram: ram, cpu: cpu, gpu: gpu),
-            isRunning: running)
-    }
-
     /// Lua shared by both scripts: applying one change's arguments (laid out as `apply`'s ARGV), and then every
     /// buffered successor that is now consecutive. KEYS: running, pending, meta, buffered changes.
     private static let luaPrelude = """

@@ -68,14 +68,9 @@ struct DeploymentsHandler {
     /// The deployment the request names, in the caller's scope.
     private func find(_ request: Request, _ caller: Caller) throws -> DeploymentRow {
         let lookup = try Lookup(request, nameField: "deployment_name", noun: "deployment")
-        return try database.run { connection in
-            func fetch(_ statement: Statement, _ key: String) throws -> DeploymentRow? {
-                DeploymentRow(try connection.executeAsCaller(statement, caller, [key]), row: 0)
-            }
-            return try lookup.resolve(
-                noun: "deployment", byID: { try fetch(DeploymentsHandler.byID, String($0)) },
-                byName: { try fetch(DeploymentsHandler.byName, $0) }, nameOf: \.name)
-        }
+        return try lookup.find(
+            "deployment", by: caller, byID: DeploymentsHandler.byID, byName: DeploymentsHandler.byName, in: database,
+            decode: { DeploymentRow($0, row: 0) }, nameOf: \.name)
     }
 
     private func respond(_ row: DeploymentRow, _ caller: Caller) -> Response {

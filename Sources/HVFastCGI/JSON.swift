@@ -302,9 +302,6 @@ struct JSONWriter {
         separate()
         bytes += "null".utf8
     }
-    mutating func value(_ text: String?) {
-        if let text { value(text) } else { null() }
-    }
     mutating func value(_ number: Int64?) {
         if let number { value(number) } else { null() }
     }

@@ -16,11 +16,6 @@ struct SQLState: RawRepresentable, Equatable, Sendable {
     let rawValue: String
     init(rawValue: String) { self.rawValue = rawValue }
     static let uniqueViolation = SQLState(rawValue: "23505")
-    static let foreignKeyViolation = SQLState(rawValue: "23503")
-    static let checkViolation = SQLState(rawValue: "23514")
-    static let serializationFailure = SQLState(rawValue: "40001")
-    static let deadlockDetected = SQLState(rawValue: "40P01")
-    static let undefinedTable = SQLState(rawValue: "42P01")
 }
 
 /// A named SQL statement, prepared once per connection on first use. Values are always bound as `$1, $2, …`.

@@ -57,7 +57,6 @@ final class Log {
 
     func isEnabled(_ level: Level) -> Bool { level >= minimum }
 
-    func debug(_ message: String, _ fields: KeyValuePairs<String, String> = [:]) { write(.debug, message, fields) }
     func info(_ message: String, _ fields: KeyValuePairs<String, String> = [:]) { write(.info, message, fields) }
     func warning(_ message: String, _ fields: KeyValuePairs<String, String> = [:]) {
         write(.warning, message, fields)

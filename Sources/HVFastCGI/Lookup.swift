@@ -23,6 +23,21 @@ enum Lookup: Equatable {
         }
     }
 
+    /// Finds the resource with two statements keyed by id and by name (each checking the caller as
+    /// `PostgresConnection.executeAsCaller` does); `decode` reads a row, nil when the LEFT JOIN found nothing.
+    ///
+    /// - Throws: `HTTPError` 401/404/400; `ServiceUnavailable` when PostgreSQL is down.
+    func find<T>(
+        _ noun: String, by caller: Caller, byID: Statement, byName: Statement, in database: Database,
+        decode: (PostgresResult) -> T?, nameOf: (T) -> String
+    ) throws -> T {
+        try database.run { connection in
+            try resolve(
+                noun: noun, byID: { decode(try connection.executeAsCaller(byID, caller, [String($0)])) },
+                byName: { decode(try connection.executeAsCaller(byName, caller, [$0])) }, nameOf: nameOf)
+        }
+    }
+
     /// Finds the resource with `byID` / `byName`, which return nil when nothing in the caller's scope has that key.
     ///
     /// - Throws: `HTTPError` 404 when nothing matches, 400 when the id and the name name different resources.

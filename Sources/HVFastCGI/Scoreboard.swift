@@ -6,7 +6,7 @@ import Glibc
 /// Aligned 64-bit stores are atomic on the platforms we run on, and a stale read only delays a decision by a tick.
 final class Scoreboard {
     static let capacity = 1024
-    private static let fields = 4  // pid, busy since (monotonic µs, 0 when idle), requests served, reserved
+    private static let fields = 3  // pid, busy since (monotonic µs, 0 when idle), requests served
     private let base: UnsafeMutablePointer<Int64>
     private let byteCount = Scoreboard.capacity * Scoreboard.fields * MemoryLayout<Int64>.stride
 
