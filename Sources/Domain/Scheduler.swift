@@ -113,6 +113,93 @@ public enum Scheduler {
             .reduce(snapshot.capacity, -)
     }
 
+    /// The part of a settled cluster that a change can affect, and the cursor from which `addPending` loads the queue.
+    ///
+    /// `snapshot.capacity` is the cluster's capacity minus the running deployments left out: the pass admits each of
+    /// them and orders them before every deployment in the snapshot, so leaving them out and their requests with them
+    /// changes no decision of the pass.
+    public struct AffectedPart: Sendable, Equatable {
+        public var snapshot: ClusterSnapshot
+        public var cursor: ActiveDeployment
+
+        public init(snapshot: ClusterSnapshot, cursor: ActiveDeployment) {
+            self.snapshot = snapshot
+            self.cursor = cursor
+        }
+    }
+
+    /// The affected part for a new pending deployment that starts by preempting (`decide` said `.fullPass`) in a
+    /// settled cluster with `available` free: `new` and the shortest tail of the running deployments below its
+    /// priority that covers what `new` lacks, read from the lowest-ordered end in batches by
+    /// `runningBelowFromTail(after)` (in reverse scheduling order, after the given one; empty when none are left).
+    ///
+    /// Why the rest may be left out: let `T` be that tail and `P` the running deployments below `new.priority` ordered
+    /// before it. `Σ P = Σ(running below) − Σ T ≤ Σ(running below) − (new − available)`, which is exactly the room the
+    /// pass leaves after `new`, so the pass keeps all of `P`, as it keeps every running deployment ordered before
+    /// `new`. A pending deployment ordered before `T` gets less room than in the settled pass, which left it
+    /// pending. So the pass over `new`, `T` and the queue after `T`'s first deployment, with the capacity minus
+    /// everything else that runs (`available + Σ T`), decides like the full pass.
+    public static func partForPreempting<E: Error>(
+        _ new: ActiveDeployment, available: Resources,
+        runningBelowFromTail: (_ after: ActiveDeployment?) throws(E) -> [ActiveDeployment]
+    ) throws(E) -> AffectedPart {
+        let lacking = Resources(
+            ram: max(0, new.request.ram - available.ram), cpu: max(0, new.request.cpu - available.cpu),
+            gpu: max(0, new.request.gpu - available.gpu))
+        var tail: [ActiveDeployment] = []
+        var covered = Resources()
+        loading: while !lacking.fits(in: covered) {
+            let batch = try runningBelowFromTail(tail.last)
+            if batch.isEmpty { break }
+            for deployment in batch {
+                tail.append(deployment)
+                covered = covered + deployment.request
+                if lacking.fits(in: covered) { break loading }
+            }
+        }
+        return AffectedPart(
+            snapshot: ClusterSnapshot(capacity: available + covered, active: [new] + tail), cursor: tail.last ?? new)
+    }
+
+    /// The affected part for the completion of the running deployment `completed` in a settled cluster with
+    /// `available` free before it, given `head`, the first pending deployment ordered after it (nil: nothing can
+    /// change). `runningBelow(priority)` gives the running deployments of lower priority than `priority`.
+    ///
+    /// Why the rest may be left out: up to `head` the pass meets only running deployments, each with more room than
+    /// before; the running ones of `head`'s priority or above are all ordered before `head`, so only those below it
+    /// can lose their place.
+    public static func partForCompleting<E: Error>(
+        _ completed: ActiveDeployment, available: Resources, head: ActiveDeployment?,
+        runningBelow: (_ priority: Int32) throws(E) -> [ActiveDeployment]
+    ) throws(E) -> AffectedPart? {
+        guard let head else { return nil }
+        let below = try runningBelow(head.priority).filter { $0.id != completed.id }
+        let capacity = below.map(\.request).reduce(available + completed.request, +)
+        return AffectedPart(snapshot: ClusterSnapshot(capacity: capacity, active: below), cursor: completed)
+    }
+
+    /// Adds to `part` the pending deployments ordered after its cursor that may start, batch by batch in scheduling
+    /// order: `load(after, room)` gives the next ones after `after` that fit in `room`, empty when none do.
+    /// `smallest` is no more than any pending request in every dimension (nil: the queue is empty).
+    ///
+    /// The room asked for is `headroom(for:after:)` of what is loaded so far, which holds every deployment the pass
+    /// admits up to the cursor (besides those `part` leaves out, ordered before all of them), so a pending
+    /// deployment that does not fit in it stays pending and changes nothing.
+    public static func addPending<E: Error>(
+        to part: inout AffectedPart, smallest: Resources?,
+        load: (_ after: ActiveDeployment, _ room: Resources) throws(E) -> [ActiveDeployment]
+    ) throws(E) {
+        guard let smallest else { return }
+        while true {
+            let room = headroom(for: part.snapshot, after: part.cursor)
+            guard smallest.fits(in: room) else { return }
+            let batch = try load(part.cursor, room)
+            guard let last = batch.last else { return }
+            part.snapshot.active += batch
+            part.cursor = last
+        }
+    }
+
     /// Refuses a request larger than the cluster's total in any dimension, which could never run.
     ///
     /// Throws `SchedulingError.insufficientCapacity` when `request` does not fit in `capacity`.

@@ -5,6 +5,8 @@ import Domain
 /// Every change first takes `pg_advisory_xact_lock(cluster id)`, so changes to one cluster are serialized across all
 /// workers and hosts while clusters proceed in parallel. Statements are pipelined so that the lock is held for as few
 /// round trips as possible: `BEGIN`, the lock and the first read travel together, and so do the writes and `COMMIT`.
+/// The WAL flush happens after the lock is released (`Statements.lock`, `Statements.durable`), so the next change to
+/// the cluster does not wait for this one's fdatasync; the caller is answered only once the change is durable.
 /// Only what can change is read: the running set, and pending deployments in scheduling order while the headroom can
 /// still admit one (see `Scheduler.plan(for:)`).
 struct ClusterScheduler {
@@ -91,6 +93,7 @@ struct ClusterScheduler {
                         ]
                     ),
                     (Statements.commit, []),
+                    (Statements.durable, []),
                 ])
                 let created = results[2]
                 guard created.rowCount == 1, let id = created.int(0, 0), let seq = created.int(0, 1),
@@ -287,7 +290,9 @@ struct ClusterScheduler {
         } else {
             parameters += [String?](repeating: nil, count: 11)
         }
-        let results = try connection.pipeline([(Statements.apply, parameters), (Statements.commit, [])])
+        let results = try connection.pipeline([
+            (Statements.apply, parameters), (Statements.commit, []), (Statements.durable, []),
+        ])
         let expected = toStart.count + plan.preempt.count + 1
         guard results[0].rowCount == 1, results[0].int(0, 1) == Int64(expected) else {
             throw PostgresError(
@@ -352,7 +357,17 @@ private enum Statements {
     static let begin = Statement(name: "sched_begin", sql: "BEGIN")
     static let commit = Statement(name: "sched_commit", sql: "COMMIT")
     static let rollback = Statement(name: "sched_rollback", sql: "ROLLBACK")
-    static let lock = Statement(name: "sched_lock", sql: "SELECT pg_advisory_xact_lock($1)")
+    /// Takes the cluster's lock, and commits this transaction without waiting for its WAL flush, so that the lock is
+    /// released before the flush; `durable` then waits for it. A later change that read this one commits after it in
+    /// the WAL, so a crash can never keep the later change and lose this one.
+    static let lock = Statement(
+        name: "sched_lock", sql: "SELECT pg_advisory_xact_lock($1), set_config('synchronous_commit', 'off', true)")
+    /// Run right after a `COMMIT` made under `lock`, outside the lock: returns once that commit is on disk. Unless
+    /// the WAL is already flushed as far as it was written (another commit's flush covered ours), it commits a
+    /// transaction of its own with `synchronous_commit` on, whose flush covers every earlier commit record.
+    static let durable = Statement(
+        name: "sched_durable",
+        sql: "SELECT CASE WHEN pg_current_wal_flush_lsn() < pg_current_wal_insert_lsn() THEN pg_current_xact_id() END")
 
     /// The two cheap cases of `Scheduler.decide` in one statement, read after the lock: a request that fits in
     /// `available` starts (`.start`); one that does not fit even after evicting every strictly lower priority waits
@@ -367,13 +382,13 @@ private enum Statements {
                 SELECT c.id, c.organization_id, c.next_seq,
                        CASE
                            WHEN $6 <= c.available_ram AND $7 <= c.available_cpu AND $8 <= c.available_gpu
-                           THEN 'Running'
+                           THEN 'Running'::deployment_status
                            WHEN (SELECT NOT ($6 <= c.total_ram - coalesce(sum(r.ram_required), 0)
                                              AND $7 <= c.total_cpu - coalesce(sum(r.cpu_required), 0)
                                              AND $8 <= c.total_gpu - coalesce(sum(r.gpu_required), 0))
                                  FROM deployments r
                                  WHERE r.cluster_id = c.id AND r.status = 'Running' AND r.priority >= $9)
-                           THEN 'Pending'
+                           THEN 'Pending'::deployment_status
                        END AS status
                 FROM users u JOIN clusters c ON c.id = $3 AND \(ClustersHandler.inScope)
                 WHERE u.id = $1 AND u.tokens_valid_after <= $2
@@ -389,9 +404,10 @@ private enum Statements {
                 RETURNING id, seq, status
             ), events AS (
                 INSERT INTO deployment_events (deployment_id, cluster_id, kind)
-                SELECT i.id, $3, k.kind FROM inserted i, (VALUES (1, 'Queued'), (2, 'Started')) AS k(n, kind)
-                WHERE k.n = 1 OR i.status = 'Running'
-                ORDER BY k.n
+                SELECT i.id, $3, k.kind
+                FROM inserted i,
+                     unnest(CASE WHEN i.status = 'Running' THEN '{Queued,Started}' ELSE '{Queued}'
+                            END::deployment_event_kind[]) AS k(kind)
             ), updated AS (
                 UPDATE clusters c
                 SET available_ram = c.available_ram - CASE WHEN d.status = 'Running' THEN $6 ELSE 0 END,
@@ -417,11 +433,12 @@ private enum Statements {
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
 
-    /// Locks the cluster of the deployment `$3` (cluster ids never change, so this statement's own snapshot is fine).
+    /// `lock` for the cluster of the deployment `$3` (cluster ids never change, so this statement's own snapshot is
+    /// fine).
     static let lockDeployment = Statement(
         name: "sched_lock_deployment",
         sql: """
-            SELECT pg_advisory_xact_lock(d.cluster_id)
+            SELECT pg_advisory_xact_lock(d.cluster_id), set_config('synchronous_commit', 'off', true)
             FROM users u JOIN deployments d ON d.id = $3 AND \(ClusterScheduler.deploymentInScope)
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
@@ -494,8 +511,8 @@ private enum Statements {
             WITH inserted AS (
                 INSERT INTO deployments (id, cluster_id, organization_id, owner_id, name, image_path, ram_required,
                                          cpu_required, gpu_required, priority, status, seq, started_at)
-                SELECT $12, $1, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-                       CASE WHEN $21 = 'Running' THEN now() END
+                SELECT $12, $1, $13, $14, $15, $16, $17, $18, $19, $20, $21::deployment_status, $22,
+                       CASE WHEN $21::deployment_status = 'Running' THEN now() END
                 WHERE $12::bigint IS NOT NULL
                 RETURNING id
             ), completed AS (
@@ -510,7 +527,7 @@ private enum Statements {
             ), events AS (
                 INSERT INTO deployment_events (deployment_id, cluster_id, kind, caused_by)
                 SELECT e.deployment, $1, e.kind, e.cause
-                FROM unnest($9::bigint[], $10::text[], $11::bigint[]) AS e(deployment, kind, cause)
+                FROM unnest($9::bigint[], $10::deployment_event_kind[], $11::bigint[]) AS e(deployment, kind, cause)
             )
             UPDATE clusters SET available_ram = $2, available_cpu = $3, available_gpu = $4,
                                 next_seq = coalesce($5, next_seq), version = version + 1

@@ -26,7 +26,7 @@ struct ClustersHandler {
         sql: """
             INSERT INTO clusters (organization_id, owner_id, name, total_ram, total_cpu, total_gpu,
                                   available_ram, available_cpu, available_gpu)
-            SELECT u.organization_id, u.id, $3, $4, $5, $6, $4, $5, $6
+            SELECT u.organization_id, u.id, $3, $4::bigint, $5::bigint, $6::bigint, $4, $5, $6
             FROM users u WHERE u.id = $1 AND u.tokens_valid_after <= $2
             RETURNING id
             """)

@@ -64,6 +64,21 @@ extension ClusterSnapshot {
         active.first { $0.id == id }!
     }
 
+    /// No more than any pending request in every dimension; nil when nothing is pending.
+    var smallestPending: Resources? {
+        guard !pending.isEmpty else { return nil }
+        return Resources(
+            ram: pending.map(\.request.ram).min()!, cpu: pending.map(\.request.cpu).min()!,
+            gpu: pending.map(\.request.gpu).min()!)
+    }
+
+    /// The next `size` pending deployments ordered after `cursor` that fit in `room`, in scheduling order.
+    func pendingBatch(after cursor: ActiveDeployment, fitting room: Resources, size: Int) -> [ActiveDeployment] {
+        Array(
+            pending.filter { cursor.schedulesBefore($0) && $0.request.fits(in: room) }
+                .sorted { $0.schedulesBefore($1) }.prefix(size))
+    }
+
     /// Loads what a change to a settled cluster can affect, following the recipe of `Scheduler.plan(for:)`: the
     /// running deployments and `change` (if it is still in the cluster), then pages of the pending deployments ordered
     /// after the cursor that fit in the headroom.
@@ -222,6 +237,64 @@ extension ClusterSnapshot {
             deploymentsLeftOut += full.active.count - part.active.count
         }
         #expect(deploymentsLeftOut > 0)
+    }
+
+    @Test func preemptingCreateReadsOnlyATailOfTheRunningSetAndMatchesTheFullPass() {
+        var preempting = 0
+        var runningLeftOut = 0
+        for seed in 0..<Self.runs * 4 {
+            var rng = SplitMix64(seed: seed)
+            let settled = RandomCluster.settled(&rng)
+            let new = RandomCluster.newDeployment(for: settled, &rng)
+            let decision = Scheduler.decide(creating: new, capacity: settled.capacity, available: settled.available) {
+                settled.sum(settled.running.filter { $0.priority >= new.priority })
+            }
+            guard decision == .fullPass else { continue }
+            preempting += 1
+            let batchSize = Int.random(in: 1...3, using: &rng)
+            // The running set below the new priority, lowest-ordered first, served in batches after a cursor.
+            let tail = settled.running.filter { $0.priority < new.priority }.sorted { $1.schedulesBefore($0) }
+            var part = Scheduler.partForPreempting(new, available: settled.available) { after in
+                let start = after.map { cursor in tail.firstIndex { $0.id == cursor.id }! + 1 } ?? 0
+                return Array(tail[start...].prefix(batchSize))
+            }
+            Scheduler.addPending(to: &part, smallest: settled.smallestPending) { after, room in
+                settled.pendingBatch(after: after, fitting: room, size: batchSize)
+            }
+            let full = settled.adding(new)
+            #expect(Scheduler.plan(for: part.snapshot) == ReferenceScheduler.plan(for: full), "seed \(seed)")
+            runningLeftOut += settled.running.count - part.snapshot.running.count
+        }
+        #expect(preempting > 100)
+        #expect(runningLeftOut > 0)
+    }
+
+    @Test func completionReadsOnlyTheRunningBelowTheQueueHeadAndMatchesTheFullPass() {
+        var withHead = 0
+        var runningLeftOut = 0
+        for seed in 0..<Self.runs * 2 {
+            var rng = SplitMix64(seed: seed)
+            let settled = RandomCluster.settled(&rng)
+            guard let completed = settled.running.randomElement(using: &rng) else { continue }
+            let full = settled.removing(id: completed.id)
+            let batchSize = Int.random(in: 1...3, using: &rng)
+            let head = settled.pending.filter { completed.schedulesBefore($0) }.min { $0.schedulesBefore($1) }
+            let part = Scheduler.partForCompleting(completed, available: settled.available, head: head) { priority in
+                settled.running.filter { $0.priority < priority }
+            }
+            guard var part else {
+                #expect(ReferenceScheduler.plan(for: full) == SchedulingPlan(), "seed \(seed)")
+                continue
+            }
+            withHead += 1
+            Scheduler.addPending(to: &part, smallest: full.smallestPending) { after, room in
+                full.pendingBatch(after: after, fitting: room, size: batchSize)
+            }
+            #expect(Scheduler.plan(for: part.snapshot) == ReferenceScheduler.plan(for: full), "seed \(seed)")
+            runningLeftOut += full.running.count - part.snapshot.running.count
+        }
+        #expect(withHead > 100)
+        #expect(runningLeftOut > 0)
     }
 
     /// Creates, completes and cancels deployments at random, always through the paths the service uses.
