@@ -124,7 +124,7 @@ struct ClusterScheduler {
                 let parameters = [String(caller.id), String(caller.issuedAt), String(id)]
                 let results = try connection.pipeline([
                     (Statements.begin, []), (Statements.lockDeployment, parameters),
-                    (Statements.deploymentForComplete, parameters), (Statements.queueIsEmpty, [String(id)]),
+                    (Statements.deploymentForComplete, parameters), (Statements.queueHead, [String(id)]),
                 ])
                 let read = results[2]
                 guard read.rowCount == 1 else { throw HTTPError.unauthorized }
@@ -132,18 +132,14 @@ struct ClusterScheduler {
                 guard found.status == "Running" else {
                     throw HTTPError(409, "Deployment is \(found.status); only a Running deployment can be completed")
                 }
-                let capacity = Resources(ram: read.int(0, 10)!, cpu: read.int(0, 11)!, gpu: read.int(0, 12)!)
-                let available = Resources(ram: read.int(0, 13)!, cpu: read.int(0, 14)!, gpu: read.int(0, 15)!)
+                let available = Resources(ram: read.int(0, 10)!, cpu: read.int(0, 11)!, gpu: read.int(0, 12)!)
                 let completed = ActiveDeployment(
                     id: found.id, priority: found.priority, seq: read.int(0, 9)!, request: found.request,
                     isRunning: true)
                 let freed = available + found.request
-                // With nobody waiting, the pass over the running set admits it all again: nothing else to read.
-                let snapshot =
-                    results[3].bool(0, 0)
-                    ? ClusterSnapshot(capacity: capacity, active: [])
-                    : try loadAffected(
-                        after: completed, capacity: capacity, cluster: found.clusterID, change: .removed, connection)
+                let snapshot = try loadForCompleting(
+                    completed, available: available, head: results[3].deployments(running: false).first,
+                    cluster: found.clusterID, connection)
                 let plan = Scheduler.plan(for: snapshot)
                 let change = try apply(
                     PlannedChange(plan: plan, snapshot: snapshot), available: freed, write: .complete(completed),
@@ -164,15 +160,18 @@ struct ClusterScheduler {
     }
 
     /// The plan for a new pending deployment, reading no more than the decision needs: nothing when it fits in
-    /// `available`; one sum when it cannot start; the running set and part of the queue when it preempts.
+    /// `available`; one sum when it cannot start; the lower-priority running set (from its tail) and part of the
+    /// queue when it preempts.
     private func plan(
         adding new: ActiveDeployment, capacity: Resources, available: Resources, cluster: Int64,
         _ connection: PostgresConnection
     ) throws -> PlannedChange {
         let alone = ClusterSnapshot(capacity: capacity, active: [new])
         let decision = try Scheduler.decide(creating: new, capacity: capacity, available: available) {
-            let held = try connection.execute(Statements.runningAtOrAbove, [String(cluster), String(new.priority)])
-            return Resources(ram: held.int(0, 0) ?? 0, cpu: held.int(0, 1) ?? 0, gpu: held.int(0, 2) ?? 0)
+            // Everything running is at or above the priority, or below it: read the lower part, as a preempting
+            // create does anyway.
+            let below = try connection.execute(Statements.runningBelowSum, [String(cluster), String(new.priority)])
+            return capacity - available - (below.resources(0) ?? Resources())
         }
         switch decision {
         case .start:
@@ -180,50 +179,68 @@ struct ClusterScheduler {
         case .queue:
             return PlannedChange(plan: SchedulingPlan(), snapshot: alone)
         case .fullPass:
-            let snapshot = try loadAffected(
-                after: new, capacity: capacity, cluster: cluster, change: .added, connection)
+            let snapshot = try loadForPreempting(new, available: available, cluster: cluster, connection)
             return PlannedChange(plan: Scheduler.plan(for: snapshot), snapshot: snapshot)
         }
     }
 
-    /// Whether the changed deployment joins the cluster (a create) or leaves it (a completion).
-    private enum Change { case added, removed }
+    /// The running deployments below `new`'s priority, read from the lowest-ordered end, then the queue after them:
+    /// the part of the cluster a preempting create affects (`Scheduler.partForPreempting`).
+    private func loadForPreempting(
+        _ new: ActiveDeployment, available: Resources, cluster: Int64, _ connection: PostgresConnection
+    ) throws -> ClusterSnapshot {
+        var smallest: Resources?
+        var part = try Scheduler.partForPreempting(new, available: available) { after in
+            let batch = [
+                String(cluster), String(new.priority), String(after?.priority ?? Int32.min),
+                String(after?.seq ?? Int64.max), String(Statements.batchSize),
+            ]
+            guard after == nil else {
+                return try connection.execute(Statements.runningFromTail, batch).deployments(running: true)
+            }
+            let results = try connection.pipeline([
+                (Statements.runningFromTail, batch), (Statements.pendingMinimum, [String(cluster)]),
+            ])
+            smallest = results[1].resources(0)
+            return results[0].deployments(running: true)
+        }
+        try addPending(to: &part, smallest: smallest, cluster: cluster, connection)
+        return part.snapshot
+    }
 
-    /// The running set with the change applied, plus the pending deployments ordered after `position` (the changed
-    /// deployment) that the headroom can still admit, loaded in scheduling order batch by batch: the subset
-    /// `Scheduler.plan(for:)` needs.
-    private func loadAffected(
-        after position: ActiveDeployment, capacity: Resources, cluster: Int64, change: Change,
+    /// The running deployments below the queue head, then the queue after `completed`: the part of the cluster a
+    /// completion affects (`Scheduler.partForCompleting`); an empty snapshot when nothing waits behind it.
+    private func loadForCompleting(
+        _ completed: ActiveDeployment, available: Resources, head: ActiveDeployment?, cluster: Int64,
         _ connection: PostgresConnection
     ) throws -> ClusterSnapshot {
-        let results = try connection.pipeline([
-            (Statements.running, [String(cluster)]), (Statements.pendingMinimum, [String(cluster)]),
-        ])
-        var snapshot = ClusterSnapshot(capacity: capacity, active: change == .added ? [position] : [])
-        for row in 0..<results[0].rowCount where results[0].int(row, 0) != position.id {
-            snapshot.active.append(ActiveDeployment(results[0], row: row, running: true))
+        var smallest: Resources?
+        let part = try Scheduler.partForCompleting(completed, available: available, head: head) { priority in
+            let results = try connection.pipeline([
+                (Statements.runningBelow, [String(cluster), String(priority)]),
+                (Statements.pendingMinimum, [String(cluster)]),
+            ])
+            smallest = results[1].resources(0)
+            return results[0].deployments(running: true)
         }
-        // No pending deployment is smaller than this in any dimension; nil when the queue is empty.
-        guard
-            let smallest = results[1].int(0, 0).map({
-                Resources(ram: $0, cpu: results[1].int(0, 1)!, gpu: results[1].int(0, 2)!)
-            })
-        else { return snapshot }
-        var cursor = position
-        while true {
-            let room = Scheduler.headroom(for: snapshot, after: cursor)
-            guard smallest.fits(in: room) else { break }
-            let batch = try connection.execute(
+        guard var part else { return ClusterSnapshot(capacity: available + completed.request, active: []) }
+        try addPending(to: &part, smallest: smallest, cluster: cluster, connection)
+        return part.snapshot
+    }
+
+    /// `Scheduler.addPending` from PostgreSQL: pending deployments after the cursor, batch by batch.
+    private func addPending(
+        to part: inout Scheduler.AffectedPart, smallest: Resources?, cluster: Int64, _ connection: PostgresConnection
+    ) throws {
+        try Scheduler.addPending(to: &part, smallest: smallest) { cursor, room in
+            try connection.execute(
                 Statements.pendingAfter,
                 [
                     String(cluster), String(cursor.priority), String(cursor.isRunning ? 0 : cursor.seq),
                     String(room.ram), String(room.cpu), String(room.gpu), String(Statements.batchSize),
-                ])
-            guard batch.rowCount > 0 else { break }
-            for row in 0..<batch.rowCount { snapshot.active.append(ActiveDeployment(batch, row: row, running: false)) }
-            cursor = snapshot.active[snapshot.active.count - 1]
+                ]
+            ).deployments(running: false)
         }
-        return snapshot
     }
 
     /// What a change writes besides its plan.
@@ -336,6 +353,19 @@ private struct Events {
     static func array(_ values: [Int64]) -> String { "{" + values.map(String.init).joined(separator: ",") + "}" }
 }
 
+extension PostgresResult {
+    /// Every row as `id, priority, seq, ram_required, cpu_required, gpu_required`.
+    fileprivate func deployments(running: Bool) -> [ActiveDeployment] {
+        (0..<rowCount).map { ActiveDeployment(self, row: $0, running: running) }
+    }
+
+    /// Columns 0…2 of `row` as RAM, CPU and GPU; nil when they are NULL (an aggregate over no rows).
+    fileprivate func resources(_ row: Int) -> Resources? {
+        guard let ram = int(row, 0) else { return nil }
+        return Resources(ram: ram, cpu: int(row, 1) ?? 0, gpu: int(row, 2) ?? 0)
+    }
+}
+
 extension ActiveDeployment {
     fileprivate func with(running: Bool) -> ActiveDeployment {
         ActiveDeployment(id: id, priority: priority, seq: seq, request: request, isRunning: running)
@@ -371,7 +401,8 @@ private enum Statements {
 
     /// The two cheap cases of `Scheduler.decide` in one statement, read after the lock: a request that fits in
     /// `available` starts (`.start`); one that does not fit even after evicting every strictly lower priority waits
-    /// (`.queue`: the sum of running requests at or above its priority, computed only in that case). Nothing else
+    /// (`.queue`: it does not fit in `available` plus the running requests below its priority, summed only in that
+    /// case; by the accounting that is the capacity minus those at or above it). Nothing else
     /// changes in either case (the proofs are on `Scheduler.plan(adding:to:)` and `startsWhenCreated`). No row when
     /// the deployment would preempt (`.fullPass`), exceeds the cluster's total, or the caller or cluster does not
     /// qualify.
@@ -383,11 +414,11 @@ private enum Statements {
                        CASE
                            WHEN $6 <= c.available_ram AND $7 <= c.available_cpu AND $8 <= c.available_gpu
                            THEN 'Running'::deployment_status
-                           WHEN (SELECT NOT ($6 <= c.total_ram - coalesce(sum(r.ram_required), 0)
-                                             AND $7 <= c.total_cpu - coalesce(sum(r.cpu_required), 0)
-                                             AND $8 <= c.total_gpu - coalesce(sum(r.gpu_required), 0))
+                           WHEN (SELECT NOT ($6 <= c.available_ram + coalesce(sum(r.ram_required), 0)
+                                             AND $7 <= c.available_cpu + coalesce(sum(r.cpu_required), 0)
+                                             AND $8 <= c.available_gpu + coalesce(sum(r.gpu_required), 0))
                                  FROM deployments r
-                                 WHERE r.cluster_id = c.id AND r.status = 'Running' AND r.priority >= $9)
+                                 WHERE r.cluster_id = c.id AND r.status = 'Running' AND r.priority < $9)
                            THEN 'Pending'::deployment_status
                        END AS status
                 FROM users u JOIN clusters c ON c.id = $3 AND \(ClustersHandler.inScope)
@@ -447,34 +478,50 @@ private enum Statements {
         name: "sched_deployment_for_complete",
         sql: """
             SELECT d.id, d.name, d.cluster_id, d.image_path, d.ram_required, d.cpu_required, d.gpu_required, d.status,
-                   d.priority, d.seq, c.total_ram, c.total_cpu, c.total_gpu, c.available_ram, c.available_cpu,
-                   c.available_gpu
+                   d.priority, d.seq, c.available_ram, c.available_cpu, c.available_gpu
             FROM users u LEFT JOIN deployments d ON d.id = $3 AND \(ClusterScheduler.deploymentInScope)
             LEFT JOIN clusters c ON c.id = d.cluster_id
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
 
-    /// Whether the cluster of deployment `$1` has no pending deployment: one look-up in `deployments_pending_ram`.
-    /// (`NOT EXISTS` invites a sequential scan that expects an early match and, on an empty queue, reads every row.)
-    static let queueIsEmpty = Statement(
-        name: "sched_queue_is_empty",
+    /// The first pending deployment ordered after the running deployment `$1` (every pending one of its priority or
+    /// lower), or no row: one step down `deployments_pending_order`.
+    static let queueHead = Statement(
+        name: "sched_queue_head",
         sql: """
-            SELECT (
-                SELECT min(p.ram_required) FROM deployments p
-                WHERE p.cluster_id = (SELECT d.cluster_id FROM deployments d WHERE d.id = $1) AND p.status = 'Pending'
-            ) IS NULL
+            SELECT p.id, p.priority, p.seq, p.ram_required, p.cpu_required, p.gpu_required
+            FROM deployments p
+            WHERE p.cluster_id = (SELECT d.cluster_id FROM deployments d WHERE d.id = $1) AND p.status = 'Pending'
+              AND p.priority <= (SELECT d.priority FROM deployments d WHERE d.id = $1)
+            ORDER BY p.priority DESC, p.seq LIMIT 1
             """)
-    static let runningAtOrAbove = Statement(
-        name: "sched_running_at_or_above",
+    /// The sum of the running requests below priority `$2`.
+    static let runningBelowSum = Statement(
+        name: "sched_running_below_sum",
         sql: """
-            SELECT coalesce(sum(ram_required), 0), coalesce(sum(cpu_required), 0), coalesce(sum(gpu_required), 0)
-            FROM deployments WHERE cluster_id = $1 AND status = 'Running' AND priority >= $2
+            SELECT sum(ram_required), sum(cpu_required), sum(gpu_required)
+            FROM deployments WHERE cluster_id = $1 AND status = 'Running' AND priority < $2
             """)
-    static let running = Statement(
-        name: "sched_running",
+    static let runningBelow = Statement(
+        name: "sched_running_below",
         sql: """
             SELECT id, priority, seq, ram_required, cpu_required, gpu_required
-            FROM deployments WHERE cluster_id = $1 AND status = 'Running'
+            FROM deployments WHERE cluster_id = $1 AND status = 'Running' AND priority < $2
+            """)
+    /// Running deployments below priority `$2` in reverse scheduling order, after the cursor `(priority $3, seq $4)`
+    /// (`Int32.min`, `Int64.max` to start): two index range scans, like `pendingAfter`.
+    static let runningFromTail = Statement(
+        name: "sched_running_from_tail",
+        sql: """
+            SELECT * FROM (
+                (SELECT id, priority, seq, ram_required, cpu_required, gpu_required FROM deployments
+                 WHERE cluster_id = $1 AND status = 'Running' AND priority = $3 AND priority < $2 AND seq < $4
+                 ORDER BY seq DESC LIMIT $5)
+                UNION ALL
+                (SELECT id, priority, seq, ram_required, cpu_required, gpu_required FROM deployments
+                 WHERE cluster_id = $1 AND status = 'Running' AND priority > $3 AND priority < $2
+                 ORDER BY priority, seq DESC LIMIT $5)
+            ) AS candidates ORDER BY priority, seq DESC LIMIT $5
             """)
     static let pendingMinimum = Statement(
         name: "sched_pending_minimum",
