@@ -7,8 +7,8 @@ import Domain
 /// round trips as possible: `BEGIN`, the lock and the first read travel together, and so do the writes and `COMMIT`.
 /// The WAL flush happens after the lock is released (`Statements.lock`, `Statements.durable`), so the next change to
 /// the cluster does not wait for this one's fdatasync; the caller is answered only once the change is durable.
-/// Only what can change is read: the running set, and pending deployments in scheduling order while the headroom can
-/// still admit one (see `Scheduler.plan(for:)`).
+/// Only what can change is read: the part of the running set that can lose its place, and pending deployments in
+/// scheduling order while the headroom can still admit one (`Scheduler.partForPreempting`, `partForCompleting`).
 struct ClusterScheduler {
     let database: Database
     let queue: DeploymentQueue

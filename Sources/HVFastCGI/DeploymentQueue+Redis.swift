@@ -8,8 +8,8 @@ import Glibc
 /// `<8 hex: Int32.max − priority><16 hex: seq>:<id>:<ram>:<cpu millicores>:<gpu>`.
 ///
 /// Writes are differences applied by a Lua script that compares versions atomically: an older change never
-/// replaces a newer snapshot, and a gap (a change missed while Redis was down) makes the writer rebuild the whole
-/// snapshot from PostgreSQL instead.
+/// replaces a newer snapshot, and a change that cannot be applied (no snapshot yet, or a predecessor that never came)
+/// makes the writer rebuild the whole snapshot from PostgreSQL instead.
 struct DeploymentQueue {
     /// What one committed change did to a cluster's queue.
     struct Change {
@@ -24,6 +24,17 @@ struct DeploymentQueue {
 
     let redis: RedisConnection
     let log: Log
+    /// Clusters whose change this worker could not publish (Redis was unreachable); rebuilt at its next publish.
+    let unpublished = ClusterSet()
+
+    /// A worker's set of cluster ids (the queue value itself is shared by every handler of the worker).
+    final class ClusterSet {
+        var ids: Set<Int64> = []
+    }
+
+    /// How long a snapshot may stay behind changes that arrived ahead of a missing predecessor before the missing
+    /// one counts as lost: far above the time between a commit and its publish, even under load.
+    static let lostAfterMilliseconds = 1000
 
     /// Running set, pending set, meta hash, and the hash of changes that arrived ahead of their predecessors.
     static func keys(_ cluster: Int64) -> [String] {
@@ -56,6 +67,7 @@ struct DeploymentQueue {
           each(KEYS[1], true); each(KEYS[1], false); each(KEYS[2], true); each(KEYS[2], false)
           redis.call('HSET', KEYS[3], 'version', args[1], 'available_ram', args[2], 'available_cpu', args[3],
                      'available_gpu', args[4])
+          redis.call('HDEL', KEYS[3], 'behind_since')
         end
         local function drainBuffered(current)
           while true do
@@ -70,23 +82,35 @@ struct DeploymentQueue {
 
         """
 
-    /// Applies a change that directly follows the snapshot's version (a cluster without a snapshot is at version 0,
-    /// empty). An older change is ignored (0). A newer one is buffered until its predecessors arrive (2), unless too
-    /// many are waiting (-1: rebuild).
+    /// Applies a change that directly follows the snapshot's version (1). An older change is ignored (0). A newer
+    /// one is buffered until its predecessors arrive (2), or, when the snapshot cannot catch up that way, also asks
+    /// for a rebuild (-1): there is no snapshot to patch (only version 1 starts one), too many changes are waiting,
+    /// or the snapshot has been behind them for `lostAfterMilliseconds` (the predecessor was lost). ARGV[#ARGV] is
+    /// that limit; the rest is the change.
     private static let applyScript =
         luaPrelude + """
-            local current = tonumber(redis.call('HGET', KEYS[3], 'version') or '0')
+            local limit = tonumber(table.remove(ARGV))
+            local stored = redis.call('HGET', KEYS[3], 'version')
+            local current = tonumber(stored or '0')
             local version = tonumber(ARGV[1])
             if current >= version then return 0 end
-            if current < version - 1 then
-              redis.call('HSET', KEYS[4], ARGV[1], cjson.encode(ARGV))
-              redis.call('EXPIRE', KEYS[4], 300)
-              if redis.call('HLEN', KEYS[4]) > 256 then return -1 end
-              return 2
+            if current == version - 1 then
+              applyChange(ARGV)
+              drainBuffered(version)
+              return 1
             end
-            applyChange(ARGV)
-            drainBuffered(version)
-            return 1
+            redis.call('HSET', KEYS[4], ARGV[1], cjson.encode(ARGV))
+            redis.call('EXPIRE', KEYS[4], 300)
+            if not stored or redis.call('HLEN', KEYS[4]) > 256 then return -1 end
+            local clock = redis.call('TIME')
+            local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+            local since = tonumber(redis.call('HGET', KEYS[3], 'behind_since') or '-1')
+            if since < 0 then
+              redis.call('HSET', KEYS[3], 'behind_since', now)
+            elseif now - since > limit then
+              return -1
+            end
+            return 2
             """
 
     /// Replaces the snapshot with staged keys only if it is older than the staged one, then applies the buffered
@@ -104,6 +128,7 @@ struct DeploymentQueue {
             if redis.call('EXISTS', KEYS[6]) == 1 then redis.call('RENAME', KEYS[6], KEYS[2]) end
             redis.call('HSET', KEYS[3], 'version', ARGV[1], 'available_ram', ARGV[2], 'available_cpu', ARGV[3],
                        'available_gpu', ARGV[4])
+            redis.call('HDEL', KEYS[3], 'behind_since')
             for _, field in ipairs(redis.call('HKEYS', KEYS[4])) do
               if tonumber(field) <= version then redis.call('HDEL', KEYS[4], field) end
             end
@@ -116,27 +141,30 @@ struct DeploymentQueue {
     /// Publishes a committed change. Never throws: Redis is a cache.
     ///
     /// Workers publish after their commit, outside the cluster's lock, so changes can reach Redis out of order: a
-    /// change that arrives early waits in Redis for its predecessors, which apply it when they come. If the
-    /// predecessor does not come within a few milliseconds (it was lost while Redis was down), the snapshot is
-    /// rebuilt from PostgreSQL.
+    /// change that arrives early waits in Redis for its predecessors, which apply it when they come, and the worker
+    /// goes on at once. A snapshot that cannot catch up that way (see `applyScript`) is rebuilt from PostgreSQL, and
+    /// so is every cluster whose change this worker failed to publish, once Redis answers again.
     func publish(_ change: Change, rebuildFrom database: Database) {
         do {
-            for pause: UInt32 in [500, 1000, 2000, 4000, 8000, 16000, 0] {
-                switch try apply(change) {
-                case .applied, .stale: return
-                case .buffered where pause > 0: usleep(pause)
-                case .buffered, .gap:
-                    // One rebuild per cluster at a time (and at most every few seconds): under heavy load many
-                    // workers can find the same gap, and a rebuild reads the whole queue.
-                    let guardKey = DeploymentQueue.keys(change.cluster)[2] + ":rebuilding"
-                    guard try redis.command(["SET", guardKey, "1", "NX", "EX", "5"]) == .status("OK") else { return }
-                    try rebuild(change.cluster, from: database)
-                    return
-                }
+            for cluster in unpublished.ids {
+                try rebuildOnce(cluster, from: database)
+                unpublished.ids.remove(cluster)
             }
+            if try apply(change) == .gap { try rebuildOnce(change.cluster, from: database) }
         } catch {
+            unpublished.ids.insert(change.cluster)
             log.warning("queue snapshot not published", ["cluster_id": String(change.cluster), "error": "\(error)"])
         }
+    }
+
+    /// Rebuilds unless another rebuild of the cluster is under way (under load many workers can find the same gap, and
+    /// a rebuild reads the whole queue); that one also applies the changes buffered after what it read.
+    private func rebuildOnce(_ cluster: Int64, from database: Database) throws {
+        let guardKey = DeploymentQueue.keys(cluster)[2] + ":rebuilding"
+        // Expires in case this worker dies mid-rebuild.
+        guard try redis.command(["SET", guardKey, "1", "NX", "EX", "30"]) == .status("OK") else { return }
+        defer { _ = try? redis.command(["DEL", guardKey]) }
+        try rebuild(cluster, from: database)
     }
 
     private func apply(_ change: Change) throws -> Outcome {
@@ -148,6 +176,7 @@ struct DeploymentQueue {
             arguments.append(String(group.count))
             arguments += group.map(DeploymentQueue.member)
         }
+        arguments.append(String(DeploymentQueue.lostAfterMilliseconds))
         let reply = try redis.evaluate(
             DeploymentQueue.applyScript, keys: DeploymentQueue.keys(change.cluster), arguments: arguments)
         switch reply.integer {

@@ -479,6 +479,29 @@ struct SchedulingTests {
         try expectRedisMatches(cluster, database)
     }
 
+    @Test func aSnapshotLeftBehindALostChangeIsRebuiltOnceTheLossIsEvident() throws {
+        let owner = try api.register("sched-lost")
+        let cluster = try api.createCluster(owner, name: "lost", ram: 10, cpu: "10", gpu: 0)
+        let database = try TestDatabase(stack.databaseURL)
+        func deploy(_ name: String) throws {
+            let response = try api.createDeployment(
+                owner, name: name, cluster: cluster, ram: 1, cpu: "1", gpu: 0, priority: 1)
+            #expect(response.status == 200, "\(name): \(response.text)")
+        }
+        try deploy("lost-1")
+        try expectRedisMatches(cluster, database)
+        let published = try database.clusterState(cluster).version
+        // A committed change whose publish never reached Redis (its worker died, or Redis failed it).
+        try database.query("UPDATE clusters SET version = version + 1 WHERE id = $1", [String(cluster)])
+
+        try deploy("lost-2")  // arrives ahead of the lost change: waits, and the request does not
+        let redis = RedisConnection(endpoint: .unix(path: stack.redisHost), database: 0)
+        #expect(try readSnapshot(cluster, redis).version == published)
+        usleep(UInt32(DeploymentQueue.lostAfterMilliseconds + 200) * 1000)
+        try deploy("lost-3")  // the snapshot has been behind too long: rebuilt from PostgreSQL
+        try expectRedisMatches(cluster, database)
+    }
+
     @Test func anOlderSnapshotWriteNeverReplacesANewerOne() throws {
         let owner = try api.register("sched-versions")
         let cluster = try api.createCluster(owner, name: "versions", ram: 10, cpu: "10", gpu: 0)
