@@ -35,10 +35,19 @@ struct ClusterScheduler {
         }
         let (row, change) = try database.run { connection in
             try transaction(connection) { () throws -> (DeploymentRow, DeploymentQueue.Change) in
+                // Everything a preempting create reads, in the round trip that takes the lock (the slow path is
+                // taken only when `createIfDecided` found that the create would preempt).
+                let below = [String(clusterID), String(new.priority)]
                 let results = try connection.pipeline([
                     (Statements.begin, []),
                     (Statements.lock, [String(clusterID)]),
                     (Statements.clusterForCreate, [String(caller.id), String(caller.issuedAt), String(clusterID)]),
+                    (Statements.runningBelowSum, below),
+                    (
+                        Statements.runningFromTail,
+                        below + [String(Int32.min), String(Int64.max), String(Statements.batchSize)]
+                    ),
+                    (Statements.pendingMinimum, [String(clusterID)]),
                 ])
                 let cluster = results[2]
                 guard cluster.rowCount == 1 else { throw HTTPError.unauthorized }
@@ -52,8 +61,12 @@ struct ClusterScheduler {
                 }
                 let deployment = ActiveDeployment(
                     id: id, priority: new.priority, seq: cluster.int(0, 6)!, request: new.request, isRunning: false)
+                let read = Prefetched(
+                    runningBelowSum: results[3].resources(0) ?? Resources(),
+                    running: results[4].deployments(running: true), smallestPending: results[5].resources(0))
                 let plan = try plan(
-                    adding: deployment, capacity: capacity, available: available, cluster: clusterID, connection)
+                    adding: deployment, capacity: capacity, available: available, read: read, cluster: clusterID,
+                    connection)
                 let starts = plan.plan.start.contains(id)
                 let row: [String?] = [
                     cluster.string(0, 7), String(caller.id), new.name, new.imagePath, String(new.request.ram),
@@ -125,6 +138,8 @@ struct ClusterScheduler {
                 let results = try connection.pipeline([
                     (Statements.begin, []), (Statements.lockDeployment, parameters),
                     (Statements.deploymentForComplete, parameters), (Statements.queueHead, [String(id)]),
+                    (Statements.runningBelowQueueHead, [String(id)]),
+                    (Statements.pendingMinimumForCompletion, [String(id)]),
                 ])
                 let read = results[2]
                 guard read.rowCount == 1 else { throw HTTPError.unauthorized }
@@ -137,9 +152,12 @@ struct ClusterScheduler {
                     id: found.id, priority: found.priority, seq: read.int(0, 9)!, request: found.request,
                     isRunning: true)
                 let freed = available + found.request
+                let prefetched = Prefetched(
+                    runningBelowSum: Resources(), running: results[4].deployments(running: true),
+                    smallestPending: results[5].resources(0))
                 let snapshot = try loadForCompleting(
                     completed, available: available, head: results[3].deployments(running: false).first,
-                    cluster: found.clusterID, connection)
+                    read: prefetched, cluster: found.clusterID, connection)
                 let plan = Scheduler.plan(for: snapshot)
                 let change = try apply(
                     PlannedChange(plan: plan, snapshot: snapshot), available: freed, write: .complete(completed),
@@ -163,15 +181,14 @@ struct ClusterScheduler {
     /// `available`; one sum when it cannot start; the lower-priority running set (from its tail) and part of the
     /// queue when it preempts.
     private func plan(
-        adding new: ActiveDeployment, capacity: Resources, available: Resources, cluster: Int64,
+        adding new: ActiveDeployment, capacity: Resources, available: Resources, read: Prefetched, cluster: Int64,
         _ connection: PostgresConnection
     ) throws -> PlannedChange {
         let alone = ClusterSnapshot(capacity: capacity, active: [new])
-        let decision = try Scheduler.decide(creating: new, capacity: capacity, available: available) {
-            // Everything running is at or above the priority, or below it: read the lower part, as a preempting
-            // create does anyway.
-            let below = try connection.execute(Statements.runningBelowSum, [String(cluster), String(new.priority)])
-            return capacity - available - (below.resources(0) ?? Resources())
+        // Everything running is at or above the priority, or below it: the lower part is what a preempting create
+        // reads anyway.
+        let decision = Scheduler.decide(creating: new, capacity: capacity, available: available) {
+            capacity - available - read.runningBelowSum
         }
         switch decision {
         case .start:
@@ -179,7 +196,7 @@ struct ClusterScheduler {
         case .queue:
             return PlannedChange(plan: SchedulingPlan(), snapshot: alone)
         case .fullPass:
-            let snapshot = try loadForPreempting(new, available: available, cluster: cluster, connection)
+            let snapshot = try loadForPreempting(new, available: available, read: read, cluster: cluster, connection)
             return PlannedChange(plan: Scheduler.plan(for: snapshot), snapshot: snapshot)
         }
     }
@@ -187,45 +204,46 @@ struct ClusterScheduler {
     /// The running deployments below `new`'s priority, read from the lowest-ordered end, then the queue after them:
     /// the part of the cluster a preempting create affects (`Scheduler.partForPreempting`).
     private func loadForPreempting(
-        _ new: ActiveDeployment, available: Resources, cluster: Int64, _ connection: PostgresConnection
+        _ new: ActiveDeployment, available: Resources, read: Prefetched, cluster: Int64,
+        _ connection: PostgresConnection
     ) throws -> ClusterSnapshot {
-        var smallest: Resources?
         var part = try Scheduler.partForPreempting(new, available: available) { after in
-            let batch = [
-                String(cluster), String(new.priority), String(after?.priority ?? Int32.min),
-                String(after?.seq ?? Int64.max), String(Statements.batchSize),
-            ]
-            guard after == nil else {
-                return try connection.execute(Statements.runningFromTail, batch).deployments(running: true)
-            }
-            let results = try connection.pipeline([
-                (Statements.runningFromTail, batch), (Statements.pendingMinimum, [String(cluster)]),
-            ])
-            smallest = results[1].resources(0)
-            return results[0].deployments(running: true)
+            guard let after else { return read.running }
+            return try connection.execute(
+                Statements.runningFromTail,
+                [
+                    String(cluster), String(new.priority), String(after.priority), String(after.seq),
+                    String(Statements.batchSize),
+                ]
+            ).deployments(running: true)
         }
-        try addPending(to: &part, smallest: smallest, cluster: cluster, connection)
+        try addPending(to: &part, smallest: read.smallestPending, cluster: cluster, connection)
         return part.snapshot
     }
 
     /// The running deployments below the queue head, then the queue after `completed`: the part of the cluster a
     /// completion affects (`Scheduler.partForCompleting`); an empty snapshot when nothing waits behind it.
     private func loadForCompleting(
-        _ completed: ActiveDeployment, available: Resources, head: ActiveDeployment?, cluster: Int64,
-        _ connection: PostgresConnection
+        _ completed: ActiveDeployment, available: Resources, head: ActiveDeployment?, read: Prefetched,
+        cluster: Int64, _ connection: PostgresConnection
     ) throws -> ClusterSnapshot {
-        var smallest: Resources?
-        let part = try Scheduler.partForCompleting(completed, available: available, head: head) { priority in
-            let results = try connection.pipeline([
-                (Statements.runningBelow, [String(cluster), String(priority)]),
-                (Statements.pendingMinimum, [String(cluster)]),
-            ])
-            smallest = results[1].resources(0)
-            return results[0].deployments(running: true)
-        }
+        // `read.running` is the running set below the head's priority, read with the head.
+        let part = Scheduler.partForCompleting(completed, available: available, head: head) { _ in read.running }
         guard var part else { return ClusterSnapshot(capacity: available + completed.request, active: []) }
-        try addPending(to: &part, smallest: smallest, cluster: cluster, connection)
+        try addPending(to: &part, smallest: read.smallestPending, cluster: cluster, connection)
         return part.snapshot
+    }
+
+    /// What the slow paths read in the round trip that takes the lock, so that a preempting create or a completion
+    /// holds the lock for two round trips in the common case (this one and the write) plus one per further batch.
+    private struct Prefetched {
+        /// The running requests below the new deployment's priority (creates only).
+        var runningBelowSum: Resources
+        /// The first batch from the tail of the running set below the new priority (creates), or the running set
+        /// below the queue head (completions).
+        var running: [ActiveDeployment]
+        /// No more than any pending request in every dimension; nil when nothing is pending.
+        var smallestPending: Resources?
     }
 
     /// `Scheduler.addPending` from PostgreSQL: pending deployments after the cursor, batch by batch.
@@ -239,7 +257,7 @@ struct ClusterScheduler {
                     String(cluster), String(cursor.priority), String(cursor.isRunning ? 0 : cursor.seq),
                     String(room.ram), String(room.cpu), String(room.gpu), String(Statements.batchSize),
                 ]
-            ).deployments(running: false)
+            ).deployments(running: false).sorted { $0.schedulesBefore($1) }
         }
     }
 
@@ -488,13 +506,15 @@ private enum Statements {
     /// lower), or no row: one step down `deployments_pending_order`.
     static let queueHead = Statement(
         name: "sched_queue_head",
-        sql: """
-            SELECT p.id, p.priority, p.seq, p.ram_required, p.cpu_required, p.gpu_required
-            FROM deployments p
-            WHERE p.cluster_id = (SELECT d.cluster_id FROM deployments d WHERE d.id = $1) AND p.status = 'Pending'
-              AND p.priority <= (SELECT d.priority FROM deployments d WHERE d.id = $1)
-            ORDER BY p.priority DESC, p.seq LIMIT 1
-            """)
+        sql: queueHeadSQL(columns: "p.id, p.priority, p.seq, p.ram_required, p.cpu_required, p.gpu_required"))
+    private static func queueHeadSQL(columns: String) -> String {
+        """
+        SELECT \(columns) FROM deployments p
+        WHERE p.cluster_id = (SELECT d.cluster_id FROM deployments d WHERE d.id = $1) AND p.status = 'Pending'
+          AND p.priority <= (SELECT d.priority FROM deployments d WHERE d.id = $1)
+        ORDER BY p.priority DESC, p.seq LIMIT 1
+        """
+    }
     /// The sum of the running requests below priority `$2`.
     static let runningBelowSum = Statement(
         name: "sched_running_below_sum",
@@ -502,11 +522,14 @@ private enum Statements {
             SELECT sum(ram_required), sum(cpu_required), sum(gpu_required)
             FROM deployments WHERE cluster_id = $1 AND status = 'Running' AND priority < $2
             """)
-    static let runningBelow = Statement(
-        name: "sched_running_below",
+    /// The running deployments below the priority of the queue head after the deployment `$1` (none without a head).
+    static let runningBelowQueueHead = Statement(
+        name: "sched_running_below_queue_head",
         sql: """
-            SELECT id, priority, seq, ram_required, cpu_required, gpu_required
-            FROM deployments WHERE cluster_id = $1 AND status = 'Running' AND priority < $2
+            SELECT r.id, r.priority, r.seq, r.ram_required, r.cpu_required, r.gpu_required
+            FROM deployments r
+            WHERE r.cluster_id = (SELECT d.cluster_id FROM deployments d WHERE d.id = $1) AND r.status = 'Running'
+              AND r.priority < (\(queueHeadSQL(columns: "p.priority")))
             """)
     /// Running deployments below priority `$2` in reverse scheduling order, after the cursor `(priority $3, seq $4)`
     /// (`Int32.min`, `Int64.max` to start): two index range scans, like `pendingAfter`.
@@ -523,35 +546,45 @@ private enum Statements {
                  ORDER BY priority, seq DESC LIMIT $5)
             ) AS candidates ORDER BY priority, seq DESC LIMIT $5
             """)
-    static let pendingMinimum = Statement(
-        name: "sched_pending_minimum",
-        sql: """
-            SELECT (SELECT min(ram_required) FROM deployments WHERE cluster_id = $1 AND status = 'Pending'),
-                   (SELECT min(cpu_required) FROM deployments WHERE cluster_id = $1 AND status = 'Pending'),
-                   (SELECT min(gpu_required) FROM deployments WHERE cluster_id = $1 AND status = 'Pending')
-            """)
-    /// Pending deployments after the cursor `(priority $2, seq $3)` in scheduling order that fit in `($4, $5, $6)`.
-    /// Two index range scans (same priority, later seq; then lower priorities), so the cursor's depth costs nothing.
+    /// No more than any pending request of the cluster `$1` in every dimension (NULLs: nothing is pending): three
+    /// look-ups at the start of `deployments_pending_ram/cpu/gpu`.
+    static let pendingMinimum = Statement(name: "sched_pending_minimum", sql: pendingMinimumSQL(cluster: "$1"))
+    /// `pendingMinimum` for the cluster of the deployment `$1`.
+    static let pendingMinimumForCompletion = Statement(
+        name: "sched_pending_minimum_for_completion",
+        sql: pendingMinimumSQL(cluster: "(SELECT d.cluster_id FROM deployments d WHERE d.id = $1)"))
+    private static func pendingMinimumSQL(cluster: String) -> String {
+        "SELECT "
+            + ["ram", "cpu", "gpu"].map {
+                "(SELECT min(\($0)_required) FROM deployments WHERE cluster_id = \(cluster) AND status = 'Pending')"
+            }.joined(separator: ", ")
+    }
+    /// Pending deployments after the cursor `(priority $2, seq $3)` in scheduling order that fit in `($4, $5, $6)`,
+    /// at most `$7`, in no particular order. Two index range scans (same priority, later seq; then lower priorities),
+    /// so the cursor's depth costs nothing; the second runs only when the first finds fewer than `$7`. (Merged with
+    /// `ORDER BY` instead, the second scan would have to find its first row before any row is returned: every
+    /// lower-priority pending deployment when none of them fits.)
     static let pendingAfter = Statement(
         name: "sched_pending_after",
         sql: """
-            SELECT * FROM (
-                (SELECT id, priority, seq, ram_required, cpu_required, gpu_required FROM deployments
-                 WHERE cluster_id = $1 AND status = 'Pending' AND priority = $2 AND seq > $3
-                   AND ram_required <= $4 AND cpu_required <= $5 AND gpu_required <= $6
-                 ORDER BY seq LIMIT $7)
-                UNION ALL
-                (SELECT id, priority, seq, ram_required, cpu_required, gpu_required FROM deployments
-                 WHERE cluster_id = $1 AND status = 'Pending' AND priority < $2
-                   AND ram_required <= $4 AND cpu_required <= $5 AND gpu_required <= $6
-                 ORDER BY priority DESC, seq LIMIT $7)
-            ) AS candidates ORDER BY priority DESC, seq LIMIT $7
+            WITH same AS (
+                SELECT id, priority, seq, ram_required, cpu_required, gpu_required FROM deployments
+                WHERE cluster_id = $1 AND status = 'Pending' AND priority = $2 AND seq > $3
+                  AND ram_required <= $4 AND cpu_required <= $5 AND gpu_required <= $6
+                ORDER BY seq LIMIT $7
+            )
+            SELECT * FROM same
+            UNION ALL
+            (SELECT id, priority, seq, ram_required, cpu_required, gpu_required FROM deployments
+             WHERE cluster_id = $1 AND status = 'Pending' AND priority < $2
+               AND ram_required <= $4 AND cpu_required <= $5 AND gpu_required <= $6
+             ORDER BY priority DESC, seq LIMIT $7 - (SELECT count(*) FROM same))
             """)
 
-    /// Every write of one change as one statement. (`status || ''` keeps the planner from answering `id = ANY(…)`
-    /// by scanning a whole status index in a generic plan: rows are looked up by primary key.) the new deployment (a create), the completion, the plan's starts
+    /// Every write of one change as one statement: the new deployment (a create), the completion, the plan's starts
     /// and preemptions, the events and the cluster's accounting. Returns the new version and how many deployment rows
-    /// changed, which must be exactly the plan's.
+    /// changed, which must be exactly the plan's. (`status || ''` keeps the planner from answering `id = ANY(…)` by
+    /// scanning a whole status index in a generic plan: rows are looked up by primary key.)
     static let apply = Statement(
         name: "sched_apply",
         sql: """
