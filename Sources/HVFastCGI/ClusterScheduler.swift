@@ -137,7 +137,8 @@ struct ClusterScheduler {
                 let parameters = [String(caller.id), String(caller.issuedAt), String(id)]
                 let results = try connection.pipeline([
                     (Statements.begin, []), (Statements.lockDeployment, parameters),
-                    (Statements.deploymentForComplete, parameters), (Statements.queueHead, [String(id)]),
+                    (Statements.deploymentForComplete, parameters),
+                    (Statements.queueAfterDeployment, [String(id), String(Statements.batchSize)]),
                     (Statements.runningBelowQueueHead, [String(id)]),
                     (Statements.pendingMinimumForCompletion, [String(id)]),
                 ])
@@ -154,10 +155,9 @@ struct ClusterScheduler {
                 let freed = available + found.request
                 let prefetched = Prefetched(
                     runningBelowSum: Resources(), running: results[4].deployments(running: true),
-                    smallestPending: results[5].resources(0))
+                    smallestPending: results[5].resources(0), pending: results[3].deployments(running: false))
                 let snapshot = try loadForCompleting(
-                    completed, available: available, head: results[3].deployments(running: false).first,
-                    read: prefetched, cluster: found.clusterID, connection)
+                    completed, available: available, read: prefetched, cluster: found.clusterID, connection)
                 let plan = Scheduler.plan(for: snapshot)
                 let change = try apply(
                     PlannedChange(plan: plan, snapshot: snapshot), available: freed, write: .complete(completed),
@@ -217,20 +217,22 @@ struct ClusterScheduler {
                 ]
             ).deployments(running: true)
         }
-        try addPending(to: &part, smallest: read.smallestPending, cluster: cluster, connection)
+        try addPending(to: &part, smallest: read.smallestPending, first: [], cluster: cluster, connection)
         return part.snapshot
     }
 
     /// The running deployments below the queue head, then the queue after `completed`: the part of the cluster a
     /// completion affects (`Scheduler.partForCompleting`); an empty snapshot when nothing waits behind it.
     private func loadForCompleting(
-        _ completed: ActiveDeployment, available: Resources, head: ActiveDeployment?, read: Prefetched,
-        cluster: Int64, _ connection: PostgresConnection
+        _ completed: ActiveDeployment, available: Resources, read: Prefetched, cluster: Int64,
+        _ connection: PostgresConnection
     ) throws -> ClusterSnapshot {
         // `read.running` is the running set below the head's priority, read with the head.
-        let part = Scheduler.partForCompleting(completed, available: available, head: head) { _ in read.running }
+        let part = Scheduler.partForCompleting(completed, available: available, head: read.pending.first) { _ in
+            read.running
+        }
         guard var part else { return ClusterSnapshot(capacity: available + completed.request, active: []) }
-        try addPending(to: &part, smallest: read.smallestPending, cluster: cluster, connection)
+        try addPending(to: &part, smallest: read.smallestPending, first: read.pending, cluster: cluster, connection)
         return part.snapshot
     }
 
@@ -244,14 +246,27 @@ struct ClusterScheduler {
         var running: [ActiveDeployment]
         /// No more than any pending request in every dimension; nil when nothing is pending.
         var smallestPending: Resources?
+        /// The queue after the completed deployment, up to a batch (completions only).
+        var pending: [ActiveDeployment] = []
     }
 
-    /// `Scheduler.addPending` from PostgreSQL: pending deployments after the cursor, batch by batch.
+    /// `Scheduler.addPending` from PostgreSQL: pending deployments after the cursor, batch by batch. `first` is the
+    /// queue right after the part's cursor in scheduling order (up to a batch, whatever it fits), read ahead; the
+    /// first batch is taken from it when it decides that batch.
     private func addPending(
-        to part: inout Scheduler.AffectedPart, smallest: Resources?, cluster: Int64, _ connection: PostgresConnection
+        to part: inout Scheduler.AffectedPart, smallest: Resources?, first: [ActiveDeployment], cluster: Int64,
+        _ connection: PostgresConnection
     ) throws {
+        var readAhead: [ActiveDeployment]? = first.isEmpty ? nil : first
         try Scheduler.addPending(to: &part, smallest: smallest) { cursor, room in
-            try connection.execute(
+            if let ahead = readAhead {
+                readAhead = nil
+                // Every deployment up to the last one read ahead was examined, so those that fit are the next ones
+                // that fit; with none of them fitting, a short read-ahead means none are left.
+                let fitting = ahead.filter { $0.request.fits(in: room) }
+                if !fitting.isEmpty || ahead.count < Statements.batchSize { return fitting }
+            }
+            return try connection.execute(
                 Statements.pendingAfter,
                 [
                     String(cluster), String(cursor.priority), String(cursor.isRunning ? 0 : cursor.seq),
@@ -502,17 +517,18 @@ private enum Statements {
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
 
-    /// The first pending deployment ordered after the running deployment `$1` (every pending one of its priority or
-    /// lower), or no row: one step down `deployments_pending_order`.
-    static let queueHead = Statement(
-        name: "sched_queue_head",
-        sql: queueHeadSQL(columns: "p.id, p.priority, p.seq, p.ram_required, p.cpu_required, p.gpu_required"))
-    private static func queueHeadSQL(columns: String) -> String {
+    /// The first `$2` pending deployments ordered after the running deployment `$1` (every pending one of its priority
+    /// or lower) in scheduling order: `$2` steps down `deployments_pending_order`. The first is the queue head.
+    static let queueAfterDeployment = Statement(
+        name: "sched_queue_after_deployment",
+        sql: queueAfterSQL(
+            columns: "p.id, p.priority, p.seq, p.ram_required, p.cpu_required, p.gpu_required", limit: "$2"))
+    private static func queueAfterSQL(columns: String, limit: String) -> String {
         """
         SELECT \(columns) FROM deployments p
         WHERE p.cluster_id = (SELECT d.cluster_id FROM deployments d WHERE d.id = $1) AND p.status = 'Pending'
           AND p.priority <= (SELECT d.priority FROM deployments d WHERE d.id = $1)
-        ORDER BY p.priority DESC, p.seq LIMIT 1
+        ORDER BY p.priority DESC, p.seq LIMIT \(limit)
         """
     }
     /// The sum of the running requests below priority `$2`.
@@ -529,7 +545,7 @@ private enum Statements {
             SELECT r.id, r.priority, r.seq, r.ram_required, r.cpu_required, r.gpu_required
             FROM deployments r
             WHERE r.cluster_id = (SELECT d.cluster_id FROM deployments d WHERE d.id = $1) AND r.status = 'Running'
-              AND r.priority < (\(queueHeadSQL(columns: "p.priority")))
+              AND r.priority < (\(queueAfterSQL(columns: "p.priority", limit: "1")))
             """)
     /// Running deployments below priority `$2` in reverse scheduling order, after the cursor `(priority $3, seq $4)`
     /// (`Int32.min`, `Int64.max` to start): two index range scans, like `pendingAfter`.
