@@ -12,6 +12,18 @@ import Domain
 struct ClusterScheduler {
     let database: Database
     let queue: DeploymentQueue
+    /// Which path this worker tries first; see `PathHints`.
+    let hints = PathHints()
+
+    /// What recent changes on this worker needed, to pick the path that probably applies: the one-round-trip path
+    /// (`createIfDecided`, `completeIfQueueEmpty`) costs a wasted round trip under the lock when it does not apply,
+    /// and the general path costs one more round trip when it would have. Either path is always correct.
+    final class PathHints {
+        /// Clusters whose last create on this worker preempted.
+        var preempting: Set<Int64> = []
+        /// Whether the last completion on this worker found deployments waiting.
+        var completionFoundQueue = false
+    }
 
     /// A deployment request that passed validation.
     struct NewDeployment {
@@ -29,7 +41,9 @@ struct ClusterScheduler {
     ///
     /// - Throws: `HTTPError` 401/404/409/422 for the client, `ServiceUnavailable` when PostgreSQL is down.
     func create(_ new: NewDeployment, in clusterID: Int64, by caller: Caller) throws -> DeploymentRow {
-        if let (row, change) = try createIfDecided(new, in: clusterID, by: caller) {
+        if !hints.preempting.contains(clusterID),
+            let (row, change) = try createIfDecided(new, in: clusterID, by: caller)
+        {
             queue.publish(change, rebuildFrom: database)
             return row
         }
@@ -68,6 +82,13 @@ struct ClusterScheduler {
                     adding: deployment, capacity: capacity, available: available, read: read, cluster: clusterID,
                     connection)
                 let starts = plan.plan.start.contains(id)
+                // A create starts by preempting exactly when `decide` said `.fullPass`.
+                if plan.plan.preempt.isEmpty {
+                    hints.preempting.remove(clusterID)
+                } else {
+                    if hints.preempting.count >= 1024 { hints.preempting.removeAll() }
+                    hints.preempting.insert(clusterID)
+                }
                 let row: [String?] = [
                     cluster.string(0, 7), String(caller.id), new.name, new.imagePath, String(new.request.ram),
                     String(new.request.cpu), String(new.request.gpu), String(new.priority),
@@ -132,6 +153,10 @@ struct ClusterScheduler {
     ///
     /// - Throws: `HTTPError` 401/404/409 for the client, `ServiceUnavailable` when PostgreSQL is down.
     func complete(_ id: Int64, by caller: Caller) throws -> DeploymentRow {
+        if !hints.completionFoundQueue, let (row, change) = try completeIfQueueEmpty(id, by: caller) {
+            queue.publish(change, rebuildFrom: database)
+            return row
+        }
         let (row, change) = try database.run { connection in
             try transaction(connection) { () throws -> (DeploymentRow, DeploymentQueue.Change) in
                 let parameters = [String(caller.id), String(caller.issuedAt), String(id)]
@@ -156,6 +181,7 @@ struct ClusterScheduler {
                 let prefetched = Prefetched(
                     runningBelowSum: Resources(), running: results[4].deployments(running: true),
                     smallestPending: results[5].resources(0), pending: results[3].deployments(running: false))
+                hints.completionFoundQueue = prefetched.smallestPending != nil
                 let snapshot = try loadForCompleting(
                     completed, available: available, read: prefetched, cluster: found.clusterID, connection)
                 let plan = Scheduler.plan(for: snapshot)
@@ -169,6 +195,35 @@ struct ClusterScheduler {
         }
         queue.publish(change, rebuildFrom: database)
         return row
+    }
+
+    /// A completion with nobody waiting in its cluster, done entirely inside PostgreSQL in one round trip: with an
+    /// empty queue the pass over the cluster admits exactly the running set without `completed`, so the only changes
+    /// are its own. Returns nil, having changed nothing, when it does not apply (including every error case); the
+    /// general path then decides and answers.
+    private func completeIfQueueEmpty(_ id: Int64, by caller: Caller) throws -> (
+        DeploymentRow, DeploymentQueue.Change
+    )? {
+        try database.run { connection in
+            try transaction(connection) { () throws -> (DeploymentRow, DeploymentQueue.Change)? in
+                let parameters = [String(caller.id), String(caller.issuedAt), String(id)]
+                let results = try connection.pipeline([
+                    (Statements.begin, []), (Statements.lockDeployment, parameters),
+                    (Statements.completeIfQueueEmpty, parameters), (Statements.commit, []), (Statements.durable, []),
+                ])
+                let done = results[2]
+                guard done.rowCount == 1, let row = DeploymentRow(done, row: 0), let seq = done.int(0, 9) else {
+                    return nil
+                }
+                var change = DeploymentQueue.Change(
+                    cluster: row.clusterID, version: done.int(0, 10) ?? 0,
+                    available: done.resources(11) ?? Resources())
+                change.removedRunning = [
+                    ActiveDeployment(id: id, priority: row.priority, seq: seq, request: row.request, isRunning: true)
+                ]
+                return (row, change)
+            }
+        }
     }
 
     /// A plan and the snapshot it was computed from (which holds every deployment the plan names).
@@ -392,10 +447,10 @@ extension PostgresResult {
         (0..<rowCount).map { ActiveDeployment(self, row: $0, running: running) }
     }
 
-    /// Columns 0…2 of `row` as RAM, CPU and GPU; nil when they are NULL (an aggregate over no rows).
-    fileprivate func resources(_ row: Int) -> Resources? {
-        guard let ram = int(row, 0) else { return nil }
-        return Resources(ram: ram, cpu: int(row, 1) ?? 0, gpu: int(row, 2) ?? 0)
+    /// Row 0's columns `first`…`first + 2` as RAM, CPU and GPU; nil when they are NULL (an aggregate over no rows).
+    fileprivate func resources(_ first: Int) -> Resources? {
+        guard let ram = int(0, first) else { return nil }
+        return Resources(ram: ram, cpu: int(0, first + 1) ?? 0, gpu: int(0, first + 2) ?? 0)
     }
 }
 
@@ -483,6 +538,39 @@ private enum Statements {
             )
             SELECT i.id, i.seq, u.version, u.available_ram, u.available_cpu, u.available_gpu, i.status
             FROM inserted i, updated u
+            """)
+
+    /// `completeIfQueueEmpty`, read after the lock: completes the running deployment `$3` of the caller's scope when
+    /// its cluster has nothing pending (the `min()` is one look-up in `deployments_pending_ram`), and returns the row,
+    /// its `seq`, and the cluster's new version and `available_*`. No row otherwise.
+    static let completeIfQueueEmpty = Statement(
+        name: "sched_complete_if_queue_empty",
+        sql: """
+            WITH target AS (
+                SELECT d.id, d.name, d.cluster_id, d.image_path, d.ram_required, d.cpu_required, d.gpu_required,
+                       d.priority, d.seq
+                FROM users u JOIN deployments d ON d.id = $3 AND \(ClusterScheduler.deploymentInScope)
+                WHERE u.id = $1 AND u.tokens_valid_after <= $2 AND d.status = 'Running'
+                  AND (SELECT min(p.ram_required) FROM deployments p
+                       WHERE p.cluster_id = d.cluster_id AND p.status = 'Pending') IS NULL
+            ), completed AS (
+                UPDATE deployments d SET status = 'Completed', finished_at = now()
+                FROM target t WHERE d.id = t.id AND d.status = 'Running'
+                RETURNING d.id
+            ), events AS (
+                INSERT INTO deployment_events (deployment_id, cluster_id, kind)
+                SELECT t.id, t.cluster_id, 'Completed'::deployment_event_kind FROM target t
+            ), updated AS (
+                UPDATE clusters c
+                SET available_ram = c.available_ram + t.ram_required,
+                    available_cpu = c.available_cpu + t.cpu_required,
+                    available_gpu = c.available_gpu + t.gpu_required, version = c.version + 1
+                FROM target t WHERE c.id = t.cluster_id
+                RETURNING c.version, c.available_ram, c.available_cpu, c.available_gpu
+            )
+            SELECT t.id, t.name, t.cluster_id, t.image_path, t.ram_required, t.cpu_required, t.gpu_required,
+                   'Completed', t.priority, t.seq, u.version, u.available_ram, u.available_cpu, u.available_gpu
+            FROM target t, completed, updated u
             """)
 
     /// The caller (no row: unknown user or revoked token) and the cluster (NULLs: not found or not theirs), with the
