@@ -77,6 +77,10 @@ public enum Scheduler {
 
     /// Decides how much a create must read. `runningAtOrAbovePriority` (the sum of the running requests of priority
     /// at least `new.priority`) is asked for only when `new` does not fit in `available`.
+    ///
+    /// This is the rule the service's one-statement create computes in SQL (as `available + Σ running below`, the
+    /// same amount by the accounting); its general path reaches the same decision by reading the running tail
+    /// (`partForPreempting`).
     public static func decide<E: Error>(
         creating new: ActiveDeployment, capacity: Resources, available: Resources,
         runningAtOrAbovePriority: () throws(E) -> Resources
@@ -139,6 +143,9 @@ public enum Scheduler {
     /// `new`. A pending deployment ordered before `T` gets less room than in the settled pass, which left it
     /// pending. So the pass over `new`, `T` and the queue after `T`'s first deployment, with the capacity minus
     /// everything else that runs (`available + Σ T`), decides like the full pass.
+    ///
+    /// It also decides: `new` fits in the part's capacity exactly when `decide` says `.fullPass`. When the whole lower
+    /// running set does not cover what it lacks, `new` cannot start even by evicting all of it, and it waits.
     public static func partForPreempting<E: Error>(
         _ new: ActiveDeployment, available: Resources,
         runningBelowFromTail: (_ after: ActiveDeployment?) throws(E) -> [ActiveDeployment]

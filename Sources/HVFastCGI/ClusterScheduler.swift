@@ -51,15 +51,16 @@ struct ClusterScheduler {
             try transaction(connection) { () throws -> (DeploymentRow, DeploymentQueue.Change) in
                 // Everything a preempting create reads, in the round trip that takes the lock (the slow path is
                 // taken only when `createIfDecided` found that the create would preempt).
-                let below = [String(clusterID), String(new.priority)]
                 let results = try connection.pipeline([
                     (Statements.begin, []),
                     (Statements.lock, [String(clusterID)]),
                     (Statements.clusterForCreate, [String(caller.id), String(caller.issuedAt), String(clusterID)]),
-                    (Statements.runningBelowSum, below),
                     (
                         Statements.runningFromTail,
-                        below + [String(Int32.min), String(Int64.max), String(Statements.batchSize)]
+                        [
+                            String(clusterID), String(new.priority), String(Int32.min), String(Int64.max),
+                            String(Statements.readAhead),
+                        ]
                     ),
                     (Statements.pendingMinimum, [String(clusterID)]),
                 ])
@@ -76,8 +77,7 @@ struct ClusterScheduler {
                 let deployment = ActiveDeployment(
                     id: id, priority: new.priority, seq: cluster.int(0, 6)!, request: new.request, isRunning: false)
                 let read = Prefetched(
-                    runningBelowSum: results[3].resources(0) ?? Resources(),
-                    running: results[4].deployments(running: true), smallestPending: results[5].resources(0))
+                    running: results[3].deployments(running: true), smallestPending: results[4].resources(0))
                 let plan = try plan(
                     adding: deployment, capacity: capacity, available: available, read: read, cluster: clusterID,
                     connection)
@@ -163,7 +163,7 @@ struct ClusterScheduler {
                 let results = try connection.pipeline([
                     (Statements.begin, []), (Statements.lockDeployment, parameters),
                     (Statements.deploymentForComplete, parameters),
-                    (Statements.queueAfterDeployment, [String(id), String(Statements.batchSize)]),
+                    (Statements.queueAfterDeployment, [String(id), String(Statements.readAhead)]),
                     (Statements.runningBelowQueueHead, [String(id)]),
                     (Statements.pendingMinimumForCompletion, [String(id)]),
                 ])
@@ -179,8 +179,8 @@ struct ClusterScheduler {
                     isRunning: true)
                 let freed = available + found.request
                 let prefetched = Prefetched(
-                    runningBelowSum: Resources(), running: results[4].deployments(running: true),
-                    smallestPending: results[5].resources(0), pending: results[3].deployments(running: false))
+                    running: results[4].deployments(running: true), smallestPending: results[5].resources(0),
+                    pending: results[3].deployments(running: false))
                 hints.completionFoundQueue = prefetched.smallestPending != nil
                 let snapshot = try loadForCompleting(
                     completed, available: available, read: prefetched, cluster: found.clusterID, connection)
@@ -233,35 +233,18 @@ struct ClusterScheduler {
     }
 
     /// The plan for a new pending deployment, reading no more than the decision needs: nothing when it fits in
-    /// `available`; one sum when it cannot start; the lower-priority running set (from its tail) and part of the
-    /// queue when it preempts.
+    /// `available`; otherwise the lower-priority running set from its tail until it covers what the deployment lacks
+    /// (all of it when it cannot, and the deployment waits), then the part of the queue it can affect.
     private func plan(
         adding new: ActiveDeployment, capacity: Resources, available: Resources, read: Prefetched, cluster: Int64,
         _ connection: PostgresConnection
     ) throws -> PlannedChange {
         let alone = ClusterSnapshot(capacity: capacity, active: [new])
-        // Everything running is at or above the priority, or below it: the lower part is what a preempting create
-        // reads anyway.
-        let decision = Scheduler.decide(creating: new, capacity: capacity, available: available) {
-            capacity - available - read.runningBelowSum
-        }
-        switch decision {
-        case .start:
+        if new.request.fits(in: available) {
             return PlannedChange(plan: SchedulingPlan(start: [new.id]), snapshot: alone)
-        case .queue:
-            return PlannedChange(plan: SchedulingPlan(), snapshot: alone)
-        case .fullPass:
-            let snapshot = try loadForPreempting(new, available: available, read: read, cluster: cluster, connection)
-            return PlannedChange(plan: Scheduler.plan(for: snapshot), snapshot: snapshot)
         }
-    }
-
-    /// The running deployments below `new`'s priority, read from the lowest-ordered end, then the queue after them:
-    /// the part of the cluster a preempting create affects (`Scheduler.partForPreempting`).
-    private func loadForPreempting(
-        _ new: ActiveDeployment, available: Resources, read: Prefetched, cluster: Int64,
-        _ connection: PostgresConnection
-    ) throws -> ClusterSnapshot {
+        // Reading the lower-priority running set from its tail decides as well: `new` waits exactly when all of it
+        // does not cover what it lacks (`Scheduler.partForPreempting`).
         var part = try Scheduler.partForPreempting(new, available: available) { after in
             guard let after else { return read.running }
             return try connection.execute(
@@ -272,8 +255,11 @@ struct ClusterScheduler {
                 ]
             ).deployments(running: true)
         }
+        guard new.request.fits(in: part.snapshot.capacity) else {
+            return PlannedChange(plan: SchedulingPlan(), snapshot: alone)
+        }
         try addPending(to: &part, smallest: read.smallestPending, first: [], cluster: cluster, connection)
-        return part.snapshot
+        return PlannedChange(plan: Scheduler.plan(for: part.snapshot), snapshot: part.snapshot)
     }
 
     /// The running deployments below the queue head, then the queue after `completed`: the part of the cluster a
@@ -294,8 +280,6 @@ struct ClusterScheduler {
     /// What the slow paths read in the round trip that takes the lock, so that a preempting create or a completion
     /// holds the lock for two round trips in the common case (this one and the write) plus one per further batch.
     private struct Prefetched {
-        /// The running requests below the new deployment's priority (creates only).
-        var runningBelowSum: Resources
         /// The first batch from the tail of the running set below the new priority (creates), or the running set
         /// below the queue head (completions).
         var running: [ActiveDeployment]
@@ -319,7 +303,7 @@ struct ClusterScheduler {
                 // Every deployment up to the last one read ahead was examined, so those that fit are the next ones
                 // that fit; with none of them fitting, a short read-ahead means none are left.
                 let fitting = ahead.filter { $0.request.fits(in: room) }
-                if !fitting.isEmpty || ahead.count < Statements.batchSize { return fitting }
+                if !fitting.isEmpty || ahead.count < Statements.readAhead { return fitting }
             }
             return try connection.execute(
                 Statements.pendingAfter,
@@ -472,6 +456,8 @@ extension ActiveDeployment {
 /// The SQL of `ClusterScheduler`, prepared once per connection.
 private enum Statements {
     static let batchSize = 64
+    /// Rows read ahead with the lock, before it is known how many are needed: usually one is.
+    static let readAhead = 8
     static let begin = Statement(name: "sched_begin", sql: "BEGIN")
     static let commit = Statement(name: "sched_commit", sql: "COMMIT")
     static let rollback = Statement(name: "sched_rollback", sql: "ROLLBACK")
@@ -619,13 +605,6 @@ private enum Statements {
         ORDER BY p.priority DESC, p.seq LIMIT \(limit)
         """
     }
-    /// The sum of the running requests below priority `$2`.
-    static let runningBelowSum = Statement(
-        name: "sched_running_below_sum",
-        sql: """
-            SELECT sum(ram_required), sum(cpu_required), sum(gpu_required)
-            FROM deployments WHERE cluster_id = $1 AND status = 'Running' AND priority < $2
-            """)
     /// The running deployments below the priority of the queue head after the deployment `$1` (none without a head).
     static let runningBelowQueueHead = Statement(
         name: "sched_running_below_queue_head",

@@ -1,7 +1,8 @@
 import Domain
 import Testing
 
-/// `Scheduler.decide` is what the PostgreSQL path calls before reading anything more than the cluster row.
+/// `Scheduler.decide` is the rule the one-statement create computes in SQL, reading nothing beyond the cluster row
+/// when the deployment fits.
 @Suite struct SchedulerDecideTests {
     private let capacity = Resources(ram: 10, cpu: 10, gpu: 0)
 

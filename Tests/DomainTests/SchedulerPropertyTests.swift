@@ -269,6 +269,30 @@ extension ClusterSnapshot {
         #expect(runningLeftOut > 0)
     }
 
+    @Test func readingTheRunningTailDecidesLikeDecide() {
+        var waits = 0
+        var starts = 0
+        for seed in 0..<Self.runs * 4 {
+            var rng = SplitMix64(seed: seed)
+            let settled = RandomCluster.settled(&rng)
+            let new = RandomCluster.newDeployment(for: settled, &rng)
+            guard !new.request.fits(in: settled.available) else { continue }
+            let decision = Scheduler.decide(creating: new, capacity: settled.capacity, available: settled.available) {
+                settled.sum(settled.running.filter { $0.priority >= new.priority })
+            }
+            let tail = settled.running.filter { $0.priority < new.priority }.sorted { $1.schedulesBefore($0) }
+            let batchSize = Int.random(in: 1...3, using: &rng)
+            let part = Scheduler.partForPreempting(new, available: settled.available) { after in
+                let start = after.map { cursor in tail.firstIndex { $0.id == cursor.id }! + 1 } ?? 0
+                return Array(tail[start...].prefix(batchSize))
+            }
+            let fits = new.request.fits(in: part.snapshot.capacity)
+            #expect(fits == (decision == .fullPass), "seed \(seed)")
+            if fits { starts += 1 } else { waits += 1 }
+        }
+        #expect(waits > 100 && starts > 100)
+    }
+
     @Test func completionReadsOnlyTheRunningBelowTheQueueHeadAndMatchesTheFullPass() {
         var withHead = 0
         var runningLeftOut = 0
