@@ -239,39 +239,10 @@ extension ClusterSnapshot {
         #expect(deploymentsLeftOut > 0)
     }
 
-    @Test func preemptingCreateReadsOnlyATailOfTheRunningSetAndMatchesTheFullPass() {
+    @Test func readingTheRunningTailDecidesAndPlansLikeTheFullPass() {
+        var waits = 0
         var preempting = 0
         var runningLeftOut = 0
-        for seed in 0..<Self.runs * 4 {
-            var rng = SplitMix64(seed: seed)
-            let settled = RandomCluster.settled(&rng)
-            let new = RandomCluster.newDeployment(for: settled, &rng)
-            let decision = Scheduler.decide(creating: new, capacity: settled.capacity, available: settled.available) {
-                settled.sum(settled.running.filter { $0.priority >= new.priority })
-            }
-            guard decision == .fullPass else { continue }
-            preempting += 1
-            let batchSize = Int.random(in: 1...3, using: &rng)
-            // The running set below the new priority, lowest-ordered first, served in batches after a cursor.
-            let tail = settled.running.filter { $0.priority < new.priority }.sorted { $1.schedulesBefore($0) }
-            var part = Scheduler.partForPreempting(new, available: settled.available) { after in
-                let start = after.map { cursor in tail.firstIndex { $0.id == cursor.id }! + 1 } ?? 0
-                return Array(tail[start...].prefix(batchSize))
-            }
-            Scheduler.addPending(to: &part, smallest: settled.smallestPending) { after, room in
-                settled.pendingBatch(after: after, fitting: room, size: batchSize)
-            }
-            let full = settled.adding(new)
-            #expect(Scheduler.plan(for: part.snapshot) == ReferenceScheduler.plan(for: full), "seed \(seed)")
-            runningLeftOut += settled.running.count - part.snapshot.running.count
-        }
-        #expect(preempting > 100)
-        #expect(runningLeftOut > 0)
-    }
-
-    @Test func readingTheRunningTailDecidesLikeDecide() {
-        var waits = 0
-        var starts = 0
         for seed in 0..<Self.runs * 4 {
             var rng = SplitMix64(seed: seed)
             let settled = RandomCluster.settled(&rng)
@@ -280,17 +251,29 @@ extension ClusterSnapshot {
             let decision = Scheduler.decide(creating: new, capacity: settled.capacity, available: settled.available) {
                 settled.sum(settled.running.filter { $0.priority >= new.priority })
             }
-            let tail = settled.running.filter { $0.priority < new.priority }.sorted { $1.schedulesBefore($0) }
             let batchSize = Int.random(in: 1...3, using: &rng)
-            let part = Scheduler.partForPreempting(new, available: settled.available) { after in
+            // The running set below the new priority, lowest-ordered first, served in batches after a cursor.
+            let tail = settled.running.filter { $0.priority < new.priority }.sorted { $1.schedulesBefore($0) }
+            var part = Scheduler.partForPreempting(new, available: settled.available) { after in
                 let start = after.map { cursor in tail.firstIndex { $0.id == cursor.id }! + 1 } ?? 0
                 return Array(tail[start...].prefix(batchSize))
             }
-            let fits = new.request.fits(in: part.snapshot.capacity)
-            #expect(fits == (decision == .fullPass), "seed \(seed)")
-            if fits { starts += 1 } else { waits += 1 }
+            let starts = new.request.fits(in: part.snapshot.capacity)
+            #expect(starts == (decision == .fullPass), "seed \(seed)")
+            guard starts else {
+                waits += 1
+                continue
+            }
+            preempting += 1
+            Scheduler.addPending(to: &part, smallest: settled.smallestPending) { after, room in
+                settled.pendingBatch(after: after, fitting: room, size: batchSize)
+            }
+            let full = settled.adding(new)
+            #expect(Scheduler.plan(for: part.snapshot) == ReferenceScheduler.plan(for: full), "seed \(seed)")
+            runningLeftOut += settled.running.count - part.snapshot.running.count
         }
-        #expect(waits > 100 && starts > 100)
+        #expect(waits > 100 && preempting > 100)
+        #expect(runningLeftOut > 0)
     }
 
     @Test func completionReadsOnlyTheRunningBelowTheQueueHeadAndMatchesTheFullPass() {
