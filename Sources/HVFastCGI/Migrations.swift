@@ -173,11 +173,13 @@ enum Migrations {
     private static let record = Statement(
         name: "migrations_record", sql: "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)")
 
-    /// Applies every migration the database lacks, under an advisory lock so that masters starting together
-    /// take turns; the second finds nothing left to do. Returns the versions it applied.
+    /// Applies every migration the database lacks up to `target`, under an advisory lock so that masters starting
+    /// together take turns; the second finds nothing left to do. Returns the versions it applied.
     ///
     /// - Throws: `PostgresError` when a migration fails (that migration is rolled back).
-    static func migrate(_ connection: PostgresConnection) throws(PostgresError) -> [Int] {
+    static func migrate(_ connection: PostgresConnection, upTo target: Int = latestVersion) throws(PostgresError)
+        -> [Int]
+    {
         // "relation already exists, skipping" notices are expected on every start after the first.
         try connection.unsafeExecute(script: "SET client_min_messages TO warning")
         try connection.execute(lock, [String(lockKey)])
@@ -185,7 +187,7 @@ enum Migrations {
         try connection.unsafeExecute(script: createTable)
         let current = Int(try connection.execute(currentVersion).int(0, 0) ?? 0)
         var applied: [Int] = []
-        for migration in all where migration.version > current {
+        for migration in all where migration.version > current && migration.version <= target {
             try connection.unsafeExecute(script: "BEGIN")
             do {
                 try connection.unsafeExecute(script: migration.sql)

@@ -48,6 +48,59 @@ import Testing
     }
 }
 
+/// Migration 3 changes column types under existing rows: a database at version 2 with clusters, deployments and
+/// events keeps every value, and the new constraints hold.
+@Suite(.serialized) struct MigrationUpgradeTests {
+    @Test func version2DataSurvivesMigration3AndItsConstraintsHold() throws {
+        let stack = try Stack()
+        defer { stack.stop() }
+        try stack.start()
+        let admin = try PostgresConnection(url: superuserURL(stack.databaseURL, database: "hypervisor"))
+        let name = "upgrade_\(getpid())_\(Int(Date().timeIntervalSince1970))"
+        try admin.unsafeExecute(script: "CREATE DATABASE \(name)")
+        let connection = try PostgresConnection(url: superuserURL(stack.databaseURL, database: name))
+        #expect(try Migrations.migrate(connection, upTo: 2) == [1, 2])
+        try connection.unsafeExecute(
+            script: """
+                INSERT INTO users (id, username, password_hash) VALUES (1, 'alice', 'x');
+                INSERT INTO clusters (id, owner_id, name, total_ram, total_cpu, total_gpu, available_ram, available_cpu,
+                                      available_gpu, version, next_seq)
+                    VALUES (1, 1, 'c', 10, 10000, 1, 4, 9000, 1, 3, 3);
+                INSERT INTO deployments (id, cluster_id, owner_id, name, image_path, ram_required, cpu_required,
+                                         gpu_required, priority, status, seq, started_at)
+                    VALUES (1, 1, 1, 'a', 'registry.example.com/a:1', 6, 1000, 0, 2, 'Running', 1, now()),
+                           (2, 1, 1, 'b', 'registry.example.com/b:1', 8, 1000, 1, 1, 'Pending', 2, NULL);
+                INSERT INTO deployment_events (deployment_id, cluster_id, kind, caused_by)
+                    VALUES (1, 1, 'Queued', NULL), (1, 1, 'Started', NULL), (2, 1, 'Queued', NULL);
+                """)
+        #expect(try Migrations.migrate(connection) == [3])
+
+        let rows = try connection.unsafeExecute(
+            script: "SELECT id, status::text, ram_required, name FROM deployments ORDER BY id")
+        #expect(rows.rowCount == 2)
+        #expect(rows.string(0, 1) == "Running" && rows.int(0, 2) == 6 && rows.string(0, 3) == "a")
+        #expect(rows.string(1, 1) == "Pending" && rows.int(1, 2) == 8)
+        let pending = try connection.unsafeExecute(
+            script: "SELECT count(*) FROM deployments WHERE cluster_id = 1 AND status = 'Pending'")
+        #expect(pending.int(0, 0) == 1)
+        let events = try connection.unsafeExecute(
+            script: "SELECT string_agg(kind::text, ',' ORDER BY id) FROM deployment_events")
+        #expect(events.string(0, 0) == "Queued,Started,Queued")
+
+        // Accounting, statuses, kinds and amounts are still refused when wrong.
+        for bad in [
+            "UPDATE clusters SET available_ram = 11 WHERE id = 1",
+            "UPDATE clusters SET available_cpu = -1 WHERE id = 1",
+            "UPDATE deployments SET status = 'Lost' WHERE id = 1",
+            "INSERT INTO deployment_events (deployment_id, cluster_id, kind) VALUES (1, 1, 'Vanished')",
+            "UPDATE deployments SET ram_required = -1 WHERE id = 2",
+            "UPDATE deployments SET name = '' WHERE id = 2",
+        ] {
+            #expect(throws: PostgresError.self, "\(bad)") { try connection.unsafeExecute(script: bad) }
+        }
+    }
+}
+
 /// The stack's libpq URL for `database` as the `postgres` superuser (trusted on the private socket).
 private func superuserURL(_ url: String, database: String) -> String {
     var result = url.replacingOccurrences(of: "user=hypervisor", with: "user=postgres")
