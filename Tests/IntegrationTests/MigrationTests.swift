@@ -10,10 +10,7 @@ import Testing
         let stack = try Stack()
         defer { stack.stop() }
         try stack.start()
-        let admin = try PostgresConnection(url: superuserURL(stack.databaseURL, database: "hypervisor"))
-        let name = "fresh_\(getpid())_\(Int(Date().timeIntervalSince1970))"
-        try admin.unsafeExecute(script: "CREATE DATABASE \(name)")
-        let url = superuserURL(stack.databaseURL, database: name)
+        let url = try createDatabase(stack, prefix: "fresh")
 
         let results = ResultsBox()
         let group = DispatchGroup()
@@ -55,10 +52,7 @@ import Testing
         let stack = try Stack()
         defer { stack.stop() }
         try stack.start()
-        let admin = try PostgresConnection(url: superuserURL(stack.databaseURL, database: "hypervisor"))
-        let name = "upgrade_\(getpid())_\(Int(Date().timeIntervalSince1970))"
-        try admin.unsafeExecute(script: "CREATE DATABASE \(name)")
-        let connection = try PostgresConnection(url: superuserURL(stack.databaseURL, database: name))
+        let connection = try PostgresConnection(url: try createDatabase(stack, prefix: "upgrade"))
         #expect(try Migrations.migrate(connection, upTo: 2) == [1, 2])
         try connection.unsafeExecute(
             script: """
@@ -99,6 +93,14 @@ import Testing
             #expect(throws: PostgresError.self, "\(bad)") { try connection.unsafeExecute(script: bad) }
         }
     }
+}
+
+/// Creates an empty database in the stack's PostgreSQL and returns its libpq URL as the superuser.
+private func createDatabase(_ stack: Stack, prefix: String) throws -> String {
+    let admin = try PostgresConnection(url: superuserURL(stack.databaseURL, database: "hypervisor"))
+    let name = "\(prefix)_\(getpid())_\(Int(Date().timeIntervalSince1970))"
+    try admin.unsafeExecute(script: "CREATE DATABASE \(name)")
+    return superuserURL(stack.databaseURL, database: name)
 }
 
 /// The stack's libpq URL for `database` as the `postgres` superuser (trusted on the private socket).
