@@ -61,14 +61,20 @@ struct DeploymentsHandler {
 
     private func complete(_ request: Request) throws -> Response {
         let caller = try authenticator.caller(request, now: unixTime())
-        let row = try scheduler.complete(try find(request, caller).id, by: caller)
-        return respond(row, caller)
+        let lookup = try Lookup(request, nameField: "deployment_name", noun: "deployment")
+        // The scheduler checks the caller and the scope of an id itself (401, 404): a name needs resolving first.
+        let id: Int64
+        if case .id(let given) = lookup { id = given } else { id = try find(lookup, caller).id }
+        return respond(try scheduler.complete(id, by: caller), caller)
     }
 
     /// The deployment the request names, in the caller's scope.
     private func find(_ request: Request, _ caller: Caller) throws -> DeploymentRow {
-        let lookup = try Lookup(request, nameField: "deployment_name", noun: "deployment")
-        return try lookup.find(
+        try find(try Lookup(request, nameField: "deployment_name", noun: "deployment"), caller)
+    }
+
+    private func find(_ lookup: Lookup, _ caller: Caller) throws -> DeploymentRow {
+        try lookup.find(
             "deployment", by: caller, byID: DeploymentsHandler.byID, byName: DeploymentsHandler.byName, in: database,
             decode: { DeploymentRow($0, row: 0) }, nameOf: \.name)
     }

@@ -150,6 +150,16 @@ struct SchedulingTests {
         let detail = try #require(again.jsonObject?["detail"] as? String, "\(again.text)")
         #expect(detail.contains("Completed"), "\(detail)")
         try expectAvailable(owner, cluster, ram: 138, cpu: 139, gpu: 140)
+
+        // An unknown id is 404; a deployment can also be completed by its name.
+        let unknown = try api.complete(owner, 987_654_321)
+        #expect(unknown.status == 404 && unknown.text.contains("Deployment not found"), "\(unknown.text)")
+        let named = try api.createDeployment(
+            owner, name: "seed-by-name", cluster: cluster, ram: 1, cpu: "1", gpu: 0, priority: 1)
+        #expect(named.status == 200, "\(named.text)")
+        let byName = try api.postJSON("/deployments/complete/", owner, #"{"deployment_name":"seed-by-name"}"#)
+        #expect(byName.status == 200 && byName.jsonObject?["status"] as? String == "Completed", "\(byName.text)")
+        try expectAvailable(owner, cluster, ram: 138, cpu: 139, gpu: 140)
     }
 
     // MARK: - Preemption story
