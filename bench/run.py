@@ -566,15 +566,17 @@ def print_table(rows, ceiling, connections, duration):
 def pg_statements(stack, limit=12):
     rows = stack.psql(
         "SELECT calls, round(total_exec_time::numeric, 0), round(mean_exec_time::numeric, 3),"
-        " round((100 * total_exec_time / sum(total_exec_time) OVER ())::numeric, 1),"
-        " regexp_replace(left(query, 110), '\\s+', ' ', 'g')"
+        " round((100 * total_exec_time / sum(total_exec_time) OVER ())::numeric, 1), plans,"
+        " round(mean_plan_time::numeric, 3), regexp_replace(left(query, 110), '\\s+', ' ', 'g')"
         f" FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT {limit}"
     )
-    print("\npg_stat_statements, top by total time:\n")
-    print("| calls | total ms | mean ms | % | query |")
-    print("|---:|---:|---:|---:|---|")
-    for calls, total, mean, share, query in rows:
-        print(f"| {int(calls):,} | {int(float(total)):,} | {mean} | {share} | `{query.replace('|', '/')}` |")
+    print("\npg_stat_statements, top by total time (plans: how often a statement was planned, not run from a cached"
+          " generic plan):\n")
+    print("| calls | total ms | mean ms | % | plans | mean plan ms | query |")
+    print("|---:|---:|---:|---:|---:|---:|---|")
+    for calls, total, mean, share, plans, plan_ms, query in rows:
+        print(f"| {int(calls):,} | {int(float(total)):,} | {mean} | {share} | {int(plans):,} | {plan_ms} |"
+              f" `{query.replace('|', '/')}` |")
     sys.stdout.flush()
 
 
