@@ -280,18 +280,18 @@ struct ClusterScheduler {
     /// What the slow paths read in the round trip that takes the lock, so that a preempting create or a completion
     /// holds the lock for two round trips in the common case (this one and the write) plus one per further batch.
     private struct Prefetched {
-        /// The first batch from the tail of the running set below the new priority (creates), or the running set
-        /// below the queue head (completions).
+        /// The first `Statements.readAhead` of the running set below the new priority from its tail (creates), or the
+        /// running set below the queue head (completions).
         var running: [ActiveDeployment]
         /// No more than any pending request in every dimension; nil when nothing is pending.
         var smallestPending: Resources?
-        /// The queue after the completed deployment, up to a batch (completions only).
+        /// The queue after the completed deployment, up to `Statements.readAhead` (completions only).
         var pending: [ActiveDeployment] = []
     }
 
     /// `Scheduler.addPending` from PostgreSQL: pending deployments after the cursor, batch by batch. `first` is the
-    /// queue right after the part's cursor in scheduling order (up to a batch, whatever it fits), read ahead; the
-    /// first batch is taken from it when it decides that batch.
+    /// queue right after the part's cursor in scheduling order (up to `Statements.readAhead`, whatever they fit), read
+    /// ahead; the first batch is taken from it when it decides that batch.
     private func addPending(
         to part: inout Scheduler.AffectedPart, smallest: Resources?, first: [ActiveDeployment], cluster: Int64,
         _ connection: PostgresConnection
