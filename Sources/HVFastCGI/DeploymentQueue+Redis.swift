@@ -67,7 +67,6 @@ struct DeploymentQueue {
           each(KEYS[1], true); each(KEYS[1], false); each(KEYS[2], true); each(KEYS[2], false)
           redis.call('HSET', KEYS[3], 'version', args[1], 'available_ram', args[2], 'available_cpu', args[3],
                      'available_gpu', args[4])
-          redis.call('HDEL', KEYS[3], 'behind_since')
         end
         local function drainBuffered(current)
           while true do
@@ -85,11 +84,11 @@ struct DeploymentQueue {
     /// Applies a change that directly follows the snapshot's version (1). An older change is ignored (0). A newer
     /// one is buffered until its predecessors arrive (2), or, when the snapshot cannot catch up that way, also asks
     /// for a rebuild (-1): there is no snapshot to patch (only version 1 starts one), too many changes are waiting,
-    /// or the snapshot has been behind them for `lostAfterMilliseconds` (the predecessor was lost). ARGV[#ARGV] is
-    /// that limit; the rest is the change.
+    /// or the snapshot has been behind them for `lostAfterMilliseconds` (the predecessor was lost). How long is kept
+    /// in the meta hash as `behind` = `<version>:<milliseconds>`, set when a change first waits behind that version;
+    /// a mark naming an older version is stale by construction, so nothing has to clear it.
     private static let applyScript =
         luaPrelude + """
-            local limit = tonumber(table.remove(ARGV))
             local stored = redis.call('HGET', KEYS[3], 'version')
             local current = tonumber(stored or '0')
             local version = tonumber(ARGV[1])
@@ -104,10 +103,10 @@ struct DeploymentQueue {
             if not stored or redis.call('HLEN', KEYS[4]) > 256 then return -1 end
             local clock = redis.call('TIME')
             local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-            local since = tonumber(redis.call('HGET', KEYS[3], 'behind_since') or '-1')
-            if since < 0 then
-              redis.call('HSET', KEYS[3], 'behind_since', now)
-            elseif now - since > limit then
+            local markedVersion, since = string.match(redis.call('HGET', KEYS[3], 'behind') or '', '^(%d+):(%d+)$')
+            if tonumber(markedVersion) ~= current then
+              redis.call('HSET', KEYS[3], 'behind', string.format('%d:%d', current, now))
+            elseif now - tonumber(since) > \(lostAfterMilliseconds) then
               return -1
             end
             return 2
@@ -128,15 +127,12 @@ struct DeploymentQueue {
             if redis.call('EXISTS', KEYS[6]) == 1 then redis.call('RENAME', KEYS[6], KEYS[2]) end
             redis.call('HSET', KEYS[3], 'version', ARGV[1], 'available_ram', ARGV[2], 'available_cpu', ARGV[3],
                        'available_gpu', ARGV[4])
-            redis.call('HDEL', KEYS[3], 'behind_since')
             for _, field in ipairs(redis.call('HKEYS', KEYS[4])) do
               if tonumber(field) <= version then redis.call('HDEL', KEYS[4], field) end
             end
             drainBuffered(version)
             return 1
             """
-
-    private enum Outcome { case applied, stale, buffered, gap }
 
     /// Publishes a committed change. Never throws: Redis is a cache.
     ///
@@ -150,7 +146,7 @@ struct DeploymentQueue {
                 try rebuildOnce(cluster, from: database)
                 unpublished.ids.remove(cluster)
             }
-            if try apply(change) == .gap { try rebuildOnce(change.cluster, from: database) }
+            if try apply(change) { try rebuildOnce(change.cluster, from: database) }
         } catch {
             unpublished.ids.insert(change.cluster)
             log.warning("queue snapshot not published", ["cluster_id": String(change.cluster), "error": "\(error)"])
@@ -167,7 +163,8 @@ struct DeploymentQueue {
         try rebuild(cluster, from: database)
     }
 
-    private func apply(_ change: Change) throws -> Outcome {
+    /// Applies `change` by `applyScript`; returns whether the snapshot must be rebuilt.
+    private func apply(_ change: Change) throws -> Bool {
         var arguments = [
             String(change.version), String(change.available.ram), String(change.available.cpu),
             String(change.available.gpu),
@@ -176,15 +173,9 @@ struct DeploymentQueue {
             arguments.append(String(group.count))
             arguments += group.map(DeploymentQueue.member)
         }
-        arguments.append(String(DeploymentQueue.lostAfterMilliseconds))
         let reply = try redis.evaluate(
             DeploymentQueue.applyScript, keys: DeploymentQueue.keys(change.cluster), arguments: arguments)
-        switch reply.integer {
-        case 1: return .applied
-        case 0: return .stale
-        case 2: return .buffered
-        default: return .gap
-        }
+        return reply.integer == -1
     }
 
     private static let activeQueue = Statement(
