@@ -170,19 +170,18 @@ public enum Scheduler {
 
     /// The affected part for the completion of the running deployment `completed` in a settled cluster with
     /// `available` free before it, given `head`, the first pending deployment ordered after it (nil: nothing can
-    /// change). `runningBelow(priority)` gives the running deployments of lower priority than `priority`.
+    /// change), and `runningBelowHead`, the running deployments of lower priority than `head` (read with it).
     ///
     /// Why the rest may be left out: up to `head` the pass meets only running deployments, each with more room than
     /// before; the running ones of `head`'s priority or above are all ordered before `head`, so only those below it
     /// can lose their place.
-    public static func partForCompleting<E: Error>(
+    public static func partForCompleting(
         _ completed: ActiveDeployment, available: Resources, head: ActiveDeployment?,
-        runningBelow: (_ priority: Int32) throws(E) -> [ActiveDeployment]
-    ) throws(E) -> AffectedPart? {
-        guard let head else { return nil }
-        let below = try runningBelow(head.priority).filter { $0.id != completed.id }
-        let capacity = below.map(\.request).reduce(available + completed.request, +)
-        return AffectedPart(snapshot: ClusterSnapshot(capacity: capacity, active: below), cursor: completed)
+        runningBelowHead: [ActiveDeployment]
+    ) -> AffectedPart? {
+        guard head != nil else { return nil }
+        let capacity = runningBelowHead.map(\.request).reduce(available + completed.request, +)
+        return AffectedPart(snapshot: ClusterSnapshot(capacity: capacity, active: runningBelowHead), cursor: completed)
     }
 
     /// Adds to `part` the pending deployments ordered after its cursor that may start, batch by batch in scheduling

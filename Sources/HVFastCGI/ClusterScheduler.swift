@@ -113,38 +113,40 @@ struct ClusterScheduler {
     private func createIfDecided(_ new: NewDeployment, in clusterID: Int64, by caller: Caller) throws -> (
         DeploymentRow, DeploymentQueue.Change
     )? {
+        let created = try inOneRoundTrip(
+            (Statements.lock, [String(clusterID)]),
+            (
+                Statements.createIfDecided,
+                [
+                    String(caller.id), String(caller.issuedAt), String(clusterID), new.name, new.imagePath,
+                    String(new.request.ram), String(new.request.cpu), String(new.request.gpu), String(new.priority),
+                ]
+            ))
+        guard created.rowCount == 1, let id = created.int(0, 0), let seq = created.int(0, 1),
+            let status = created.string(0, 6)
+        else { return nil }
+        let running = status == "Running"
+        let deployment = ActiveDeployment(
+            id: id, priority: new.priority, seq: seq, request: new.request, isRunning: running)
+        var change = DeploymentQueue.Change(
+            cluster: clusterID, version: created.int(0, 2) ?? 0, available: created.resources(3) ?? Resources())
+        if running { change.addedRunning = [deployment] } else { change.addedPending = [deployment] }
+        let row = DeploymentRow(
+            id: id, name: new.name, clusterID: clusterID, imagePath: new.imagePath, request: new.request,
+            status: status, priority: new.priority)
+        return (row, change)
+    }
+
+    /// `BEGIN`, `lock`, `statement` and `COMMIT`, then `Statements.durable`, in one round trip: the one-round-trip
+    /// paths. Returns `statement`'s rows.
+    private func inOneRoundTrip(_ lock: (Statement, [String?]), _ statement: (Statement, [String?])) throws
+        -> PostgresResult
+    {
         try database.run { connection in
-            try transaction(connection) { () throws -> (DeploymentRow, DeploymentQueue.Change)? in
-                let results = try connection.pipeline([
-                    (Statements.begin, []),
-                    (Statements.lock, [String(clusterID)]),
-                    (
-                        Statements.createIfDecided,
-                        [
-                            String(caller.id), String(caller.issuedAt), String(clusterID), new.name, new.imagePath,
-                            String(new.request.ram), String(new.request.cpu), String(new.request.gpu),
-                            String(new.priority),
-                        ]
-                    ),
-                    (Statements.commit, []),
-                    (Statements.durable, []),
-                ])
-                let created = results[2]
-                guard created.rowCount == 1, let id = created.int(0, 0), let seq = created.int(0, 1),
-                    let status = created.string(0, 6)
-                else { return nil }
-                let running = status == "Running"
-                let deployment = ActiveDeployment(
-                    id: id, priority: new.priority, seq: seq, request: new.request, isRunning: running)
-                var change = DeploymentQueue.Change(
-                    cluster: clusterID, version: created.int(0, 2) ?? 0,
-                    available: Resources(
-                        ram: created.int(0, 3) ?? 0, cpu: created.int(0, 4) ?? 0, gpu: created.int(0, 5) ?? 0))
-                if running { change.addedRunning = [deployment] } else { change.addedPending = [deployment] }
-                let row = DeploymentRow(
-                    id: id, name: new.name, clusterID: clusterID, imagePath: new.imagePath, request: new.request,
-                    status: status, priority: new.priority)
-                return (row, change)
+            try transaction(connection) {
+                try connection.pipeline([
+                    (Statements.begin, []), lock, statement, (Statements.commit, []), (Statements.durable, []),
+                ])[2]
             }
         }
     }
@@ -204,26 +206,16 @@ struct ClusterScheduler {
     private func completeIfQueueEmpty(_ id: Int64, by caller: Caller) throws -> (
         DeploymentRow, DeploymentQueue.Change
     )? {
-        try database.run { connection in
-            try transaction(connection) { () throws -> (DeploymentRow, DeploymentQueue.Change)? in
-                let parameters = [String(caller.id), String(caller.issuedAt), String(id)]
-                let results = try connection.pipeline([
-                    (Statements.begin, []), (Statements.lockDeployment, parameters),
-                    (Statements.completeIfQueueEmpty, parameters), (Statements.commit, []), (Statements.durable, []),
-                ])
-                let done = results[2]
-                guard done.rowCount == 1, let row = DeploymentRow(done, row: 0), let seq = done.int(0, 9) else {
-                    return nil
-                }
-                var change = DeploymentQueue.Change(
-                    cluster: row.clusterID, version: done.int(0, 10) ?? 0,
-                    available: done.resources(11) ?? Resources())
-                change.removedRunning = [
-                    ActiveDeployment(id: id, priority: row.priority, seq: seq, request: row.request, isRunning: true)
-                ]
-                return (row, change)
-            }
-        }
+        let parameters = [String(caller.id), String(caller.issuedAt), String(id)]
+        let done = try inOneRoundTrip(
+            (Statements.lockDeployment, parameters), (Statements.completeIfQueueEmpty, parameters))
+        guard done.rowCount == 1, let row = DeploymentRow(done, row: 0), let seq = done.int(0, 9) else { return nil }
+        var change = DeploymentQueue.Change(
+            cluster: row.clusterID, version: done.int(0, 10) ?? 0, available: done.resources(11) ?? Resources())
+        change.removedRunning = [
+            ActiveDeployment(id: id, priority: row.priority, seq: seq, request: row.request, isRunning: true)
+        ]
+        return (row, change)
     }
 
     /// A plan and the snapshot it was computed from (which holds every deployment the plan names).
@@ -268,10 +260,8 @@ struct ClusterScheduler {
         _ completed: ActiveDeployment, available: Resources, read: Prefetched, cluster: Int64,
         _ connection: PostgresConnection
     ) throws -> ClusterSnapshot {
-        // `read.running` is the running set below the head's priority, read with the head.
-        let part = Scheduler.partForCompleting(completed, available: available, head: read.pending.first) { _ in
-            read.running
-        }
+        let part = Scheduler.partForCompleting(
+            completed, available: available, head: read.pending.first, runningBelowHead: read.running)
         guard var part else { return ClusterSnapshot(capacity: available + completed.request, active: []) }
         try addPending(to: &part, smallest: read.smallestPending, first: read.pending, cluster: cluster, connection)
         return part.snapshot

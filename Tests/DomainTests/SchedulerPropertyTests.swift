@@ -286,9 +286,9 @@ extension ClusterSnapshot {
             let full = settled.removing(id: completed.id)
             let batchSize = Int.random(in: 1...3, using: &rng)
             let head = settled.pending.filter { completed.schedulesBefore($0) }.min { $0.schedulesBefore($1) }
-            let part = Scheduler.partForCompleting(completed, available: settled.available, head: head) { priority in
-                settled.running.filter { $0.priority < priority }
-            }
+            let below = head.map { head in settled.running.filter { $0.priority < head.priority } } ?? []
+            let part = Scheduler.partForCompleting(
+                completed, available: settled.available, head: head, runningBelowHead: below)
             guard var part else {
                 #expect(ReferenceScheduler.plan(for: full) == SchedulingPlan(), "seed \(seed)")
                 continue
