@@ -67,8 +67,8 @@ struct ClusterScheduler {
                 let cluster = results[2]
                 guard cluster.rowCount == 1 else { throw HTTPError.unauthorized }
                 guard let id = cluster.int(0, 9) else { throw HTTPError(404, "Cluster not found") }
-                let capacity = Resources(ram: cluster.int(0, 0)!, cpu: cluster.int(0, 1)!, gpu: cluster.int(0, 2)!)
-                let available = Resources(ram: cluster.int(0, 3)!, cpu: cluster.int(0, 4)!, gpu: cluster.int(0, 5)!)
+                let capacity = cluster.resources(0)!
+                let available = cluster.resources(3)!
                 do {
                     try Scheduler.validate(new.request, capacity: capacity)
                 } catch {
@@ -175,7 +175,7 @@ struct ClusterScheduler {
                 guard found.status == "Running" else {
                     throw HTTPError(409, "Deployment is \(found.status); only a Running deployment can be completed")
                 }
-                let available = Resources(ram: read.int(0, 10)!, cpu: read.int(0, 11)!, gpu: read.int(0, 12)!)
+                let available = read.resources(10)!
                 let completed = ActiveDeployment(
                     id: found.id, priority: found.priority, seq: read.int(0, 9)!, request: found.request,
                     isRunning: true)
