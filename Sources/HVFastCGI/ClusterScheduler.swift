@@ -138,7 +138,8 @@ private struct Outcome {
     /// An answer the functions never give under the lock (a bug, not the client's doing).
     static func unexpected(_ refusal: Int64?, cluster: Int64) -> PostgresError {
         PostgresError(
-            sqlState: nil, message: "cluster \(cluster): unexpected scheduling result \(refusal.map(String.init) ?? "")",
+            sqlState: nil,
+            message: "cluster \(cluster): unexpected scheduling result \(refusal.map(String.init) ?? "")",
             connectionLost: false)
     }
 }

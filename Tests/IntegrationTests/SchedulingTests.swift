@@ -333,8 +333,10 @@ struct SchedulingTests {
                                           available_gpu)
                     VALUES ($1, $2, $3::bigint, $4::bigint, $5::bigint, $3, $4, $5) RETURNING id
                     """,
-                    [String(owner.id), "functions-\(round)", String(capacity.ram), String(capacity.cpu),
-                        String(capacity.gpu)]
+                    [
+                        String(owner.id), "functions-\(round)", String(capacity.ram), String(capacity.cpu),
+                        String(capacity.gpu),
+                    ]
                 ).int(0, 0))
             for step in 0..<40 {
                 let context = "round \(round) step \(step)"
@@ -356,9 +358,12 @@ struct SchedulingTests {
                     result = try database.change(
                         cluster,
                         "SELECT * FROM scheduler_create($1, 9223372036854775807, $2, $3, 'img', $4, $5, $6, $7)",
-                        [String(owner.id), String(cluster), "f-\(round)-\(step)", String(request.ram),
-                            String(request.cpu), String(request.gpu), String(priority)])
-                    subject = try #require(result.rows(ofKind: "R").first ?? result.rows(ofKind: "P").first, "\(context)")
+                        [
+                            String(owner.id), String(cluster), "f-\(round)-\(step)", String(request.ram),
+                            String(request.cpu), String(request.gpu), String(priority),
+                        ])
+                    subject = try #require(
+                        result.rows(ofKind: "R").first ?? result.rows(ofKind: "P").first, "\(context)")
                     #expect(
                         result.rows(ofKind: "R").isEmpty != plan.start.contains(placeholder), "\(context): status")
                     if !plan.preempt.isEmpty { preempting += 1 }
@@ -384,14 +389,17 @@ struct SchedulingTests {
                 let changed = Set(isRunning.keys.filter { wasRunning[$0] != nil && wasRunning[$0] != isRunning[$0] })
                 #expect(changed == started.union(plan.preempt), "\(context): rows changed")
                 #expect(after.available == capacity - after.runningSum, "\(context): accounting")
-                #expect(result.rows(ofKind: "C") == [after.version] && after.version == before.version + 1, "\(context)")
+                #expect(
+                    result.rows(ofKind: "C") == [after.version] && after.version == before.version + 1, "\(context)")
                 #expect(Scheduler.plan(for: after.snapshot) == SchedulingPlan(), "\(context): not settled")
                 let causes = try database.query(
                     "SELECT deployment_id, caused_by FROM deployment_events WHERE cluster_id = $1 AND kind = 'Preempted'"
                         + " AND deployment_id = ANY($2::bigint[]) AND caused_by IS NOT NULL",
                     [String(cluster), "{" + plan.preempt.map(String.init).joined(separator: ",") + "}"])
                 var recorded: [Int64: Set<Int64>] = [:]
-                for row in 0..<causes.rowCount { recorded[causes.int(row, 0)!, default: []].insert(causes.int(row, 1)!) }
+                for row in 0..<causes.rowCount {
+                    recorded[causes.int(row, 0)!, default: []].insert(causes.int(row, 1)!)
+                }
                 for victim in plan.preempt {
                     #expect(
                         recorded[victim]?.contains(real(plan.preemptedBy[victim] ?? 0)) == true,
@@ -399,7 +407,8 @@ struct SchedulingTests {
                 }
             }
         }
-        #expect(preempting >= 50 && admitting >= 50, "the runs should preempt and admit often: \(preempting), \(admitting)")
+        #expect(
+            preempting >= 50 && admitting >= 50, "the runs should preempt and admit often: \(preempting), \(admitting)")
     }
 
     // MARK: - Concurrency on one cluster
