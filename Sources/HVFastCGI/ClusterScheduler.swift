@@ -3,15 +3,27 @@ import Domain
 /// Applies the scheduling policy to one cluster per PostgreSQL transaction.
 ///
 /// Every change first takes `pg_advisory_xact_lock(cluster id)`, so changes to one cluster are serialized across all
-/// workers and hosts while clusters proceed in parallel. The change itself is one call of `scheduler_create` or
-/// `scheduler_complete` (migration 4), which apply `Scheduler`'s policy inside PostgreSQL reading only what can change
-/// (`Scheduler.partForPreempting`, `partForCompleting`, `addPending`), so the lock is never held across a round trip
-/// to the worker: `BEGIN`, the lock, the call and `COMMIT` travel together. The WAL flush happens after the lock is
-/// released (`Statements.lock`, `Statements.durable`), so the next change to the cluster does not wait for this one's
-/// fdatasync; the caller is answered only once the change is durable.
+/// workers and hosts while clusters proceed in parallel. Statements are pipelined so that the lock is held for as few
+/// round trips as possible: `BEGIN`, the lock and the first read travel together, and so do the writes and `COMMIT`.
+/// The WAL flush happens after the lock is released (`Statements.lock`, `Statements.durable`), so the next change to
+/// the cluster does not wait for this one's fdatasync; the caller is answered only once the change is durable.
+/// Only what can change is read: the part of the running set that can lose its place, and pending deployments in
+/// scheduling order while the headroom can still admit one (`Scheduler.partForPreempting`, `partForCompleting`).
 struct ClusterScheduler {
     let database: Database
     let queue: DeploymentQueue
+    /// Which path this worker tries first; see `PathHints`.
+    let hints = PathHints()
+
+    /// What recent changes on this worker needed, to pick the path that probably applies: the one-round-trip path
+    /// (`createIfDecided`, `completeIfQueueEmpty`) costs a wasted round trip under the lock when it does not apply,
+    /// and the general path costs one more round trip when it would have. Either path is always correct.
+    final class PathHints {
+        /// Clusters whose last create on this worker preempted.
+        var preempting: Set<Int64> = []
+        /// Whether the last completion on this worker found deployments waiting.
+        var completionFoundQueue = false
+    }
 
     /// A deployment request that passed validation.
     struct NewDeployment {
@@ -27,158 +39,427 @@ struct ClusterScheduler {
 
     /// Creates a deployment in `clusterID` and schedules it.
     ///
-    /// - Throws: `HTTPError` 401/404/422 for the client, `ServiceUnavailable` when PostgreSQL is down.
+    /// - Throws: `HTTPError` 401/404/409/422 for the client, `ServiceUnavailable` when PostgreSQL is down.
     func create(_ new: NewDeployment, in clusterID: Int64, by caller: Caller) throws -> DeploymentRow {
-        let request = new.request
-        let result = try inOneRoundTrip([
+        if !hints.preempting.contains(clusterID),
+            let (row, change) = try createIfDecided(new, in: clusterID, by: caller)
+        {
+            queue.publish(change, rebuildFrom: database)
+            return row
+        }
+        let (row, change) = try database.run { connection in
+            try transaction(connection) { () throws -> (DeploymentRow, DeploymentQueue.Change) in
+                // Everything a preempting create reads, in the round trip that takes the lock (the slow path is
+                // taken only when `createIfDecided` found that the create would preempt).
+                let results = try connection.pipeline([
+                    (Statements.begin, []),
+                    (Statements.lock, [String(clusterID)]),
+                    (Statements.clusterForCreate, [String(caller.id), String(caller.issuedAt), String(clusterID)]),
+                    (
+                        Statements.runningFromTail,
+                        [
+                            String(clusterID), String(new.priority), String(Int32.min), String(Int64.max),
+                            String(Statements.readAhead),
+                        ]
+                    ),
+                    (Statements.pendingMinimum, [String(clusterID)]),
+                ])
+                let cluster = results[2]
+                guard cluster.rowCount == 1 else { throw HTTPError.unauthorized }
+                guard let id = cluster.int(0, 9) else { throw HTTPError(404, "Cluster not found") }
+                let capacity = cluster.resources(0)!
+                let available = cluster.resources(3)!
+                do {
+                    try Scheduler.validate(new.request, capacity: capacity)
+                } catch {
+                    throw HTTPError(422, "Not Enough Resources on the cluster for this deployment")
+                }
+                let deployment = ActiveDeployment(
+                    id: id, priority: new.priority, seq: cluster.int(0, 6)!, request: new.request, isRunning: false)
+                let read = Prefetched(
+                    running: results[3].deployments(running: true), smallestPending: results[4].resources(0))
+                let plan = try plan(
+                    adding: deployment, capacity: capacity, available: available, read: read, cluster: clusterID,
+                    connection)
+                let starts = plan.plan.start.contains(id)
+                // A create starts by preempting exactly when `decide` said `.fullPass`.
+                if plan.plan.preempt.isEmpty {
+                    hints.preempting.remove(clusterID)
+                } else {
+                    if hints.preempting.count >= 1024 { hints.preempting.removeAll() }
+                    hints.preempting.insert(clusterID)
+                }
+                let row: [String?] = [
+                    cluster.string(0, 7), String(caller.id), new.name, new.imagePath, String(new.request.ram),
+                    String(new.request.cpu), String(new.request.gpu), String(new.priority),
+                    starts ? "Running" : "Pending", String(deployment.seq),
+                ]
+                let change = try apply(
+                    plan, available: available, write: .insert(deployment, row: row), cluster: clusterID, connection)
+                return (
+                    DeploymentRow(
+                        id: id, name: new.name, clusterID: clusterID, imagePath: new.imagePath, request: new.request,
+                        status: starts ? "Running" : "Pending", priority: new.priority), change
+                )
+            }
+        }
+        queue.publish(change, rebuildFrom: database)
+        return row
+    }
+
+    /// `Scheduler.decide`'s `.start` and `.queue` cases done entirely inside PostgreSQL, in one round trip: `BEGIN`,
+    /// the lock, `Statements.createIfDecided` (read after the lock) and `COMMIT`, so the lock is never held across a
+    /// client round trip. Returns nil, having changed nothing, when it does not apply; the full path then decides.
+    private func createIfDecided(_ new: NewDeployment, in clusterID: Int64, by caller: Caller) throws -> (
+        DeploymentRow, DeploymentQueue.Change
+    )? {
+        let created = try inOneRoundTrip(
             (Statements.lock, [String(clusterID)]),
             (
-                Statements.create,
+                Statements.createIfDecided,
                 [
                     String(caller.id), String(caller.issuedAt), String(clusterID), new.name, new.imagePath,
-                    String(request.ram), String(request.cpu), String(request.gpu), String(new.priority),
+                    String(new.request.ram), String(new.request.cpu), String(new.request.gpu), String(new.priority),
                 ]
-            ),
-        ])[1]
-        let outcome = Outcome(result, cluster: clusterID)
-        switch outcome.refusal {
-        case nil: break
-        case 401: throw HTTPError.unauthorized
-        case 404: throw HTTPError(404, "Cluster not found")
-        case 422: throw HTTPError(422, "Not Enough Resources on the cluster for this deployment")
-        case let code?: throw Outcome.unexpected(code, cluster: clusterID)
+            ))
+        guard created.rowCount == 1, let id = created.int(0, 0), let seq = created.int(0, 1),
+            let status = created.string(0, 6)
+        else { return nil }
+        let running = status == "Running"
+        let deployment = ActiveDeployment(
+            id: id, priority: new.priority, seq: seq, request: new.request, isRunning: running)
+        var change = DeploymentQueue.Change(
+            cluster: clusterID, version: created.int(0, 2) ?? 0, available: created.resources(3) ?? Resources())
+        if running { change.addedRunning = [deployment] } else { change.addedPending = [deployment] }
+        let row = DeploymentRow(
+            id: id, name: new.name, clusterID: clusterID, imagePath: new.imagePath, request: new.request,
+            status: status, priority: new.priority)
+        return (row, change)
+    }
+
+    /// `BEGIN`, `lock`, `statement` and `COMMIT`, then `Statements.durable`, in one round trip: the one-round-trip
+    /// paths. Returns `statement`'s rows.
+    private func inOneRoundTrip(_ lock: (Statement, [String?]), _ statement: (Statement, [String?])) throws
+        -> PostgresResult
+    {
+        try database.run { connection in
+            try transaction(connection) {
+                try connection.pipeline([
+                    (Statements.begin, []), lock, statement, (Statements.commit, []), (Statements.durable, []),
+                ])[2]
+            }
         }
-        guard let created = outcome.subject else { throw Outcome.unexpected(nil, cluster: clusterID) }
-        queue.publish(outcome.change, rebuildFrom: database)
-        return DeploymentRow(
-            id: created.id, name: new.name, clusterID: clusterID, imagePath: new.imagePath, request: request,
-            status: created.isRunning ? "Running" : "Pending", priority: new.priority)
     }
 
     /// Completes a running deployment and schedules what its resources admit.
     ///
     /// - Throws: `HTTPError` 401/404/409 for the client, `ServiceUnavailable` when PostgreSQL is down.
     func complete(_ id: Int64, by caller: Caller) throws -> DeploymentRow {
-        let parameters = [String(caller.id), String(caller.issuedAt), String(id)]
-        let results = try inOneRoundTrip([
-            (Statements.lockDeployment, parameters), (Statements.deploymentForComplete, parameters),
-            (Statements.complete, parameters),
-        ])
-        // The function refuses in the same cases, from the same snapshot; this row names them for the client.
-        let read = results[1]
-        guard read.rowCount == 1 else { throw HTTPError.unauthorized }
-        guard var row = DeploymentRow(read, row: 0) else { throw HTTPError(404, "Deployment not found") }
-        guard row.status == "Running" else {
-            throw HTTPError(409, "Deployment is \(row.status); only a Running deployment can be completed")
+        if !hints.completionFoundQueue, let (row, change) = try completeIfQueueEmpty(id, by: caller) {
+            queue.publish(change, rebuildFrom: database)
+            return row
         }
-        let outcome = Outcome(results[2], cluster: row.clusterID)
-        guard outcome.refusal == nil, outcome.subject != nil else {
-            throw Outcome.unexpected(outcome.refusal, cluster: row.clusterID)
+        let (row, change) = try database.run { connection in
+            try transaction(connection) { () throws -> (DeploymentRow, DeploymentQueue.Change) in
+                let parameters = [String(caller.id), String(caller.issuedAt), String(id)]
+                let results = try connection.pipeline([
+                    (Statements.begin, []), (Statements.lockDeployment, parameters),
+                    (Statements.deploymentForComplete, parameters),
+                    (Statements.queueAfterDeployment, [String(id), String(Statements.readAhead)]),
+                    (Statements.runningBelowQueueHead, [String(id)]),
+                    (Statements.pendingMinimumForCompletion, [String(id)]),
+                ])
+                let read = results[2]
+                guard read.rowCount == 1 else { throw HTTPError.unauthorized }
+                guard let found = DeploymentRow(read, row: 0) else { throw HTTPError(404, "Deployment not found") }
+                guard found.status == "Running" else {
+                    throw HTTPError(409, "Deployment is \(found.status); only a Running deployment can be completed")
+                }
+                let available = read.resources(10)!
+                let completed = ActiveDeployment(
+                    id: found.id, priority: found.priority, seq: read.int(0, 9)!, request: found.request,
+                    isRunning: true)
+                let freed = available + found.request
+                let prefetched = Prefetched(
+                    running: results[4].deployments(running: true), smallestPending: results[5].resources(0),
+                    pending: results[3].deployments(running: false))
+                hints.completionFoundQueue = prefetched.smallestPending != nil
+                let snapshot = try loadForCompleting(
+                    completed, available: available, read: prefetched, cluster: found.clusterID, connection)
+                let plan = Scheduler.plan(for: snapshot)
+                let change = try apply(
+                    PlannedChange(plan: plan, snapshot: snapshot), available: freed, write: .complete(completed),
+                    cluster: found.clusterID, connection)
+                var row = found
+                row.status = "Completed"
+                return (row, change)
+            }
         }
-        queue.publish(outcome.change, rebuildFrom: database)
-        row.status = "Completed"
+        queue.publish(change, rebuildFrom: database)
         return row
     }
 
-    /// `BEGIN`, `steps` and `COMMIT`, then `Statements.durable`, in one round trip. Returns `steps`' results.
-    private func inOneRoundTrip(_ steps: [(Statement, [String?])]) throws -> [PostgresResult] {
-        try database.run { connection in
-            do {
-                let results = try connection.pipeline(
-                    [(Statements.begin, [])] + steps + [(Statements.commit, []), (Statements.durable, [])])
-                return Array(results[1...steps.count])
-            } catch {
-                if connection.inTransaction { _ = try? connection.execute(Statements.rollback) }
-                throw error
+    /// A completion with nobody waiting in its cluster, done entirely inside PostgreSQL in one round trip: with an
+    /// empty queue the pass over the cluster admits exactly the running set without `completed`, so the only changes
+    /// are its own. Returns nil, having changed nothing, when it does not apply (including every error case); the
+    /// general path then decides and answers.
+    private func completeIfQueueEmpty(_ id: Int64, by caller: Caller) throws -> (
+        DeploymentRow, DeploymentQueue.Change
+    )? {
+        let parameters = [String(caller.id), String(caller.issuedAt), String(id)]
+        let done = try inOneRoundTrip(
+            (Statements.lockDeployment, parameters), (Statements.completeIfQueueEmpty, parameters))
+        guard done.rowCount == 1, let row = DeploymentRow(done, row: 0), let seq = done.int(0, 9) else { return nil }
+        var change = DeploymentQueue.Change(
+            cluster: row.clusterID, version: done.int(0, 10) ?? 0, available: done.resources(11) ?? Resources())
+        change.removedRunning = [
+            ActiveDeployment(id: id, priority: row.priority, seq: seq, request: row.request, isRunning: true)
+        ]
+        return (row, change)
+    }
+
+    /// A plan and the snapshot it was computed from (which holds every deployment the plan names).
+    struct PlannedChange {
+        var plan: SchedulingPlan
+        var snapshot: ClusterSnapshot
+    }
+
+    /// The plan for a new pending deployment, reading no more than the decision needs: nothing when it fits in
+    /// `available`; otherwise the lower-priority running set from its tail until it covers what the deployment lacks
+    /// (all of it when it cannot, and the deployment waits), then the part of the queue it can affect.
+    private func plan(
+        adding new: ActiveDeployment, capacity: Resources, available: Resources, read: Prefetched, cluster: Int64,
+        _ connection: PostgresConnection
+    ) throws -> PlannedChange {
+        let alone = ClusterSnapshot(capacity: capacity, active: [new])
+        if new.request.fits(in: available) {
+            return PlannedChange(plan: SchedulingPlan(start: [new.id]), snapshot: alone)
+        }
+        // Reading the lower-priority running set from its tail decides as well: `new` waits exactly when all of it
+        // does not cover what it lacks (`Scheduler.partForPreempting`).
+        var part = try Scheduler.partForPreempting(new, available: available) { after in
+            guard let after else { return read.running }
+            return try connection.execute(
+                Statements.runningFromTail,
+                [
+                    String(cluster), String(new.priority), String(after.priority), String(after.seq),
+                    String(Statements.batchSize),
+                ]
+            ).deployments(running: true)
+        }
+        guard new.request.fits(in: part.snapshot.capacity) else {
+            return PlannedChange(plan: SchedulingPlan(), snapshot: alone)
+        }
+        try addPending(to: &part, smallest: read.smallestPending, first: [], cluster: cluster, connection)
+        return PlannedChange(plan: Scheduler.plan(for: part.snapshot), snapshot: part.snapshot)
+    }
+
+    /// The running deployments below the queue head, then the queue after `completed`: the part of the cluster a
+    /// completion affects (`Scheduler.partForCompleting`); an empty snapshot when nothing waits behind it.
+    private func loadForCompleting(
+        _ completed: ActiveDeployment, available: Resources, read: Prefetched, cluster: Int64,
+        _ connection: PostgresConnection
+    ) throws -> ClusterSnapshot {
+        let part = Scheduler.partForCompleting(
+            completed, available: available, head: read.pending.first, runningBelowHead: read.running)
+        guard var part else { return ClusterSnapshot(capacity: available + completed.request, active: []) }
+        try addPending(to: &part, smallest: read.smallestPending, first: read.pending, cluster: cluster, connection)
+        return part.snapshot
+    }
+
+    /// What the slow paths read in the round trip that takes the lock, so that a preempting create or a completion
+    /// holds the lock for two round trips in the common case (this one and the write) plus one per further batch.
+    private struct Prefetched {
+        /// The first `Statements.readAhead` of the running set below the new priority from its tail (creates), or the
+        /// running set below the queue head (completions).
+        var running: [ActiveDeployment]
+        /// No more than any pending request in every dimension; nil when nothing is pending.
+        var smallestPending: Resources?
+        /// The queue after the completed deployment, up to `Statements.readAhead` (completions only).
+        var pending: [ActiveDeployment] = []
+    }
+
+    /// `Scheduler.addPending` from PostgreSQL: pending deployments after the cursor, batch by batch. `first` is the
+    /// queue right after the part's cursor in scheduling order (up to `Statements.readAhead`, whatever they fit), read
+    /// ahead; the first batch is taken from it when it decides that batch.
+    private func addPending(
+        to part: inout Scheduler.AffectedPart, smallest: Resources?, first: [ActiveDeployment], cluster: Int64,
+        _ connection: PostgresConnection
+    ) throws {
+        var readAhead: [ActiveDeployment]? = first.isEmpty ? nil : first
+        try Scheduler.addPending(to: &part, smallest: smallest) { cursor, room in
+            if let ahead = readAhead {
+                readAhead = nil
+                // Every deployment up to the last one read ahead was examined, so those that fit are the next ones
+                // that fit; with none of them fitting, a short read-ahead means none are left.
+                let fitting = ahead.filter { $0.request.fits(in: room) }
+                if !fitting.isEmpty || ahead.count < Statements.readAhead { return fitting }
             }
+            return try connection.execute(
+                Statements.pendingAfter,
+                [
+                    String(cluster), String(cursor.priority), String(cursor.isRunning ? 0 : cursor.seq),
+                    String(room.ram), String(room.cpu), String(room.gpu), String(Statements.batchSize),
+                ]
+            ).deployments(running: false).sorted { $0.schedulesBefore($1) }
+        }
+    }
+
+    /// What a change writes besides its plan.
+    private enum Write {
+        /// A create: the new deployment, inserted with its final status. `row` holds the `apply` statement's
+        /// parameters $13…$22.
+        case insert(ActiveDeployment, row: [String?])
+        /// A completion of a running deployment.
+        case complete(ActiveDeployment)
+    }
+
+    /// Writes the change and its plan (statuses, events, the cluster's accounting and version) as one statement and
+    /// commits, in one round trip, and returns the change to publish.
+    ///
+    /// - Throws: `PostgresError`; or when the rows the statement changed are not exactly the plan's (they cannot be,
+    ///   under the lock; checking costs nothing and keeps a bug from ever corrupting the accounting).
+    private func apply(
+        _ planned: PlannedChange, available: Resources, write: Write, cluster: Int64, _ connection: PostgresConnection
+    ) throws -> DeploymentQueue.Change {
+        let plan = planned.plan
+        var byID: [Int64: ActiveDeployment] = [:]
+        for deployment in planned.snapshot.active { byID[deployment.id] = deployment }
+        var change = DeploymentQueue.Change(cluster: cluster, version: 0, available: available)
+        var events = Events()
+        var inserted: ActiveDeployment?
+        var completed: ActiveDeployment?
+        switch write {
+        case .insert(let deployment, _):
+            inserted = deployment
+            events.add(deployment.id, "Queued")
+        case .complete(let deployment):
+            completed = deployment
+            events.add(deployment.id, "Completed")
+            change.removedRunning.append(deployment)
+        }
+        var toStart: [Int64] = []
+        for id in plan.start {
+            guard let deployment = byID[id] else { continue }
+            events.add(id, "Started")
+            change.available = change.available - deployment.request
+            if id != inserted?.id {
+                toStart.append(id)
+                change.removedPending.append(deployment)
+            }
+            change.addedRunning.append(deployment.with(running: true))
+        }
+        for id in plan.preempt {
+            guard let deployment = byID[id] else { continue }
+            events.add(id, "Preempted", causedBy: plan.preemptedBy[id])
+            change.available = change.available + deployment.request
+            change.removedRunning.append(deployment)
+            change.addedPending.append(deployment.with(running: false))
+        }
+        if let inserted, !plan.start.contains(inserted.id) { change.addedPending.append(inserted) }
+
+        var parameters: [String?] = [
+            String(cluster), String(change.available.ram), String(change.available.cpu), String(change.available.gpu),
+            inserted.map { String($0.seq + 1) }, Events.array(toStart), Events.array(plan.preempt),
+            completed.map { String($0.id) },
+        ]
+        parameters += events.parameters
+        if case .insert(let deployment, let row) = write {
+            parameters += [String(deployment.id)] + row
+        } else {
+            parameters += [String?](repeating: nil, count: 11)
+        }
+        let results = try connection.pipeline([
+            (Statements.apply, parameters), (Statements.commit, []), (Statements.durable, []),
+        ])
+        let expected = toStart.count + plan.preempt.count + 1
+        guard results[0].rowCount == 1, results[0].int(0, 1) == Int64(expected) else {
+            throw PostgresError(
+                sqlState: nil, message: "cluster \(cluster): the write did not match the plan", connectionLost: false)
+        }
+        change.version = results[0].int(0, 0) ?? 0
+        return change
+    }
+
+    /// Runs `body` inside the transaction it opens; rolls back when it throws.
+    private func transaction<T>(_ connection: PostgresConnection, _ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch {
+            if connection.inTransaction { _ = try? connection.execute(Statements.rollback) }
+            throw error
         }
     }
 }
 
-/// What `scheduler_create` or `scheduler_complete` returned: rows of `kind, id, priority, seq, ram, cpu, gpu`.
-private struct Outcome {
-    /// The change to publish to the cluster's queue snapshot.
-    var change: DeploymentQueue.Change
-    /// The deployment the change was about: created (`R` running, `P` pending) or completed (`D`).
-    var subject: ActiveDeployment?
-    /// The HTTP status the function refused with (`E`), having changed nothing.
-    var refusal: Int64?
+/// Events to insert in one statement, as parallel arrays.
+private struct Events {
+    var ids: [Int64] = []
+    var kinds: [String] = []
+    var causes: [Int64?] = []
 
-    init(_ result: PostgresResult, cluster: Int64) {
-        change = DeploymentQueue.Change(cluster: cluster, version: 0, available: Resources())
-        for row in 0..<result.rowCount {
-            let running = ActiveDeployment(result, row: row, running: true)
-            let pending = ActiveDeployment(result, row: row, running: false)
-            switch result.string(row, 0) {
-            case "E": refusal = result.int(row, 1)
-            case "R":
-                subject = running
-                change.addedRunning.append(running)
-            case "P":
-                subject = pending
-                change.addedPending.append(pending)
-            case "D":
-                subject = running
-                change.removedRunning.append(running)
-            case "S":
-                change.removedPending.append(pending)
-                change.addedRunning.append(running)
-            case "X":
-                change.removedRunning.append(running)
-                change.addedPending.append(pending)
-            case "C":
-                change.version = result.int(row, 1) ?? 0
-                change.available = Resources(
-                    ram: result.int(row, 4) ?? 0, cpu: result.int(row, 5) ?? 0, gpu: result.int(row, 6) ?? 0)
-            default: break
-            }
-        }
+    mutating func add(_ id: Int64, _ kind: String, causedBy cause: Int64? = nil) {
+        ids.append(id)
+        kinds.append(kind)
+        causes.append(cause)
     }
 
-    /// An answer the functions never give under the lock (a bug, not the client's doing).
-    static func unexpected(_ refusal: Int64?, cluster: Int64) -> PostgresError {
-        PostgresError(
-            sqlState: nil,
-            message: "cluster \(cluster): unexpected scheduling result \(refusal.map(String.init) ?? "")",
-            connectionLost: false)
+    var parameters: [String?] {
+        [
+            Events.array(ids), "{" + kinds.joined(separator: ",") + "}",
+            "{" + causes.map { $0.map(String.init) ?? "NULL" }.joined(separator: ",") + "}",
+        ]
+    }
+
+    /// A PostgreSQL array literal of integers.
+    static func array(_ values: [Int64]) -> String { "{" + values.map(String.init).joined(separator: ",") + "}" }
+}
+
+extension PostgresResult {
+    /// Every row as `id, priority, seq, ram_required, cpu_required, gpu_required`.
+    fileprivate func deployments(running: Bool) -> [ActiveDeployment] {
+        (0..<rowCount).map { ActiveDeployment(self, row: $0, running: running) }
+    }
+
+    /// Row 0's columns `first`…`first + 2` as RAM, CPU and GPU; nil when they are NULL (an aggregate over no rows).
+    fileprivate func resources(_ first: Int) -> Resources? {
+        guard let ram = int(0, first) else { return nil }
+        return Resources(ram: ram, cpu: int(0, first + 1) ?? 0, gpu: int(0, first + 2) ?? 0)
     }
 }
 
 extension ActiveDeployment {
-    /// Reads columns 1…6 of a scheduling function's row: `id, priority, seq, ram, cpu, gpu`.
+    fileprivate func with(running: Bool) -> ActiveDeployment {
+        ActiveDeployment(id: id, priority: priority, seq: seq, request: request, isRunning: running)
+    }
+
+    /// Reads `id, priority, seq, ram_required, cpu_required, gpu_required`.
     fileprivate init(_ result: PostgresResult, row: Int, running: Bool) {
         self.init(
-            id: result.int(row, 1) ?? 0, priority: Int32(result.int(row, 2) ?? 0), seq: result.int(row, 3) ?? 0,
+            id: result.int(row, 0) ?? 0, priority: Int32(result.int(row, 1) ?? 0), seq: result.int(row, 2) ?? 0,
             request: Resources(
-                ram: result.int(row, 4) ?? 0, cpu: result.int(row, 5) ?? 0, gpu: result.int(row, 6) ?? 0),
+                ram: result.int(row, 3) ?? 0, cpu: result.int(row, 4) ?? 0, gpu: result.int(row, 5) ?? 0),
             isRunning: running)
     }
 }
 
 /// The SQL of `ClusterScheduler`, prepared once per connection.
 private enum Statements {
+    static let batchSize = 64
+    /// Rows read ahead with the lock, before it is known how many are needed: usually one is.
+    static let readAhead = 8
     static let begin = Statement(name: "sched_begin", sql: "BEGIN")
     static let commit = Statement(name: "sched_commit", sql: "COMMIT")
     static let rollback = Statement(name: "sched_rollback", sql: "ROLLBACK")
     /// Takes the cluster's lock, and sets `transactionSettings`.
     static let lock = Statement(name: "sched_lock", sql: "SELECT pg_advisory_xact_lock($1), \(transactionSettings)")
-    /// `lock` for the cluster of the deployment `$3` (cluster ids never change, so this statement's own snapshot is
-    /// fine).
-    static let lockDeployment = Statement(
-        name: "sched_lock_deployment",
-        sql: """
-            SELECT pg_advisory_xact_lock(d.cluster_id), \(transactionSettings)
-            FROM users u JOIN deployments d ON d.id = $3 AND \(ClusterScheduler.deploymentInScope)
-            WHERE u.id = $1 AND u.tokens_valid_after <= $2
-            """)
     /// For the rest of the transaction that holds the lock:
     /// - commit without waiting for the WAL flush, so that the lock is released before the flush; `durable` then waits
     ///   for it. A later change that read this one commits after it in the WAL, so a crash can never keep the later
     ///   change and lose this one.
-    /// - run statements from their cached generic plans. Planning a scheduling statement takes up to ≈ 0.5 ms, and the
-    ///   plan cache sometimes kept choosing custom plans (one bench run planned one 12,087 times in 21,245 runs),
-    ///   which halved the cluster's throughput. The statements are written so that their generic plans use the
-    ///   indexes.
+    /// - run statements from their cached generic plans. Planning the create statement takes ≈ 0.5 ms, and the plan
+    ///   cache sometimes keeps choosing custom plans (one bench run planned it 12,087 times in 21,245 runs), which
+    ///   halved the cluster's throughput. The statements are written so that their generic plans use the indexes.
     private static let transactionSettings =
         "set_config('synchronous_commit', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)"
     /// Run right after a `COMMIT` made under `lock`, outside the lock: returns once that commit is on disk. Unless
@@ -188,19 +469,230 @@ private enum Statements {
         name: "sched_durable",
         sql: "SELECT CASE WHEN pg_current_wal_flush_lsn() < pg_current_wal_insert_lsn() THEN pg_current_xact_id() END")
 
-    /// `scheduler_create(caller, issued_at, cluster, name, image_path, ram, cpu, gpu, priority)`, after `lock`.
-    static let create = Statement(
-        name: "sched_create", sql: "SELECT * FROM scheduler_create($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-    /// `scheduler_complete(caller, issued_at, deployment)`, after `lockDeployment`.
-    static let complete = Statement(name: "sched_complete", sql: "SELECT * FROM scheduler_complete($1, $2, $3)")
-    /// The deployment and its status, read after the lock, for the answer.
+    /// The two cheap cases of `Scheduler.decide` in one statement, read after the lock: a request that fits in
+    /// `available` starts (`.start`); one that does not fit even after evicting every strictly lower priority waits
+    /// (`.queue`: it does not fit in `available` plus the running requests below its priority, summed only in that
+    /// case; by the accounting that is the capacity minus those at or above it). Nothing else
+    /// changes in either case (the proofs are on `Scheduler.plan(adding:to:)` and `startsWhenCreated`). No row when
+    /// the deployment would preempt (`.fullPass`), exceeds the cluster's total, or the caller or cluster does not
+    /// qualify.
+    static let createIfDecided = Statement(
+        name: "sched_create_if_decided",
+        sql: """
+            WITH cluster AS (
+                SELECT c.id, c.organization_id, c.next_seq,
+                       CASE
+                           WHEN $6 <= c.available_ram AND $7 <= c.available_cpu AND $8 <= c.available_gpu
+                           THEN 'Running'::deployment_status
+                           WHEN (SELECT NOT ($6 <= c.available_ram + coalesce(sum(r.ram_required), 0)
+                                             AND $7 <= c.available_cpu + coalesce(sum(r.cpu_required), 0)
+                                             AND $8 <= c.available_gpu + coalesce(sum(r.gpu_required), 0))
+                                 FROM deployments r
+                                 WHERE r.cluster_id = c.id AND r.status = 'Running' AND r.priority < $9)
+                           THEN 'Pending'::deployment_status
+                       END AS status
+                FROM users u JOIN clusters c ON c.id = $3 AND \(ClustersHandler.inScope)
+                WHERE u.id = $1 AND u.tokens_valid_after <= $2
+                  AND $6 <= c.total_ram AND $7 <= c.total_cpu AND $8 <= c.total_gpu
+            ), decided AS (
+                SELECT * FROM cluster WHERE status IS NOT NULL
+            ), inserted AS (
+                INSERT INTO deployments (id, cluster_id, organization_id, owner_id, name, image_path, ram_required,
+                                         cpu_required, gpu_required, priority, status, seq, started_at)
+                SELECT nextval('deployments_id_seq'), c.id, c.organization_id, $1, $4, $5, $6, $7, $8, $9, c.status,
+                       c.next_seq, CASE WHEN c.status = 'Running' THEN now() END
+                FROM decided c
+                RETURNING id, seq, status
+            ), events AS (
+                INSERT INTO deployment_events (deployment_id, cluster_id, kind)
+                SELECT i.id, $3, k.kind
+                FROM inserted i,
+                     unnest(CASE WHEN i.status = 'Running' THEN '{Queued,Started}' ELSE '{Queued}'
+                            END::deployment_event_kind[]) AS k(kind)
+            ), updated AS (
+                UPDATE clusters c
+                SET available_ram = c.available_ram - CASE WHEN d.status = 'Running' THEN $6 ELSE 0 END,
+                    available_cpu = c.available_cpu - CASE WHEN d.status = 'Running' THEN $7 ELSE 0 END,
+                    available_gpu = c.available_gpu - CASE WHEN d.status = 'Running' THEN $8 ELSE 0 END,
+                    next_seq = c.next_seq + 1, version = c.version + 1
+                FROM decided d WHERE c.id = d.id
+                RETURNING c.version, c.available_ram, c.available_cpu, c.available_gpu
+            )
+            SELECT i.id, i.seq, u.version, u.available_ram, u.available_cpu, u.available_gpu, i.status
+            FROM inserted i, updated u
+            """)
+
+    /// `completeIfQueueEmpty`, read after the lock: completes the running deployment `$3` of the caller's scope when
+    /// its cluster has nothing pending (the `min()` is one look-up in `deployments_pending_ram`), and returns the row,
+    /// its `seq`, and the cluster's new version and `available_*`. No row otherwise.
+    static let completeIfQueueEmpty = Statement(
+        name: "sched_complete_if_queue_empty",
+        sql: """
+            WITH target AS (
+                SELECT d.id, d.name, d.cluster_id, d.image_path, d.ram_required, d.cpu_required, d.gpu_required,
+                       d.priority, d.seq
+                FROM users u JOIN deployments d ON d.id = $3 AND \(ClusterScheduler.deploymentInScope)
+                WHERE u.id = $1 AND u.tokens_valid_after <= $2 AND d.status = 'Running'
+                  AND (SELECT min(p.ram_required) FROM deployments p
+                       WHERE p.cluster_id = d.cluster_id AND p.status = 'Pending') IS NULL
+            ), completed AS (
+                UPDATE deployments d SET status = 'Completed', finished_at = now()
+                FROM target t WHERE d.id = t.id AND d.status = 'Running'
+                RETURNING d.id
+            ), events AS (
+                INSERT INTO deployment_events (deployment_id, cluster_id, kind)
+                SELECT t.id, t.cluster_id, 'Completed'::deployment_event_kind FROM target t
+            ), updated AS (
+                UPDATE clusters c
+                SET available_ram = c.available_ram + t.ram_required,
+                    available_cpu = c.available_cpu + t.cpu_required,
+                    available_gpu = c.available_gpu + t.gpu_required, version = c.version + 1
+                FROM target t WHERE c.id = t.cluster_id
+                RETURNING c.version, c.available_ram, c.available_cpu, c.available_gpu
+            )
+            SELECT t.id, t.name, t.cluster_id, t.image_path, t.ram_required, t.cpu_required, t.gpu_required,
+                   'Completed', t.priority, t.seq, u.version, u.available_ram, u.available_cpu, u.available_gpu
+            FROM target t, completed, updated u
+            """)
+
+    /// The caller (no row: unknown user or revoked token) and the cluster (NULLs: not found or not theirs), with the
+    /// new deployment's id drawn only when the cluster is there.
+    static let clusterForCreate = Statement(
+        name: "sched_cluster_for_create",
+        sql: """
+            SELECT c.total_ram, c.total_cpu, c.total_gpu, c.available_ram, c.available_cpu, c.available_gpu,
+                   c.next_seq, c.organization_id, c.version,
+                   CASE WHEN c.id IS NOT NULL THEN nextval('deployments_id_seq') END
+            FROM users u LEFT JOIN clusters c ON c.id = $3 AND \(ClustersHandler.inScope)
+            WHERE u.id = $1 AND u.tokens_valid_after <= $2
+            """)
+
+    /// `lock` for the cluster of the deployment `$3` (cluster ids never change, so this statement's own snapshot is
+    /// fine).
+    static let lockDeployment = Statement(
+        name: "sched_lock_deployment",
+        sql: """
+            SELECT pg_advisory_xact_lock(d.cluster_id), \(transactionSettings)
+            FROM users u JOIN deployments d ON d.id = $3 AND \(ClusterScheduler.deploymentInScope)
+            WHERE u.id = $1 AND u.tokens_valid_after <= $2
+            """)
+    /// The deployment and its cluster, read after the lock.
     static let deploymentForComplete = Statement(
         name: "sched_deployment_for_complete",
         sql: """
             SELECT d.id, d.name, d.cluster_id, d.image_path, d.ram_required, d.cpu_required, d.gpu_required, d.status,
-                   d.priority
+                   d.priority, d.seq, c.available_ram, c.available_cpu, c.available_gpu
             FROM users u LEFT JOIN deployments d ON d.id = $3 AND \(ClusterScheduler.deploymentInScope)
+            LEFT JOIN clusters c ON c.id = d.cluster_id
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
+            """)
+
+    /// The first `$2` pending deployments ordered after the running deployment `$1` (every pending one of its priority
+    /// or lower) in scheduling order: `$2` steps down `deployments_pending_order`. The first is the queue head.
+    static let queueAfterDeployment = Statement(
+        name: "sched_queue_after_deployment",
+        sql: queueAfterSQL(
+            columns: "p.id, p.priority, p.seq, p.ram_required, p.cpu_required, p.gpu_required", limit: "$2"))
+    private static func queueAfterSQL(columns: String, limit: String) -> String {
+        """
+        SELECT \(columns) FROM deployments p
+        WHERE p.cluster_id = (SELECT d.cluster_id FROM deployments d WHERE d.id = $1) AND p.status = 'Pending'
+          AND p.priority <= (SELECT d.priority FROM deployments d WHERE d.id = $1)
+        ORDER BY p.priority DESC, p.seq LIMIT \(limit)
+        """
+    }
+    /// The running deployments below the priority of the queue head after the deployment `$1` (none without a head).
+    static let runningBelowQueueHead = Statement(
+        name: "sched_running_below_queue_head",
+        sql: """
+            SELECT r.id, r.priority, r.seq, r.ram_required, r.cpu_required, r.gpu_required
+            FROM deployments r
+            WHERE r.cluster_id = (SELECT d.cluster_id FROM deployments d WHERE d.id = $1) AND r.status = 'Running'
+              AND r.priority < (\(queueAfterSQL(columns: "p.priority", limit: "1")))
+            """)
+    /// Running deployments below priority `$2` in reverse scheduling order, after the cursor `(priority $3, seq $4)`
+    /// (`Int32.min`, `Int64.max` to start): two index range scans, like `pendingAfter`.
+    static let runningFromTail = Statement(
+        name: "sched_running_from_tail",
+        sql: """
+            SELECT * FROM (
+                (SELECT id, priority, seq, ram_required, cpu_required, gpu_required FROM deployments
+                 WHERE cluster_id = $1 AND status = 'Running' AND priority = $3 AND priority < $2 AND seq < $4
+                 ORDER BY seq DESC LIMIT $5)
+                UNION ALL
+                (SELECT id, priority, seq, ram_required, cpu_required, gpu_required FROM deployments
+                 WHERE cluster_id = $1 AND status = 'Running' AND priority > $3 AND priority < $2
+                 ORDER BY priority, seq DESC LIMIT $5)
+            ) AS candidates ORDER BY priority, seq DESC LIMIT $5
+            """)
+    /// No more than any pending request of the cluster `$1` in every dimension (NULLs: nothing is pending): three
+    /// look-ups at the start of `deployments_pending_ram/cpu/gpu`.
+    static let pendingMinimum = Statement(name: "sched_pending_minimum", sql: pendingMinimumSQL(cluster: "$1"))
+    /// `pendingMinimum` for the cluster of the deployment `$1`.
+    static let pendingMinimumForCompletion = Statement(
+        name: "sched_pending_minimum_for_completion",
+        sql: pendingMinimumSQL(cluster: "(SELECT d.cluster_id FROM deployments d WHERE d.id = $1)"))
+    private static func pendingMinimumSQL(cluster: String) -> String {
+        "SELECT "
+            + ["ram", "cpu", "gpu"].map {
+                "(SELECT min(\($0)_required) FROM deployments WHERE cluster_id = \(cluster) AND status = 'Pending')"
+            }.joined(separator: ", ")
+    }
+    /// Pending deployments after the cursor `(priority $2, seq $3)` in scheduling order that fit in `($4, $5, $6)`,
+    /// at most `$7`, in no particular order. Two index range scans (same priority, later seq; then lower priorities),
+    /// so the cursor's depth costs nothing; the second runs only when the first finds fewer than `$7`. (Merged with
+    /// `ORDER BY` instead, the second scan would have to find its first row before any row is returned: every
+    /// lower-priority pending deployment when none of them fits.)
+    static let pendingAfter = Statement(
+        name: "sched_pending_after",
+        sql: """
+            WITH same AS (
+                SELECT id, priority, seq, ram_required, cpu_required, gpu_required FROM deployments
+                WHERE cluster_id = $1 AND status = 'Pending' AND priority = $2 AND seq > $3
+                  AND ram_required <= $4 AND cpu_required <= $5 AND gpu_required <= $6
+                ORDER BY seq LIMIT $7
+            )
+            SELECT * FROM same
+            UNION ALL
+            (SELECT id, priority, seq, ram_required, cpu_required, gpu_required FROM deployments
+             WHERE cluster_id = $1 AND status = 'Pending' AND priority < $2
+               AND ram_required <= $4 AND cpu_required <= $5 AND gpu_required <= $6
+             ORDER BY priority DESC, seq LIMIT $7 - (SELECT count(*) FROM same))
+            """)
+
+    /// Every write of one change as one statement: the new deployment (a create), the completion, the plan's starts
+    /// and preemptions, the events and the cluster's accounting. Returns the new version and how many deployment rows
+    /// changed, which must be exactly the plan's. (`status || ''` keeps the planner from answering `id = ANY(…)` by
+    /// scanning a whole status index in a generic plan: rows are looked up by primary key.)
+    static let apply = Statement(
+        name: "sched_apply",
+        sql: """
+            WITH inserted AS (
+                INSERT INTO deployments (id, cluster_id, organization_id, owner_id, name, image_path, ram_required,
+                                         cpu_required, gpu_required, priority, status, seq, started_at)
+                SELECT $12, $1, $13, $14, $15, $16, $17, $18, $19, $20, $21::deployment_status, $22,
+                       CASE WHEN $21::deployment_status = 'Running' THEN now() END
+                WHERE $12::bigint IS NOT NULL
+                RETURNING id
+            ), completed AS (
+                UPDATE deployments SET status = 'Completed', finished_at = now()
+                WHERE id = $8 AND status = 'Running' RETURNING id
+            ), started AS (
+                UPDATE deployments SET status = 'Running', started_at = now()
+                WHERE id = ANY($6::bigint[]) AND status || '' = 'Pending' RETURNING id
+            ), preempted AS (
+                UPDATE deployments SET status = 'Pending', preemptions = preemptions + 1
+                WHERE id = ANY($7::bigint[]) AND status || '' = 'Running' RETURNING id
+            ), events AS (
+                INSERT INTO deployment_events (deployment_id, cluster_id, kind, caused_by)
+                SELECT e.deployment, $1, e.kind, e.cause
+                FROM unnest($9::bigint[], $10::deployment_event_kind[], $11::bigint[]) AS e(deployment, kind, cause)
+            )
+            UPDATE clusters SET available_ram = $2, available_cpu = $3, available_gpu = $4,
+                                next_seq = coalesce($5, next_seq), version = version + 1
+            WHERE id = $1
+            RETURNING version, (SELECT count(*) FROM inserted) + (SELECT count(*) FROM completed)
+                + (SELECT count(*) FROM started) + (SELECT count(*) FROM preempted)
             """)
 }
 

@@ -67,7 +67,7 @@ import Testing
                 INSERT INTO deployment_events (deployment_id, cluster_id, kind, caused_by)
                     VALUES (1, 1, 'Queued', NULL), (1, 1, 'Started', NULL), (2, 1, 'Queued', NULL);
                 """)
-        #expect(try Migrations.migrate(connection) == Array(3...Migrations.latestVersion))
+        #expect(try Migrations.migrate(connection) == [3])
 
         let rows = try connection.unsafeExecute(
             script: "SELECT id, status::text, ram_required, name FROM deployments ORDER BY id")

@@ -313,104 +313,6 @@ struct SchedulingTests {
         #expect(preemptingRounds >= 3, "the scenario should preempt in most rounds")
     }
 
-    /// `scheduler_create` and `scheduler_complete` (which read only part of the cluster) against `Scheduler.plan` over
-    /// the whole cluster, for every change of random runs on small random clusters: the rows they change, what they
-    /// return, the accounting and the events.
-    @Test func schedulingFunctionsMakeExactlyThePolicysChangeOnRandomClusters() throws {
-        let owner = try api.register("sched-functions")
-        let database = try TestDatabase(stack.databaseURL)
-        var random = SchedulingRandom(seed: 0x5EED_0F00)
-        var preempting = 0
-        var admitting = 0
-        for round in 0..<40 {
-            let capacity = Resources(
-                ram: Int64.random(in: 4...40, using: &random), cpu: Int64.random(in: 1...16, using: &random) * 500,
-                gpu: Int64.random(in: 0...4, using: &random))
-            let cluster = try #require(
-                try database.query(
-                    """
-                    INSERT INTO clusters (owner_id, name, total_ram, total_cpu, total_gpu, available_ram, available_cpu,
-                                          available_gpu)
-                    VALUES ($1, $2, $3::bigint, $4::bigint, $5::bigint, $3, $4, $5) RETURNING id
-                    """,
-                    [
-                        String(owner.id), "functions-\(round)", String(capacity.ram), String(capacity.cpu),
-                        String(capacity.gpu),
-                    ]
-                ).int(0, 0))
-            for step in 0..<40 {
-                let context = "round \(round) step \(step)"
-                let before = try database.clusterState(cluster)
-                let running = before.active.filter(\.isRunning)
-                let placeholder: Int64 = -1
-                let plan: SchedulingPlan
-                let result: PostgresResult
-                var subject: Int64
-                if running.isEmpty || Int.random(in: 0..<3, using: &random) > 0 {
-                    let request = Resources(
-                        ram: Int64.random(in: 1...max(1, capacity.ram / 2), using: &random),
-                        cpu: Int64.random(in: 0...max(0, capacity.cpu / 2), using: &random),
-                        gpu: Int64.random(in: 0...capacity.gpu, using: &random))
-                    let priority = Int32.random(in: 0...4, using: &random)
-                    let new = ActiveDeployment(
-                        id: placeholder, priority: priority, seq: before.nextSeq, request: request, isRunning: false)
-                    plan = Scheduler.plan(for: ClusterSnapshot(capacity: capacity, active: before.active + [new]))
-                    result = try database.change(
-                        cluster,
-                        "SELECT * FROM scheduler_create($1, 9223372036854775807, $2, $3, 'img', $4, $5, $6, $7)",
-                        [
-                            String(owner.id), String(cluster), "f-\(round)-\(step)", String(request.ram),
-                            String(request.cpu), String(request.gpu), String(priority),
-                        ])
-                    subject = try #require(
-                        result.rows(ofKind: "R").first ?? result.rows(ofKind: "P").first, "\(context)")
-                    #expect(
-                        result.rows(ofKind: "R").isEmpty != plan.start.contains(placeholder), "\(context): status")
-                    if !plan.preempt.isEmpty { preempting += 1 }
-                } else {
-                    let completed = running[Int.random(in: 0..<running.count, using: &random)]
-                    plan = Scheduler.plan(
-                        for: ClusterSnapshot(capacity: capacity, active: before.active.filter { $0 != completed }))
-                    result = try database.change(
-                        cluster, "SELECT * FROM scheduler_complete($1, 9223372036854775807, $2)",
-                        [String(owner.id), String(completed.id)])
-                    subject = completed.id
-                    #expect(result.rows(ofKind: "D") == [completed.id], "\(context)")
-                    if !plan.start.isEmpty { admitting += 1 }
-                }
-                func real(_ planned: Int64) -> Int64 { planned == placeholder ? subject : planned }
-                let started = Set(plan.start.map(real)).subtracting([subject])
-                #expect(Set(result.rows(ofKind: "S")) == started, "\(context): starts \(plan)")
-                #expect(Set(result.rows(ofKind: "X")) == Set(plan.preempt), "\(context): preemptions \(plan)")
-
-                let after = try database.clusterState(cluster)
-                let wasRunning = Dictionary(uniqueKeysWithValues: before.active.map { ($0.id, $0.isRunning) })
-                let isRunning = Dictionary(uniqueKeysWithValues: after.active.map { ($0.id, $0.isRunning) })
-                let changed = Set(isRunning.keys.filter { wasRunning[$0] != nil && wasRunning[$0] != isRunning[$0] })
-                #expect(changed == started.union(plan.preempt), "\(context): rows changed")
-                #expect(after.available == capacity - after.runningSum, "\(context): accounting")
-                #expect(
-                    result.rows(ofKind: "C") == [after.version] && after.version == before.version + 1, "\(context)")
-                #expect(Scheduler.plan(for: after.snapshot) == SchedulingPlan(), "\(context): not settled")
-                let causes = try database.query(
-                    "SELECT deployment_id, caused_by FROM deployment_events WHERE cluster_id = $1 AND kind = 'Preempted'"
-                        + " AND deployment_id = ANY($2::bigint[]) AND caused_by IS NOT NULL",
-                    [String(cluster), "{" + plan.preempt.map(String.init).joined(separator: ",") + "}"])
-                var recorded: [Int64: Set<Int64>] = [:]
-                for row in 0..<causes.rowCount {
-                    recorded[causes.int(row, 0)!, default: []].insert(causes.int(row, 1)!)
-                }
-                for victim in plan.preempt {
-                    #expect(
-                        recorded[victim]?.contains(real(plan.preemptedBy[victim] ?? 0)) == true,
-                        "\(context): cause of \(victim)")
-                }
-            }
-        }
-        #expect(
-            preempting >= 50 && admitting >= 50, "the runs should preempt and admit often: \(preempting), \(admitting)")
-    }
-
     // MARK: - Concurrency on one cluster
 
     @Test func eightConcurrentClientsLeaveTheClusterSettledAndConsistent() throws {
@@ -1070,20 +972,6 @@ private final class TestDatabase {
         return try connection.execute(statement, parameters)
     }
 
-    /// Runs `sql` as a change: in a transaction holding the cluster's lock, as the service does.
-    func change(_ cluster: Int64, _ sql: String, _ parameters: [String?]) throws -> PostgresResult {
-        try query("BEGIN")
-        do {
-            try query("SELECT pg_advisory_xact_lock($1)", [String(cluster)])
-            let result = try query(sql, parameters)
-            try query("COMMIT")
-            return result
-        } catch {
-            _ = try? query("ROLLBACK")
-            throw error
-        }
-    }
-
     func clusterState(_ cluster: Int64) throws -> ClusterState {
         try query("BEGIN ISOLATION LEVEL REPEATABLE READ")
         defer { _ = try? query("COMMIT") }
@@ -1182,11 +1070,4 @@ private func readSnapshot(_ cluster: Int64, _ redis: RedisConnection) throws -> 
     }
     return RedisSnapshot(
         version: meta["version"], available: available, running: try members(keys[0]), pending: try members(keys[1]))
-}
-
-extension PostgresResult {
-    /// The ids of a scheduling function's rows of one kind (`S` started, `X` preempted, `C` the cluster's version…).
-    fileprivate func rows(ofKind kind: String) -> [Int64] {
-        (0..<rowCount).filter { string($0, 0) == kind }.compactMap { int($0, 1) }
-    }
 }
