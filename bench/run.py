@@ -160,6 +160,20 @@ def wrk(url, duration, connections, headers=(), script=None, threads=2, env=None
     return parse_wrk(subprocess.check_output(command, text=True, env=run_env))
 
 
+def busy_share(run):
+    """Runs `run()` and returns its result and the share of the machine's CPU time that was busy meanwhile."""
+
+    def times():
+        with open("/proc/stat") as stat:
+            fields = [int(value) for value in stat.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    total0, idle0 = times()
+    result = run()
+    total1, idle1 = times()
+    return result, 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
 class Row:
     """One line of the table: a wrk result (or a bare latency), the targets it is checked against, and notes."""
 
@@ -325,15 +339,26 @@ class Bench:
         ]
 
     def create_rows(self):
+        """Creates that fit, into one cluster (every change serialized by its lock), then the same spread over ten
+        clusters, each with the share of the machine's CPU time that was busy: the gap between the two is what the
+        serialization itself costs, as opposed to the work."""
         cluster = self.cluster("fits", 10**12, 10**9, 10**6)
         self.create_wrk(3, self.c, self.create_env([cluster], "warm"))
-        result = self.create_wrk(self.d, self.c, self.create_env([cluster], "fit"))
+        result, busy = busy_share(lambda: self.create_wrk(self.d, self.c, self.create_env([cluster], "fit")))
         counts = self.counts(cluster)
         self.notes.append(
             f"3. one cluster of huge capacity: {counts['Running'][0]:,} Running, {counts['Pending'][0]} Pending after"
             f" the warm-up and the run (every create started)."
         )
-        return [Row("3. create that fits (one cluster)", result, self.c, {"rps": 2_500, "p99": 25, "no_errors": True})]
+        spread = [self.cluster(f"fits{i}", 10**12, 10**9, 10**6) for i in range(10)]
+        self.create_wrk(3, self.c, self.create_env(spread, "warm10"))
+        result10, busy10 = busy_share(lambda: self.create_wrk(self.d, self.c, self.create_env(spread, "fit10")))
+        return [
+            Row("3. create that fits (one cluster)", result, self.c, {"rps": 2_500, "p99": 25, "no_errors": True},
+                note=f"CPU {busy:.0%} busy"),
+            Row("3. create that fits, over 10 clusters (for comparison)", result10, self.c, {"no_errors": True},
+                note=f"CPU {busy10:.0%} busy"),
+        ]
 
     def queue_rows(self, running=1000, shallow=100):
         """Two clusters of the same shape, one with `deep` pending deployments and one with `shallow`.
@@ -556,6 +581,8 @@ def print_table(rows, ceiling, connections, duration):
         verdict = check(row, ceiling, baseline) if r["rps"] is not None else ""
         if baseline is not None:
             verdict += f" ({r['rps'] / baseline['rps']:.2f}× the 100-pending row)"
+        if row.note:
+            verdict = f"{verdict}; {row.note}" if verdict else row.note
         rps = "—" if r["rps"] is None else f"{r['rps']:,.0f}"
         ratio = "—" if r["rps"] is None else f"{r['rps'] / ceiling['rps']:.3f}"
         print(f"| {row.name} | {row.connections} | {rps} | {ratio} | {r['p50']:.2f} | {r['p99']:.2f} |"
