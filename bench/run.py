@@ -7,9 +7,8 @@ same run on the same machine, because absolute numbers vary between machines.
     bench/run.py [--duration SECONDS] [--connections N] [--only GROUP,...] [--pg-stats] [--log-level LEVEL]
 
 Groups: base (GET /, /readyz), read (authenticated cluster read), login, create (creates that fit, into one cluster
-and over 10, with how busy the CPU was), queue (a
-cluster with 100,000 pending deployments against one with 100), mixed (10 clusters), scheduler (the Swift
-micro-benchmarks), memory. The nginx static ceiling is always measured.
+and over 10, with how busy the CPU was), queue (a cluster with 100,000 pending deployments against one with 100),
+mixed (10 clusters), scheduler (the Swift micro-benchmarks), memory. The nginx static ceiling is always measured.
 
 Environment: HV_BENCH_BINARY (default .build/release/hypervisord), HV_BENCH_SCHEDULER (default SchedulerBenchmark
 next to it), HV_WORKERS (default 8).
