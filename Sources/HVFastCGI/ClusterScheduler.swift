@@ -31,6 +31,13 @@ struct ClusterScheduler {
         var imagePath: String
         var request: Resources
         var priority: Int32
+
+        /// How the seed API shows it once created as `id` in `cluster` with `status`.
+        func row(id: Int64, in cluster: Int64, status: String) -> DeploymentRow {
+            DeploymentRow(
+                id: id, name: name, clusterID: cluster, imagePath: imagePath, request: request, status: status,
+                priority: priority)
+        }
     }
 
     /// A deployment the caller may see: their organization's, or their own when they have none.
@@ -81,7 +88,7 @@ struct ClusterScheduler {
                 let plan = try plan(
                     adding: deployment, capacity: capacity, available: available, read: read, cluster: clusterID,
                     connection)
-                let starts = plan.plan.start.contains(id)
+                let status = plan.plan.start.contains(id) ? "Running" : "Pending"
                 // A create starts by preempting exactly when `decide` said `.fullPass`.
                 if plan.plan.preempt.isEmpty {
                     hints.preempting.remove(clusterID)
@@ -91,16 +98,12 @@ struct ClusterScheduler {
                 }
                 let row: [String?] = [
                     cluster.string(0, 7), String(caller.id), new.name, new.imagePath, String(new.request.ram),
-                    String(new.request.cpu), String(new.request.gpu), String(new.priority),
-                    starts ? "Running" : "Pending", String(deployment.seq),
+                    String(new.request.cpu), String(new.request.gpu), String(new.priority), status,
+                    String(deployment.seq),
                 ]
                 let change = try apply(
                     plan, available: available, write: .insert(deployment, row: row), cluster: clusterID, connection)
-                return (
-                    DeploymentRow(
-                        id: id, name: new.name, clusterID: clusterID, imagePath: new.imagePath, request: new.request,
-                        status: starts ? "Running" : "Pending", priority: new.priority), change
-                )
+                return (new.row(id: id, in: clusterID, status: status), change)
             }
         }
         queue.publish(change, rebuildFrom: database)
@@ -131,10 +134,7 @@ struct ClusterScheduler {
         var change = DeploymentQueue.Change(
             cluster: clusterID, version: created.int(0, 2) ?? 0, available: created.resources(3) ?? Resources())
         if running { change.addedRunning = [deployment] } else { change.addedPending = [deployment] }
-        let row = DeploymentRow(
-            id: id, name: new.name, clusterID: clusterID, imagePath: new.imagePath, request: new.request,
-            status: status, priority: new.priority)
-        return (row, change)
+        return (new.row(id: id, in: clusterID, status: status), change)
     }
 
     /// `BEGIN`, `lock`, `statement` and `COMMIT`, then `Statements.durable`, in one round trip: the one-round-trip
