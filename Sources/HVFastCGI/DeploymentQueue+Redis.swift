@@ -87,7 +87,7 @@ struct DeploymentQueue {
     /// or the snapshot has been behind them for `lostAfterMilliseconds` (the predecessor was lost). How long is kept
     /// in the meta hash as `behind` = `<version>:<milliseconds>`, set when a change first waits behind that version;
     /// a mark naming an older version is stale by construction, so nothing has to clear it.
-    private static let applyScript =
+    private static let applyScript = RedisScript(
         luaPrelude + """
             local stored = redis.call('HGET', KEYS[3], 'version')
             local current = tonumber(stored or '0')
@@ -110,11 +110,11 @@ struct DeploymentQueue {
               return -1
             end
             return 2
-            """
+            """)
 
     /// Replaces the snapshot with staged keys only if it is older than the staged one, then applies the buffered
     /// changes that follow it. KEYS: running, pending, meta, buffered, staged running, staged pending.
-    private static let swapScript =
+    private static let swapScript = RedisScript(
         luaPrelude + """
             local current = tonumber(redis.call('HGET', KEYS[3], 'version') or '0')
             local version = tonumber(ARGV[1])
@@ -132,7 +132,7 @@ struct DeploymentQueue {
             end
             drainBuffered(version)
             return 1
-            """
+            """)
 
     /// Publishes a committed change. Never throws: Redis is a cache.
     ///

@@ -16,6 +16,17 @@ enum RedisError: Error, CustomStringConvertible {
     }
 }
 
+/// A Lua script and its SHA-1, computed once, so that every call sends the digest (`EVALSHA`), not the text.
+struct RedisScript: Sendable {
+    let source: String
+    let digest: String
+
+    init(_ source: String) {
+        self.source = source
+        digest = sha1Hex(source)
+    }
+}
+
 /// A Redis reply, converted from hiredis's `redisReply`.
 enum RedisReply: Equatable {
     case string(String)
@@ -39,8 +50,6 @@ final class RedisConnection {
     private let database: Int
     private var context: UnsafeMutablePointer<redisContext>?
     private var nextAttempt: Double = 0
-    /// SHA1 of each Lua script this connection loaded, so `EVALSHA` sends a digest instead of the script text.
-    private var loadedScripts: [String: String] = [:]
     private let timeout = timeval(tv_sec: 0, tv_usec: 250_000)
 
     init(endpoint: Configuration.RedisEndpoint, database: Int) {
@@ -102,20 +111,17 @@ final class RedisConnection {
     /// Runs a Lua script by its digest, loading it first when Redis does not have it (after a restart, say).
     ///
     /// - Throws: `RedisError`.
-    func evaluate(_ script: String, keys: [String], arguments: [String]) throws(RedisError) -> RedisReply {
-        let tail = [String(keys.count)] + keys + arguments
-        if let digest = loadedScripts[script] {
-            do {
-                return try command(["EVALSHA", digest] + tail)
-            } catch .reply(let message) where message.hasPrefix("NOSCRIPT") {
-                loadedScripts[script] = nil
+    func evaluate(_ script: RedisScript, keys: [String], arguments: [String]) throws(RedisError) -> RedisReply {
+        let evaluation = ["EVALSHA", script.digest, String(keys.count)] + keys + arguments
+        do {
+            return try command(evaluation)
+        } catch .reply(let message) where message.hasPrefix("NOSCRIPT") {
+            // Redis has not seen the script since it started: load it once, then run it by digest again.
+            guard try command(["SCRIPT", "LOAD", script.source]) == .string(script.digest) else {
+                throw .reply("SCRIPT LOAD named the script differently than its SHA-1")
             }
+            return try command(evaluation)
         }
-        guard case .string(let digest) = try command(["SCRIPT", "LOAD", script]) else {
-            throw .reply("SCRIPT LOAD returned no digest")
-        }
-        loadedScripts[script] = digest
-        return try command(["EVALSHA", digest] + tail)
     }
 
     /// Whether Redis answers PING now.

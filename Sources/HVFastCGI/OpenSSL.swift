@@ -149,6 +149,19 @@ func secureRandomBytes(count: Int) throws(CryptoError) -> [UInt8] {
     return bytes
 }
 
+/// The lowercase hex SHA-1 of `text`'s UTF-8 bytes: the name Redis gives a Lua script (`EVALSHA`).
+///
+/// The corresponding OpenSSL function is `EVP_Digest` with `EVP_sha1`.
+func sha1Hex(_ text: String) -> String {
+    var digest = [UInt8](repeating: 0, count: 20)
+    var length: UInt32 = 0
+    let done = Array(text.utf8).withUnsafeBytes { bytes in
+        EVP_Digest(bytes.baseAddress, bytes.count, &digest, &length, EVP_sha1(), nil)
+    }
+    precondition(done == 1 && length == 20, "OpenSSL has no SHA-1")
+    return digest.map { String($0 >> 4, radix: 16) + String($0 & 15, radix: 16) }.joined()
+}
+
 /// Compares two byte buffers in time that depends only on their length, so a MAC or hash check leaks nothing about
 /// how many leading bytes matched. Buffers of different lengths are unequal at once: lengths are not secret here.
 ///

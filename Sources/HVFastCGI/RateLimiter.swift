@@ -20,7 +20,8 @@ final class RateLimiter {
     }
 
     /// Returns the TTL of the first counter at its limit, or 0.
-    private static let checkScript = """
+    private static let checkScript = RedisScript(
+        """
         for i, key in ipairs(KEYS) do
           local used = tonumber(redis.call('GET', key) or '0')
           if used >= tonumber(ARGV[i]) then
@@ -30,7 +31,7 @@ final class RateLimiter {
           end
         end
         return 0
-        """
+        """)
 
     /// Seconds until the first exhausted counter resets, or nil when every counter has room.
     func retryAfter(_ limits: [Limit]) -> Int? {
@@ -48,12 +49,13 @@ final class RateLimiter {
     }
 
     /// Increments each counter, starting its window on the first failure.
-    private static let recordScript = """
+    private static let recordScript = RedisScript(
+        """
         for i, key in ipairs(KEYS) do
           if redis.call('INCR', key) == 1 then redis.call('EXPIRE', key, ARGV[1]) end
         end
         return 0
-        """
+        """)
 
     /// Counts one failure against each key.
     func recordFailure(_ limits: [Limit]) {

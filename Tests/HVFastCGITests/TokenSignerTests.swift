@@ -112,6 +112,12 @@ struct HMACVector: Sendable, CustomTestStringConvertible {
         #expect(constantTimeEquals([], []))
     }
 
+    /// FIPS 180 test vectors: the digest Redis names a Lua script by.
+    @Test func hashesWithSHA1AsRedisNamesScripts() {
+        #expect(sha1Hex("abc") == "a9993e364706816aba3e25717850c26c9cd0d89d")
+        #expect(sha1Hex("") == "da39a3ee5e6b4b0d3255bfef95601890afd80709")
+    }
+
     @Test func producesRandomBytes() throws {
         let a = try secureRandomBytes(count: 32)
         let b = try secureRandomBytes(count: 32)
