@@ -342,17 +342,18 @@ class Bench:
         """Creates that fit, into one cluster (every change serialized by its lock), then the same spread over ten
         clusters, each with the share of the machine's CPU time that was busy: the gap between the two is what the
         serialization itself costs, as opposed to the work."""
+        def run(clusters, prefix):
+            self.create_wrk(3, self.c, self.create_env(clusters, prefix + "warm"))
+            return busy_share(lambda: self.create_wrk(self.d, self.c, self.create_env(clusters, prefix)))
+
         cluster = self.cluster("fits", 10**12, 10**9, 10**6)
-        self.create_wrk(3, self.c, self.create_env([cluster], "warm"))
-        result, busy = busy_share(lambda: self.create_wrk(self.d, self.c, self.create_env([cluster], "fit")))
+        result, busy = run([cluster], "fit")
         counts = self.counts(cluster)
         self.notes.append(
             f"3. one cluster of huge capacity: {counts['Running'][0]:,} Running, {counts['Pending'][0]} Pending after"
             f" the warm-up and the run (every create started)."
         )
-        spread = [self.cluster(f"fits{i}", 10**12, 10**9, 10**6) for i in range(10)]
-        self.create_wrk(3, self.c, self.create_env(spread, "warm10"))
-        result10, busy10 = busy_share(lambda: self.create_wrk(self.d, self.c, self.create_env(spread, "fit10")))
+        result10, busy10 = run([self.cluster(f"fits{i}", 10**12, 10**9, 10**6) for i in range(10)], "fit10")
         return [
             Row("3. create that fits (one cluster)", result, self.c, {"rps": 2_500, "p99": 25, "no_errors": True},
                 note=f"CPU {busy:.0%} busy"),
