@@ -7,8 +7,10 @@ same run on the same machine, because absolute numbers vary between machines.
     bench/run.py [--duration SECONDS] [--connections N] [--only GROUP,...] [--pg-stats] [--log-level LEVEL]
 
 Groups: base (GET /, /readyz), read (authenticated cluster read), login, create (creates that fit, into one cluster
-and over 10, with how busy the CPU was), queue (a cluster with 100,000 pending deployments against one with 100),
+and over 10), queue (a cluster with 100,000 pending deployments against one with 100),
 mixed (10 clusters), scheduler (the Swift micro-benchmarks), memory. The nginx static ceiling is always measured.
+Every write row also says where the machine's CPU went: how busy it was, CPU time per request for each part of the
+stack, and the rate that CPU time allows on this machine's cores (`cpu_profile`).
 
 Environment: HV_BENCH_BINARY (default .build/release/hypervisord), HV_BENCH_SCHEDULER (default SchedulerBenchmark
 next to it), HV_WORKERS (default 8).
@@ -160,18 +162,48 @@ def wrk(url, duration, connections, headers=(), script=None, threads=2, env=None
     return parse_wrk(subprocess.check_output(command, text=True, env=run_env))
 
 
-def busy_share(run):
-    """Runs `run()` and returns its result and the share of the machine's CPU time that was busy meanwhile."""
+# Process names (as in /proc/<pid>/stat) by the part of the stack they are.
+CPU_CLASSES = {"postgres": "PostgreSQL", "postmaster": "PostgreSQL", "hypervisord": "workers", "nginx": "nginx",
+               "redis-server": "Redis"}
 
-    def times():
+
+def cpu_profile(run):
+    """Runs `run()` (one wrk) and returns its result and a note on where the machine's CPU went meanwhile: how busy
+    it was, and CPU time per request, in total and for each part of the stack (wrk from this process's reaped
+    children). On 2 cores, 2 s of CPU per second bounds the rate at 2,000,000 / (µs per request), at 100 % busy."""
+    hz = os.sysconf("SC_CLK_TCK")
+
+    def sample():
         with open("/proc/stat") as stat:
             fields = [int(value) for value in stat.readline().split()[1:]]
-        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+        parts = dict.fromkeys(CPU_CLASSES.values(), 0.0)
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    text = stat.read()
+            except OSError:
+                continue  # exited meanwhile
+            name = text[text.index("(") + 1:text.rindex(")")]
+            part = CPU_CLASSES.get(name.split(":")[0].split()[0])
+            if part:
+                after_name = text[text.rindex(")") + 2:].split()
+                parts[part] += (int(after_name[11]) + int(after_name[12])) / hz  # utime + stime
+        children = os.times()
+        parts["wrk"] = children.children_user + children.children_system
+        return sum(fields) / hz, (fields[3] + fields[4]) / hz, parts  # total, idle + iowait, per part
 
-    total0, idle0 = times()
+    total0, idle0, parts0 = sample()
     result = run()
-    total1, idle1 = times()
-    return result, 1 - (idle1 - idle0) / max(1, total1 - total0)
+    total1, idle1, parts1 = sample()
+    busy_seconds = (total1 - total0) - (idle1 - idle0)
+    per_request = 1e6 / max(1, result["total"])
+    split = {part: (parts1[part] - parts0[part]) * per_request for part in parts1}
+    split["other"] = max(0.0, busy_seconds * per_request - sum(split.values()))  # /proc counts in clock ticks
+    cores = os.cpu_count()
+    note = (f"CPU {busy_seconds / max(1e-9, total1 - total0):.0%} busy, {busy_seconds * per_request:,.0f} µs per"
+            f" request (" + ", ".join(f"{part} {value:,.0f}" for part, value in split.items())
+            + f"): ≤ {cores * 1e6 / max(1, busy_seconds * per_request):,.0f}/s on {cores} cores at 100 %")
+    return result, note
 
 
 class Row:
@@ -340,25 +372,25 @@ class Bench:
 
     def create_rows(self):
         """Creates that fit, into one cluster (every change serialized by its lock), then the same spread over ten
-        clusters, each with the share of the machine's CPU time that was busy: the gap between the two is what the
+        clusters, each with where the machine's CPU went (`cpu_profile`): the gap between the two is what the
         serialization itself costs, as opposed to the work."""
         def run(clusters, prefix):
             self.create_wrk(3, self.c, self.create_env(clusters, prefix + "warm"))
-            return busy_share(lambda: self.create_wrk(self.d, self.c, self.create_env(clusters, prefix)))
+            return cpu_profile(lambda: self.create_wrk(self.d, self.c, self.create_env(clusters, prefix)))
 
         cluster = self.cluster("fits", 10**12, 10**9, 10**6)
-        result, busy = run([cluster], "fit")
+        result, profile = run([cluster], "fit")
         counts = self.counts(cluster)
         self.notes.append(
             f"3. one cluster of huge capacity: {counts['Running'][0]:,} Running, {counts['Pending'][0]} Pending after"
             f" the warm-up and the run (every create started)."
         )
-        result10, busy10 = run([self.cluster(f"fits{i}", 10**12, 10**9, 10**6) for i in range(10)], "fit10")
+        result10, profile10 = run([self.cluster(f"fits{i}", 10**12, 10**9, 10**6) for i in range(10)], "fit10")
         return [
             Row("3. create that fits (one cluster)", result, self.c, {"rps": 2_500, "p99": 25, "no_errors": True},
-                note=f"CPU {busy:.0%} busy"),
+                note=profile),
             Row("3. create that fits, over 10 clusters (for comparison)", result10, self.c, {"no_errors": True},
-                note=f"CPU {busy10:.0%} busy"),
+                note=profile10),
         ]
 
     def queue_rows(self, running=1000, shallow=100):
@@ -400,7 +432,7 @@ class Bench:
         def measure(kind, label, run):
             cluster = shapes[label]
             before = self.counts(cluster)
-            result = run(cluster)
+            result, profile = cpu_profile(lambda: run(cluster))
             after = self.counts(cluster)
             delta = {k: after[k][0] - before[k][0] for k in after}
             preempted = sum(v[1] for v in after.values()) - sum(v[1] for v in before.values())
@@ -411,11 +443,11 @@ class Bench:
                 f"{after['Pending'][0]:,} ({delta['Pending']:+,}), Completed {delta['Completed']:+,}, preemptions"
                 f" {preempted:+,}."
             )
-            return result, before, after
+            return result, profile, before, after
 
         # (a) creates that queue
         for label in ("deep", "shallow"):
-            result, before, after = measure("a", label, lambda c: self.create_wrk(
+            result, profile, before, after = measure("a", label, lambda c: self.create_wrk(
                 self.d, self.c, self.create_env([c], f"q{label}", ram=1, cpu=1, priority=1)))
             ok = result["total"] - result["non2xx"]
             sample = self.stack.psql(f"SELECT id FROM deployments WHERE cluster_id = {shapes[label]} AND name ="
@@ -424,10 +456,10 @@ class Bench:
             verdict = "as intended" if self.within(after["Pending"][0] - before["Pending"][0], ok) and sampled == "Pending" \
                 and after["Running"][0] == before["Running"][0] else "NOT as intended"
             self.notes.append(f"4a {label}: every create queued? {verdict} (sample GET: {sampled}).")
-            rows.append((f"4a. create that queues, {before['Pending'][0]:,} pending", label, result))
+            rows.append((f"4a. create that queues, {before['Pending'][0]:,} pending", label, result, profile))
         # (b) creates that preempt: priorities 2, 3, 4, ... interleaved over the two wrk threads
         for label in ("deep", "shallow"):
-            result, before, after = measure("b", label, lambda c: self.create_wrk(
+            result, profile, before, after = measure("b", label, lambda c: self.create_wrk(
                 self.d, self.c, self.create_env([c], f"p{label}", ram=1, cpu=1, priority=2, step=1)))
             ok = result["total"] - result["non2xx"]
             preempted = sum(v[1] for v in after.values()) - sum(v[1] for v in before.values())
@@ -438,7 +470,7 @@ class Bench:
                 and sampled == "Running" else "NOT as intended"
             self.notes.append(f"4b {label}: every create preempted exactly one? {verdict} ({preempted:,} preemptions"
                               f" for {ok:,} creates; newest create: {sampled}).")
-            rows.append((f"4b. create that preempts, {before['Pending'][0]:,} pending", label, result))
+            rows.append((f"4b. create that preempts, {before['Pending'][0]:,} pending", label, result, profile))
         # (c) completions that admit the head of the queue
         for label in ("deep", "shallow"):
             cluster = shapes[label]
@@ -450,7 +482,7 @@ class Bench:
             with tempfile.NamedTemporaryFile("w", prefix="hvb-ids-", suffix=".txt", delete=False) as file:
                 file.write("\n".join(ids) + "\n")
             try:
-                result, before, after = measure("c", label, lambda c: wrk(
+                result, profile, before, after = measure("c", label, lambda c: wrk(
                     self.stack.url("/"), self.d, self.c, self.auth, "complete.lua", 1, {"BENCH_IDS": file.name}))
             finally:
                 os.unlink(file.name)
@@ -463,11 +495,11 @@ class Bench:
             self.notes.append(f"4c {label}: every completion admitted one pending? {verdict} ({admitted:,} admitted"
                               f" for {ok:,} completions; {len(ids) - running:,} small pending were available; queue"
                               f" head before the run is now {sampled}).")
-            rows.append((f"4c. completion that admits, {before['Pending'][0]:,} pending", label, result))
+            rows.append((f"4c. completion that admits, {before['Pending'][0]:,} pending", label, result, profile))
         out = []
-        for name, label, result in rows:
+        for name, label, result, profile in rows:
             targets = {"p99": 25, "no_errors": True}
-            row = Row(name, result, self.c, targets)
+            row = Row(name, result, self.c, targets, note=profile)
             if label == "deep":
                 row.baseline_of = name[:3]
             else:
@@ -481,7 +513,7 @@ class Bench:
         ids = [self.cluster(f"mixed{i}", 10**12, 10**9, 10**6) for i in range(clusters)]
         before = {c: self.counts(c) for c in ids}
         env = {"BENCH_CLUSTERS": ",".join(map(str, ids)), "BENCH_PREFIX": f"m{self.tag}", "BENCH_BACKLOG": "32"}
-        result = wrk(self.stack.url("/"), self.d, self.c, self.auth, "mixed.lua", 2, env)
+        result, profile = cpu_profile(lambda: wrk(self.stack.url("/"), self.d, self.c, self.auth, "mixed.lua", 2, env))
         after = {c: self.counts(c) for c in ids}
         created = sum(sum(v[0] for v in after[c].values()) - sum(v[0] for v in before[c].values()) for c in ids)
         completed = sum(after[c]["Completed"][0] - before[c]["Completed"][0] for c in ids)
@@ -491,7 +523,7 @@ class Bench:
             f" {min(sum(v[0] for v in after[c].values()) for c in ids):,}–{max(sum(v[0] for v in after[c].values()) for c in ids):,}."
         )
         return [Row(f"5. mixed create + complete over {clusters} clusters", result, self.c,
-                    {"rps": 4_000, "no_errors": True})]
+                    {"rps": 4_000, "no_errors": True}, note=profile)]
 
     def accounting_check(self):
         """Every cluster's available = total − Σ Running requests (the scheduler's invariant), after all the load."""
