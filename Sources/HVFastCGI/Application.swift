@@ -2,24 +2,25 @@
 struct Application {
     let router: Router
 
-    /// The response, and for a `500` the underlying error for the log (never sent to the client).
-    func respond(to request: Request) -> (response: Response, failure: (any Error)?) {
+    /// The response, for a `500` the underlying error for the log (never sent to the client), and the index of the
+    /// route that answered (nil when none matched).
+    func respond(to request: Request) -> (response: Response, failure: (any Error)?, route: Int?) {
         switch router.match(method: request.method, path: request.path) {
         case .notFound:
-            return (HTTPError.notFound.response, nil)
+            return (HTTPError.notFound.response, nil, nil)
         case .methodNotAllowed(let allowed):
             return (
-                .detail(405, "Method Not Allowed", headers: [("Allow", allowed.joined(separator: ", "))]), nil
+                .detail(405, "Method Not Allowed", headers: [("Allow", allowed.joined(separator: ", "))]), nil, nil
             )
-        case .found(let handler, let parameters):
+        case .found(let handler, let parameters, let route):
             var routed = request
             routed.pathParameters = parameters
             do {
-                return (try handler(routed), nil)
+                return (try handler(routed), nil, route)
             } catch let error as any ClientError {
-                return (error.response, nil)
+                return (error.response, nil, route)
             } catch {
-                return (.detail(500, "Internal Server Error"), error)
+                return (.detail(500, "Internal Server Error"), error, route)
             }
         }
     }

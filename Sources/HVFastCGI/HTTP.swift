@@ -86,6 +86,7 @@ struct Response: Sendable {
     var status: Int
     var headers: [(String, String)] = []
     var body: [UInt8]
+    var contentType = "application/json; charset=utf-8"
     /// The authenticated caller, for the request log line; never sent.
     var userID: Int64?
 
@@ -111,7 +112,7 @@ struct Response: Sendable {
     /// The CGI-style response libfcgi sends to nginx: `Status:` and headers, a blank line, the body.
     func encoded(requestID: String) -> [UInt8] {
         var head = "Status: \(status) \(reasonPhrase(status))\r\n"
-        head += "Content-Type: application/json; charset=utf-8\r\n"
+        head += "Content-Type: \(contentType)\r\n"
         head += "Content-Length: \(body.count)\r\n"
         head += "X-Request-ID: \(requestID)\r\n"
         for (name, value) in headers { head += name + ": " + value + "\r\n" }

@@ -17,35 +17,40 @@ struct Route {
 /// Finds the handler for a method and path. Every path answers with and without its trailing slash.
 struct Router {
     enum Match {
-        case found(Handler, parameters: [String: String])
+        /// `route` is the route's index in the list the router was built from.
+        case found(Handler, parameters: [String: String], route: Int)
         case notFound
         case methodNotAllowed(allowed: [String])
     }
 
+    /// A route's handler and its index.
+    private typealias Target = (handler: Handler, route: Int)
+
     private struct Pattern {
         let segments: [Substring]
-        var handlers: [String: Handler]
+        var handlers: [String: Target]
     }
 
     /// Patterns without parameters, by normalized path: the common case is one dictionary lookup.
-    private var exact: [String: [String: Handler]] = [:]
+    private var exact: [String: [String: Target]] = [:]
     private var patterns: [Pattern] = []
-    /// Every pattern, for the OpenAPI check.
+    /// Every route's method and pattern, in the order given.
     private(set) var routes: [(method: String, pattern: String)] = []
 
     init(_ routes: [Route]) {
-        for route in routes {
+        for (index, route) in routes.enumerated() {
             self.routes.append((route.method, route.pattern))
+            let target = (route.handler, index)
             let normalized = Router.normalize(route.pattern)
             if normalized.contains("{") {
                 let segments = normalized.split(separator: "/")
                 if let i = patterns.firstIndex(where: { $0.segments == segments }) {
-                    patterns[i].handlers[route.method] = route.handler
+                    patterns[i].handlers[route.method] = target
                 } else {
-                    patterns.append(Pattern(segments: segments, handlers: [route.method: route.handler]))
+                    patterns.append(Pattern(segments: segments, handlers: [route.method: target]))
                 }
             } else {
-                exact[normalized, default: [:]][route.method] = route.handler
+                exact[normalized, default: [:]][route.method] = target
             }
         }
     }
@@ -53,8 +58,8 @@ struct Router {
     func match(method: String, path: String) -> Match {
         let normalized = Router.normalize(path)
         if let handlers = exact[normalized] {
-            guard let handler = handlers[method] else { return .methodNotAllowed(allowed: handlers.keys.sorted()) }
-            return .found(handler, parameters: [:])
+            guard let target = handlers[method] else { return .methodNotAllowed(allowed: handlers.keys.sorted()) }
+            return .found(target.handler, parameters: [:], route: target.route)
         }
         let segments = normalized.split(separator: "/")
         for pattern in patterns where pattern.segments.count == segments.count {
@@ -69,10 +74,10 @@ struct Router {
                 }
             }
             guard matches else { continue }
-            guard let handler = pattern.handlers[method] else {
+            guard let target = pattern.handlers[method] else {
                 return .methodNotAllowed(allowed: pattern.handlers.keys.sorted())
             }
-            return .found(handler, parameters: parameters)
+            return .found(target.handler, parameters: parameters, route: target.route)
         }
         return .notFound
     }

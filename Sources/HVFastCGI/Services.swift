@@ -29,22 +29,23 @@ final class Services: HealthProbe {
 }
 
 /// Every route of the service. Workers and the tests build the router the same way.
-func buildRouter(_ services: Services, openAPI: [UInt8]) -> Router {
+func buildRouter(_ services: Services, openAPI: [UInt8], scoreboard: Scoreboard) -> Router {
     let authenticator = Authenticator(signer: services.signer)
-    return Router(
+    let routes =
         SystemHandler(probe: services).routes
-            + UsersHandler(
-                database: services.database, hasher: services.hasher, signer: services.signer,
-                limiter: services.limiter, tokenLifetime: services.configuration.accessTokenLifetimeSeconds,
-                log: services.log
-            ).routes
-            + OrganizationsHandler(database: services.database, authenticator: authenticator, limiter: services.limiter)
-            .routes
-            + ClustersHandler(database: services.database, authenticator: authenticator).routes
-            + DeploymentsHandler(
-                database: services.database, authenticator: authenticator,
-                scheduler: ClusterScheduler(
-                    database: services.database, queue: DeploymentQueue(redis: services.redis, log: services.log))
-            ).routes
-            + [Route("GET", "/openapi.json") { _ in Response(status: 200, body: openAPI) }])
+        + UsersHandler(
+            database: services.database, hasher: services.hasher, signer: services.signer,
+            limiter: services.limiter, tokenLifetime: services.configuration.accessTokenLifetimeSeconds,
+            log: services.log
+        ).routes
+        + OrganizationsHandler(database: services.database, authenticator: authenticator, limiter: services.limiter)
+        .routes
+        + ClustersHandler(database: services.database, authenticator: authenticator).routes
+        + DeploymentsHandler(
+            database: services.database, authenticator: authenticator,
+            scheduler: ClusterScheduler(
+                database: services.database, queue: DeploymentQueue(redis: services.redis, log: services.log))
+        ).routes
+        + [Route("GET", "/openapi.json") { _ in Response(status: 200, body: openAPI) }]
+    return Router(routes + [MetricsHandler(scoreboard: scoreboard, routes: routes).route])
 }

@@ -26,7 +26,7 @@ final class Worker {
         self.scoreboard = scoreboard
         self.slot = slot
         let services = try Services(configuration: configuration, log: log)
-        application = Application(router: buildRouter(services, openAPI: openAPI))
+        application = Application(router: buildRouter(services, openAPI: openAPI, scoreboard: scoreboard))
     }
 
     /// Serves until asked to quit or recycled; returns the exit status.
@@ -86,15 +86,16 @@ final class Worker {
         let request = Request(
             method: method, target: target, headers: headers, body: body ?? [], requestID: requestID,
             remoteAddress: connection.parameter("REMOTE_ADDR") ?? "")
-        let (response, failure) =
-            body == nil ? (HTTPError.bodyTooLarge.response, nil) : application.respond(to: request)
+        let (response, failure, route) =
+            body == nil ? (HTTPError.bodyTooLarge.response, nil, nil) : application.respond(to: request)
         let handled = monotonicSeconds()
         if !connection.write(response.encoded(requestID: requestID)) {
             log.warning("client went away before the response was written", ["request_id": requestID])
         }
         connection.finish()
-        scoreboard.markIdle(slot: slot)
         let finished = monotonicSeconds()
+        scoreboard.markIdle(
+            slot: slot, route: route ?? Scoreboard.unmatchedRoute, status: response.status, seconds: finished - started)
 
         if let failure {
             log.error("request failed", ["request_id": requestID, "error": String(describing: failure)])

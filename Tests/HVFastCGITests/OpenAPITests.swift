@@ -12,7 +12,7 @@ import Testing
     private func liveRoutes() throws -> Set<String> {
         let configuration = try Configuration.parse(["JWT_SECRET_KEY": String(repeating: "s", count: 32)], cpuCount: 1)
         let services = try Services(configuration: configuration, log: Log(path: nil, level: .error, role: "test"))
-        let router = buildRouter(services, openAPI: [])
+        let router = buildRouter(services, openAPI: [], scoreboard: try Scoreboard())
         return Set(router.routes.map { "\($0.method) \(Router.normalize($0.pattern))" })
     }
 

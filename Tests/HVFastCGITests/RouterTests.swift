@@ -13,7 +13,7 @@ import Testing
     ])
 
     private func body(_ method: String, _ path: String) -> String? {
-        guard case .found(let handler, let parameters) = router.match(method: method, path: path) else { return nil }
+        guard case .found(let handler, let parameters, _) = router.match(method: method, path: path) else { return nil }
         var request = Request(method: method, target: path)
         request.pathParameters = parameters
         return String(decoding: try! handler(request).body, as: UTF8.self)
@@ -28,6 +28,20 @@ import Testing
 
     @Test func pathParametersAreExtracted() {
         #expect(body("GET", "/v1/clusters/42/queue") == #"{"detail":"queue 42"}"#)
+    }
+
+    @Test func aMatchNamesItsRouteByIndex() {
+        for (method, path, index) in [
+            ("POST", "/clusters/create/", 1), ("GET", "/v1/clusters/9", 2), ("DELETE", "/v1/clusters/9", 3),
+            ("GET", "/", 5),
+        ] {
+            guard case .found(_, _, let route) = router.match(method: method, path: path) else {
+                Issue.record("\(method) \(path) did not match")
+                continue
+            }
+            #expect(route == index, "\(method) \(path)")
+        }
+        #expect(Application(router: router).respond(to: Request(method: "GET", target: "/nope")).route == nil)
     }
 
     @Test func unknownPathIs404() {
@@ -67,7 +81,8 @@ import Testing
     @Test func unexpectedErrorsBecomeGeneric500() {
         struct Boom: Error {}
         let application = Application(router: Router([Route("GET", "/boom") { _ in throw Boom() }]))
-        let (response, failure) = application.respond(to: Request(method: "GET", target: "/boom"))
+        let (response, failure, route) = application.respond(to: Request(method: "GET", target: "/boom"))
+        #expect(route == 0)
         #expect(response.status == 500)
         #expect(String(decoding: response.body, as: UTF8.self) == #"{"detail":"Internal Server Error"}"#)
         #expect(failure is Boom)

@@ -265,6 +265,44 @@ struct SkeletonTests {
         #expect(workerCrashes(in: log).isEmpty, "\(stack.logTail())")
     }
 
+    @Test func metricsCountEveryRequestByRouteAcrossRecycledWorkers() throws {
+        let stack = try startedStack(["HV_WORKERS": "2", "HV_MAX_REQUESTS": "20"])
+        defer { stack.stop() }
+        let healthz = #"hv_requests_total{route="GET /healthz",code="2xx"}"#
+        let other = #"hv_requests_total{route="other",code="4xx"}"#
+        let login = #"hv_requests_total{route="POST /users/login",code="4xx"}"#
+        let first = try stack.client.get("/metrics/")
+        #expect(first.status == 200)
+        #expect(first.header("Content-Type") == "text/plain; version=0.0.4; charset=utf-8", "\(first.headers)")
+        let before = try #require(prometheusSamples(first.text), "\(first.text)")
+
+        for _ in 0..<60 { #expect(try stack.client.get("/healthz/").status == 200) }
+        #expect(try stack.client.get("/no/such/thing").status == 404)
+        let badLogin = try stack.client.request(
+            "POST", "/users/login/", headers: ["Content-Type": "application/json"], body: Array("{".utf8))
+        #expect(badLogin.status == 422)
+
+        // A worker counts a request right after writing its response, so the last one may trail the client by an
+        // instant; wait for it, then expect the counts exactly (60 health checks over at least two recycles).
+        let after = waitUntil(timeout: 5) { () -> [String: Double]? in
+            guard let text = try? stack.client.get("/metrics").text, let samples = prometheusSamples(text),
+                samples[login] == (before[login] ?? -1) + 1
+            else { return nil }
+            return samples
+        }
+        let samples = try #require(after, "the bad login was never counted")
+        #expect(samples[healthz] == (before[healthz] ?? -1) + 60)
+        #expect(samples[other] == (before[other] ?? -1) + 1)
+        let histogram = #"hv_request_duration_seconds_bucket{route="GET /healthz",le="+Inf"}"#
+        #expect(samples[histogram] == samples[healthz])
+        #expect(samples[#"hv_request_duration_seconds_count{route="GET /healthz"}"#] == samples[healthz])
+        let busy = samples[#"hv_workers{state="busy"}"#] ?? 0
+        let idle = samples[#"hv_workers{state="idle"}"#] ?? 0
+        #expect(busy >= 1, "the worker answering /metrics is busy")
+        #expect((1.0...2.0).contains(busy + idle), "\(busy) busy, \(idle) idle")
+        #expect(occurrences(of: "(recycled)", in: stack.logText()) >= 2, "\(stack.logTail())")
+    }
+
     @Test func workerStuckInARequestPastTheTimeoutIsKilledAndReplaced() throws {
         // A worker stopped (SIGSTOP) in the middle of a request is exactly a stuck worker to the master.
         let stack = try startedStack(["HV_WORKERS": "1", "HV_REQUEST_TIMEOUT": "2", "HV_TEST_SCRYPT_LOG_N": "17"])
@@ -448,6 +486,18 @@ private func waitForWorkers(_ stack: Stack, count: Int, timeout: TimeInterval = 
         let pids = stack.workerPIDs()
         return pids.count == count ? pids : nil
     }
+}
+
+/// Samples by series (`name{labels}`) from Prometheus' text format; nil when a line is not a sample.
+private func prometheusSamples(_ text: String) -> [String: Double]? {
+    var samples: [String: Double] = [:]
+    for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+        guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else {
+            return nil
+        }
+        samples[String(line[..<space])] = value
+    }
+    return samples
 }
 
 /// Whether a response carried a short token as `X-Request-ID`.

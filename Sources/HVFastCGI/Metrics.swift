@@ -1,0 +1,81 @@
+/// `GET /metrics`: the scoreboard in Prometheus' text format (version 0.0.4), for callers on the loopback interface
+/// only (nginx lets no one else reach it either; anyone else gets the `404` of a path that does not exist).
+struct MetricsHandler {
+    let scoreboard: Scoreboard
+    /// Each route's label (`"POST /deployments/create"`), by its index in the router; this route's own is last.
+    let labels: [String]
+
+    static let pattern = "/metrics"
+
+    /// - Parameter routes: every other route, in the order the router gets them, this one following.
+    init(scoreboard: Scoreboard, routes: [Route]) {
+        precondition(routes.count + 1 < Scoreboard.unmatchedRoute, "raise Scoreboard.routeCapacity")
+        self.scoreboard = scoreboard
+        labels = routes.map { "\($0.method) \(Router.normalize($0.pattern))" } + ["GET \(MetricsHandler.pattern)"]
+    }
+
+    var route: Route { Route("GET", MetricsHandler.pattern, render) }
+
+    private func render(_ request: Request) throws -> Response {
+        guard isLoopback(request.remoteAddress) else { throw HTTPError.notFound }
+        var text = ""
+        text += "# HELP hv_requests_total Requests answered, by route and status class.\n"
+        text += "# TYPE hv_requests_total counter\n"
+        let names = labels + ["other"]  // `other`: no route matched (404, 405, and 413 before routing)
+        let totals = names.indices.map { scoreboard.totals(route: $0 < labels.count ? $0 : Scoreboard.unmatchedRoute) }
+        for (name, total) in zip(names, totals) {
+            for (index, count) in total.byStatusClass.enumerated() {
+                text += "hv_requests_total{route=\"\(escaped(name))\",code=\"\(index + 2)xx\"} \(count)\n"
+            }
+        }
+        text += "# HELP hv_request_duration_seconds From accepting a request to having written its response.\n"
+        text += "# TYPE hv_request_duration_seconds histogram\n"
+        for (name, total) in zip(names, totals) {
+            let label = "route=\"\(escaped(name))\""
+            var cumulative: Int64 = 0
+            for (index, count) in total.byBucket.enumerated() {
+                cumulative += count
+                let bound = index < Scoreboard.bucketBounds.count ? "\(Scoreboard.bucketBounds[index])" : "+Inf"
+                text += "hv_request_duration_seconds_bucket{\(label),le=\"\(bound)\"} \(cumulative)\n"
+            }
+            text += "hv_request_duration_seconds_sum{\(label)} \(total.seconds)\n"
+            text += "hv_request_duration_seconds_count{\(label)} \(cumulative)\n"
+        }
+        let workers = scoreboard.workers()
+        let now = monotonicSeconds()
+        let busy = workers.filter { $0.busySince != nil }.count
+        text += "# HELP hv_workers Live worker processes, busy in a request or idle.\n"
+        text += "# TYPE hv_workers gauge\n"
+        text += "hv_workers{state=\"busy\"} \(busy)\nhv_workers{state=\"idle\"} \(workers.count - busy)\n"
+        text += "# HELP hv_worker_requests Requests served by each live worker since it started.\n"
+        text += "# TYPE hv_worker_requests gauge\n"
+        for worker in workers { text += "hv_worker_requests{pid=\"\(worker.pid)\"} \(worker.served)\n" }
+        text += "# HELP hv_worker_busy_seconds How long each busy worker has been in its current request.\n"
+        text += "# TYPE hv_worker_busy_seconds gauge\n"
+        for worker in workers {
+            guard let since = worker.busySince else { continue }
+            text += "hv_worker_busy_seconds{pid=\"\(worker.pid)\"} \(max(0, now - since))\n"
+        }
+        return Response(status: 200, body: Array(text.utf8), contentType: "text/plain; version=0.0.4; charset=utf-8")
+    }
+}
+
+/// An IPv4 address in 127.0.0.0/8 or the IPv6 loopback (also IPv4-mapped), as nginx writes `$remote_addr`.
+func isLoopback(_ address: String) -> Bool {
+    let v4 = address.hasPrefix("::ffff:") ? String(address.dropFirst(7)) : address
+    return address == "::1" || v4.hasPrefix("127.")
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+private func escaped(_ value: String) -> String {
+    var result = ""
+    for character in value {
+        switch character {
+        case "\\": result += "\\\\"
+        case "\"": result += "\\\""
+        case "\n": result += "\\n"
+        default: result.append(character)
+        }
+    }
+    return result
+}
