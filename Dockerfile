@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# Hypervisor: the hypervisord FastCGI pool. Used by docker-compose.yml (nginx in front).
+# Hypervisor: the hypervisord FastCGI pool and hvctl. Used by docker-compose.yml (nginx in front).
 #   docker build -t hypervisor .
 
 ARG SWIFT_IMAGE=swift:6.2-bookworm
@@ -17,8 +17,10 @@ COPY Tests ./Tests
 # The static Swift runtime keeps the runtime image free of the toolchain's libraries.
 RUN --mount=type=cache,target=/src/.build \
     swift build -c release --static-swift-stdlib --product hypervisord \
+    && swift build -c release --static-swift-stdlib --product hvctl \
     && bin="$(swift build -c release --show-bin-path)" \
     && install -D -m 755 "$bin/hypervisord" /out/hypervisord \
+    && install -D -m 755 "$bin/hvctl" /out/hvctl \
     && cp -R "$bin/Hypervisor_HVFastCGI.resources" /out/
 
 FROM debian:bookworm-slim
@@ -29,7 +31,7 @@ RUN export DEBIAN_FRONTEND=noninteractive \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --user-group --home-dir /var/lib/hypervisor --shell /usr/sbin/nologin hypervisor \
     && install -d -o hypervisor -g hypervisor -m 750 /var/lib/hypervisor
-COPY --from=build /out/hypervisord /usr/local/bin/hypervisord
+COPY --from=build /out/hypervisord /out/hvctl /usr/local/bin/
 # openapi.json, served at /openapi.json, is a SwiftPM resource read from beside the binary.
 COPY --from=build /out/Hypervisor_HVFastCGI.resources /usr/local/bin/Hypervisor_HVFastCGI.resources
 USER hypervisor

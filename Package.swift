@@ -5,7 +5,8 @@ let package = Package(
     name: "Hypervisor",
     platforms: [.macOS(.v14)],
     products: [
-        .executable(name: "hypervisord", targets: ["HVFastCGI"])
+        .executable(name: "hypervisord", targets: ["hypervisord"]),
+        .executable(name: "hvctl", targets: ["hvctl"]),
     ],
     targets: [
         .systemLibrary(name: "CFastCGI", path: "Sources/CFastCGI"),
@@ -14,11 +15,13 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL"),
         .systemLibrary(name: "CSystem", path: "Sources/CSystem"),
         .target(name: "Domain", exclude: ["README.md"]),
-        .executableTarget(
+        .target(
             name: "HVFastCGI",
             dependencies: ["Domain", "CFastCGI", "CPostgres", "CHiredis", "COpenSSL", "CSystem"],
             resources: [.copy("openapi.json")]
         ),
+        .executableTarget(name: "hypervisord", dependencies: ["HVFastCGI"]),
+        .executableTarget(name: "hvctl", dependencies: ["HVFastCGI"]),
         .executableTarget(name: "SchedulerBenchmark", dependencies: ["Domain"], path: "bench/SchedulerBenchmark"),
         .testTarget(name: "DomainTests", dependencies: ["Domain"]),
         .testTarget(name: "HVFastCGITests", dependencies: ["HVFastCGI", "Domain"]),

@@ -5,6 +5,7 @@
 #   scripts/stack.sh redis-start | redis-stop
 #   scripts/stack.sh nginx-start | nginx-stop | nginx-reload
 #   scripts/stack.sh secret | free-port | stop | run
+#   scripts/stack.sh hvctl COMMAND…   (hvctl with the stack's configuration, while `run` runs)
 #
 # Settings come from the environment, then from ./.env, then defaults:
 #   HV_STATE_DIR (./var, made absolute), HV_PORT (8000), HV_LISTEN (the FastCGI socket nginx
@@ -395,6 +396,37 @@ stop_all() {
 
 # --- run -----------------------------------------------------------------------------------
 
+# Exports what hypervisord and hvctl read for this stack: the private PostgreSQL and Redis unless the
+# environment or .env names others, the generated JWT secret unless one is set, the socket and the log.
+service_environment() {
+    export HV_STATE_DIR=$STATE_DIR HV_PORT
+    if [[ -z "$(setting SQL_DB_URL)" && -z "$(setting POSTGRES_USER)" ]]; then
+        export SQL_DB_URL
+        SQL_DB_URL=$(postgres_url)
+    fi
+    [[ -n "$(setting REDIS_HOST)" ]] || export REDIS_HOST=$REDIS_SOCK
+    local jwt
+    jwt=$(setting JWT_SECRET_KEY)
+    if [[ -z "$jwt" || "$jwt" == CHANGE_ME* ]]; then # .env.example's placeholder counts as unset
+        export JWT_SECRET_KEY
+        JWT_SECRET_KEY=$(secret)
+    fi
+    export HV_LISTEN HV_LOG_FILE
+    HV_LISTEN=$(setting HV_LISTEN "$RUN_DIR/hypervisor.sock")
+    HV_LOG_FILE=$(setting HV_LOG_FILE "$LOG_DIR/hypervisor.log")
+}
+
+# hvctl against the stack `run` started (in another terminal), with the same configuration.
+hvctl_() {
+    local bin
+    for bin in "$REPO_ROOT/.build/release/hvctl" "$REPO_ROOT/.build/debug/hvctl" ""; do
+        [[ -x "$bin" ]] && break
+    done
+    [[ -n "$bin" ]] || die "no hvctl binary in $REPO_ROOT/.build/{release,debug}; build it first (swift build -c release)"
+    service_environment
+    exec "$bin" "$@"
+}
+
 run() {
     check_socket_paths
     local bin
@@ -427,25 +459,9 @@ run() {
     trap 'cleanup; exit 143' TERM
     trap cleanup EXIT
 
-    export HV_STATE_DIR=$STATE_DIR HV_PORT
-    if ((own_postgres)); then
-        postgres_start
-        export SQL_DB_URL
-        SQL_DB_URL=$(postgres_url)
-    fi
-    if ((own_redis)); then
-        redis_start
-        export REDIS_HOST=$REDIS_SOCK
-    fi
-    local jwt
-    jwt=$(setting JWT_SECRET_KEY)
-    if [[ -z "$jwt" || "$jwt" == CHANGE_ME* ]]; then # .env.example's placeholder counts as unset
-        export JWT_SECRET_KEY
-        JWT_SECRET_KEY=$(secret)
-    fi
-    export HV_LISTEN HV_LOG_FILE
-    HV_LISTEN=$(setting HV_LISTEN "$RUN_DIR/hypervisor.sock")
-    HV_LOG_FILE=$(setting HV_LOG_FILE "$LOG_DIR/hypervisor.log")
+    ((own_postgres)) && postgres_start
+    ((own_redis)) && redis_start
+    service_environment
     nginx_start
 
     # A background job of a non-interactive shell starts with SIGINT and SIGQUIT ignored; undo
@@ -494,7 +510,7 @@ EOF
 }
 
 usage() {
-    sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -511,5 +527,9 @@ secret) secret ;;
 free-port) free_port ;;
 stop) stop_all ;;
 run) run ;;
+hvctl)
+    shift
+    hvctl_ "$@"
+    ;;
 *) usage ;;
 esac

@@ -13,15 +13,7 @@ struct ListenSocket {
     static func open(_ listen: Configuration.Listen, backlog: Int32 = 1024) throws -> ListenSocket {
         switch listen {
         case .unix(let path):
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            let bytes = Array(path.utf8)
-            guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-                throw SystemError("socket path too long: \(path)", ENAMETOOLONG)
-            }
-            withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-                for (i, byte) in bytes.enumerated() { buffer[i] = byte }
-            }
+            var address = try unixAddress(path)
             let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { throw SystemError("socket", errno) }
             // A socket file nobody answers on is left over from a killed master; one that answers is in use.
@@ -90,6 +82,22 @@ struct ListenSocket {
     func unlinkPath() {
         if let path { unlink(path) }
     }
+}
+
+/// The address of the Unix socket at `path`.
+///
+/// - Throws: `SystemError` when the path does not fit.
+func unixAddress(_ path: String) throws -> sockaddr_un {
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+        throw SystemError("socket path too long: \(path)", ENAMETOOLONG)
+    }
+    withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+        for (i, byte) in bytes.enumerated() { buffer[i] = byte }
+    }
+    return address
 }
 
 /// One FastCGI connection at a time on the shared listening socket.

@@ -79,3 +79,54 @@ private func escaped(_ value: String) -> String {
     }
     return result
 }
+
+/// Samples read back from Prometheus' text format as `MetricsHandler` writes it (for `hvctl status`).
+enum PrometheusText {
+    struct Sample: Equatable {
+        var name: String
+        var labels: [String: String]
+        var value: Double
+    }
+
+    /// Every sample line of `text`; comments and lines that do not parse are skipped.
+    static func samples(_ text: String) -> [Sample] {
+        text.split(separator: "\n").compactMap { line -> Sample? in
+            guard !line.hasPrefix("#"), let space = line.lastIndex(of: " "),
+                let value = Double(line[line.index(after: space)...])
+            else { return nil }
+            let series = line[..<space]
+            guard let open = series.firstIndex(of: "{") else {
+                return Sample(name: String(series), labels: [:], value: value)
+            }
+            var labels: [String: String] = [:]
+            var rest = series[series.index(after: open)...].dropLast()  // without the closing brace
+            while let equals = rest.firstIndex(of: "=") {
+                let name = String(rest[..<equals])
+                var cursor = rest.index(after: equals)
+                guard cursor < rest.endIndex, rest[cursor] == "\"" else { return nil }
+                cursor = rest.index(after: cursor)
+                var text = ""
+                while cursor < rest.endIndex, rest[cursor] != "\"" {
+                    if rest[cursor] == "\\", rest.index(after: cursor) < rest.endIndex {
+                        cursor = rest.index(after: cursor)
+                        text.append(rest[cursor] == "n" ? "\n" : rest[cursor])
+                    } else {
+                        text.append(rest[cursor])
+                    }
+                    cursor = rest.index(after: cursor)
+                }
+                guard cursor < rest.endIndex else { return nil }
+                labels[name] = text
+                rest = rest[rest.index(after: cursor)...].drop { $0 == "," }
+            }
+            return Sample(name: String(series[..<open]), labels: labels, value: value)
+        }
+    }
+}
+
+extension [PrometheusText.Sample] {
+    /// The value of the sample named `name` with exactly `labels`, or 0.
+    func value(_ name: String, _ labels: [String: String]) -> Double {
+        first { $0.name == name && $0.labels == labels }?.value ?? 0
+    }
+}

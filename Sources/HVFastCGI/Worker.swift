@@ -105,9 +105,9 @@ final class Worker {
         guard slow || log.isEnabled(.info) else { return }
         let fields: KeyValuePairs<String, String> = [
             "request_id": requestID, "method": method, "path": request.path, "status": String(response.status),
-            "duration_ms": format(milliseconds), "user_id": response.userID.map(String.init) ?? "-",
-            "read_ms": format((read - started) * 1000), "handle_ms": format((handled - read) * 1000),
-            "write_ms": format((finished - handled) * 1000),
+            "duration_ms": threeDecimals(milliseconds), "user_id": response.userID.map(String.init) ?? "-",
+            "read_ms": threeDecimals((read - started) * 1000), "handle_ms": threeDecimals((handled - read) * 1000),
+            "write_ms": threeDecimals((finished - handled) * 1000),
         ]
         log.write(slow ? .warning : .info, slow ? "slow request" : "request", fields)
     }
@@ -131,8 +131,9 @@ func isToken(_ text: String) -> Bool {
         }
 }
 
-private func format(_ milliseconds: Double) -> String {
-    let micro = Int((milliseconds * 1000).rounded())
-    let fraction = String(micro % 1000)
-    return "\(micro / 1000)." + String(repeating: "0", count: 3 - fraction.count) + fraction
+/// `value` with exactly three decimals, as the log and `hvctl` print durations.
+func threeDecimals(_ value: Double) -> String {
+    let thousandths = Int((value * 1000).rounded())
+    let fraction = String(thousandths % 1000)
+    return "\(thousandths / 1000)." + String(repeating: "0", count: 3 - fraction.count) + fraction
 }

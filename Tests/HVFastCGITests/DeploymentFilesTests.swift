@@ -62,9 +62,12 @@ import Testing
         #expect(set.contains("JWT_SECRET_KEY") && set.contains("HV_LISTEN"))
     }
 
-    @Test func dockerfileShipsTheBinaryAndItsOpenAPIResource() throws {
+    @Test func dockerfileShipsTheBinariesAndTheOpenAPIResource() throws {
         let dockerfile = try text("Dockerfile")
-        #expect(dockerfile.contains("--product hypervisord"))
+        for product in ["hypervisord", "hvctl"] {
+            #expect(dockerfile.contains("--product \(product)"))
+            #expect(dockerfile.contains("/out/\(product)"))
+        }
         #expect(dockerfile.contains("Hypervisor_HVFastCGI.resources"))
         for package in ["libfcgi0ldbl", "libpq5", "libhiredis0.14", "libssl3"] { #expect(dockerfile.contains(package)) }
     }

@@ -105,6 +105,25 @@ import Testing
         #expect((values[#"hv_worker_busy_seconds{pid="301"}"#] ?? -1) >= 0)
     }
 
+    @Test func prometheusTextReadsSamplesAndUnescapesLabels() {
+        let text = """
+            # HELP x A help line.
+            x 1
+            y{a="q\\"uote",b="back\\\\slash",c="new\\nline"} 2.5
+            z{route="GET /a",code="2xx"} 7
+            not a sample
+            """
+        let samples = PrometheusText.samples(text)
+        #expect(
+            samples == [
+                .init(name: "x", labels: [:], value: 1),
+                .init(name: "y", labels: ["a": "q\"uote", "b": "back\\slash", "c": "new\nline"], value: 2.5),
+                .init(name: "z", labels: ["route": "GET /a", "code": "2xx"], value: 7),
+            ])
+        #expect(samples.value("z", ["route": "GET /a", "code": "2xx"]) == 7)
+        #expect(samples.value("z", ["route": "GET /a"]) == 0)
+    }
+
     @Test func onlyLoopbackCallersSeeMetrics() throws {
         let scoreboard = try Scoreboard()
         for address in ["127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"] {

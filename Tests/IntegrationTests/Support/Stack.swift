@@ -329,7 +329,8 @@ final class Stack: @unchecked Sendable {
         return environment.merging(overrides) { $1 }
     }
 
-    private func launchHypervisord(secret: String) throws {
+    /// hypervisord's environment, and `hvctl`'s.
+    private func serviceEnvironment(secret: String) -> [String: String] {
         var environment = ProcessInfo.processInfo.environment
         environment["HV_STATE_DIR"] = stateDir
         environment["HV_PORT"] = String(port)
@@ -338,7 +339,24 @@ final class Stack: @unchecked Sendable {
         environment["JWT_SECRET_KEY"] = secret
         if privatePostgres { environment["SQL_DB_URL"] = databaseURL }
         if privateRedis { environment["REDIS_HOST"] = redisHost }
-        environment.merge(overrides) { $1 }
+        return environment.merging(overrides) { $1 }
+    }
+
+    /// Runs `hvctl` (built next to the hypervisord binary) with the service's configuration, in the state folder;
+    /// returns its exit status and what it printed.
+    func hvctl(_ arguments: String...) throws -> (status: Int32, output: String) {
+        let secret = try script("secret").trimmingCharacters(in: .whitespacesAndNewlines)
+        let outputPath = NSTemporaryDirectory() + "hvt-hvctl-\(UUID().uuidString).out"
+        defer { try? FileManager.default.removeItem(atPath: outputPath) }
+        let pid = try Spawn.spawn(
+            URL(fileURLWithPath: binary).deletingLastPathComponent().appendingPathComponent("hvctl").path,
+            arguments, environment: serviceEnvironment(secret: secret), directory: stateDir, output: outputPath)
+        let status = Spawn.wait(pid)
+        return (status, (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")
+    }
+
+    private func launchHypervisord(secret: String) throws {
+        let environment = serviceEnvironment(secret: secret)
 
         // The state folder has no .env, so the repository's .env cannot leak into a test.
         let pid = try Spawn.spawn(

@@ -1,9 +1,9 @@
 import Glibc
 
-/// `hypervisord [--pid-file PATH]`: the FastCGI process manager.
-func main() -> Int32 {
+/// `hypervisord [--pid-file PATH]`: the FastCGI process manager. Returns the exit status.
+public func hypervisord(arguments: [String]) -> Int32 {
     var pidFile: String?
-    var arguments = CommandLine.arguments.dropFirst()
+    var arguments = arguments.dropFirst()
     while let argument = arguments.popFirst() {
         switch argument {
         case "--pid-file":
@@ -43,5 +43,3 @@ func printError(_ line: String) {
     var bytes = Array((line + "\n").utf8)
     _ = write(2, &bytes, bytes.count)
 }
-
-exit(main())

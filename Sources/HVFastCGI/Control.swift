@@ -1,0 +1,324 @@
+import Domain
+import Glibc
+
+/// `hvctl COMMAND`: the administrator's tool, configured exactly like hypervisord (environment, then `.env`).
+///
+/// Exit status: 0 when everything is fine, 1 when something checked is wrong (or could not be reached), 64 for a usage
+/// error, 78 for a bad configuration.
+public func hvctl(arguments: [String]) -> Int32 {
+    let usage = """
+        usage: hvctl COMMAND   (configuration: environment and .env, as for hypervisord)
+          check                   configuration, PostgreSQL (and its schema), Redis, and whether hypervisord listens
+          migrate                 apply the migrations the database lacks
+          status                  the workers and the requests served so far (hypervisord's /metrics)
+          fsck [--repair]         every cluster's accounting, scheduling state and Redis snapshot against its
+                                  deployments; --repair recomputes wrong accounting and rebuilds wrong snapshots
+          snapshots rebuild [ID…] rebuild the Redis queue snapshots of the given clusters (all without IDs)
+        """
+    var words = Array(arguments.dropFirst())
+    guard let command = words.first else {
+        printError(usage)
+        return 64
+    }
+    words.removeFirst()
+    if command == "--help" || command == "-h" || command == "help" {
+        print(usage)
+        return 0
+    }
+    let configuration: Configuration
+    do {
+        configuration = try Configuration.parse(Configuration.environment(), cpuCount: cpuCount())
+    } catch {
+        printError("hvctl: \(error.description)")
+        return 78
+    }
+    let control = Control(configuration: configuration)
+    switch (command, words) {
+    case ("check", []): return control.check()
+    case ("migrate", []): return control.migrate()
+    case ("status", []): return control.status()
+    case ("fsck", []): return control.fsck(repair: false)
+    case ("fsck", ["--repair"]): return control.fsck(repair: true)
+    case ("snapshots", let rest) where rest.first == "rebuild":
+        let ids = rest.dropFirst().map { Int64($0) }
+        guard ids.allSatisfy({ $0 != nil && $0! > 0 }) else {
+            printError("hvctl: cluster ids are positive integers")
+            return 64
+        }
+        return control.rebuildSnapshots(ids.compactMap { $0 })
+    default:
+        printError(usage)
+        return 64
+    }
+}
+
+/// The commands of `hvctl`; each prints one line per finding and returns the exit status.
+struct Control {
+    let configuration: Configuration
+
+    private func connect() -> PostgresConnection? {
+        do {
+            return try PostgresConnection(url: configuration.databaseURL)
+        } catch {
+            print("postgresql: cannot connect: \(error.message)")
+            return nil
+        }
+    }
+
+    func check() -> Int32 {
+        var healthy = true
+        print("configuration: ok (\(configuration.workers) workers, FastCGI at \(describe(configuration.listen)))")
+        if let connection = connect() {
+            let version = (try? connection.execute(Migrations.currentVersion).int(0, 0)).flatMap { $0 } ?? 0
+            if version == Int64(Migrations.latestVersion) {
+                print("postgresql: ok (schema version \(version))")
+            } else {
+                print(
+                    "postgresql: schema version \(version), this build needs \(Migrations.latestVersion): hvctl migrate"
+                )
+                healthy = false
+            }
+        } else {
+            healthy = false
+        }
+        if RedisConnection(endpoint: configuration.redis, database: configuration.redisDatabase).ping() {
+            print("redis: ok")
+        } else {
+            print("redis: not reachable (the service still answers, without snapshots and rate limits)")
+            healthy = false
+        }
+        // Not a failure: hvctl check also runs before hypervisord starts.
+        do {
+            _ = try FastCGIClient.get("/healthz", from: configuration.listen)
+            print("hypervisord: answering at \(describe(configuration.listen))")
+        } catch {
+            print("hypervisord: not answering at \(describe(configuration.listen)) (\(error))")
+        }
+        return healthy ? 0 : 1
+    }
+
+    func migrate() -> Int32 {
+        guard let connection = connect() else { return 1 }
+        do {
+            let applied = try Migrations.migrate(connection)
+            print(
+                applied.isEmpty
+                    ? "schema already at version \(Migrations.latestVersion)"
+                    : "applied migrations \(applied.map(String.init).joined(separator: ", "))")
+            return 0
+        } catch {
+            print("migration failed: \(error.message)")
+            return 1
+        }
+    }
+
+    func status() -> Int32 {
+        let text: String
+        do {
+            text = try FastCGIClient.get(MetricsHandler.pattern, from: configuration.listen)
+        } catch {
+            print("hypervisord: not answering at \(describe(configuration.listen)): \(error)")
+            return 1
+        }
+        let samples = PrometheusText.samples(text)
+        let now = samples.filter { $0.name == "hv_worker_busy_seconds" }
+        let busy = Int(samples.value("hv_workers", ["state": "busy"]))
+        print("workers: \(busy + Int(samples.value("hv_workers", ["state": "idle"]))) (\(busy) busy)")
+        print(pad("pid", 10) + pad("state", 8) + pad("in request", 14) + "served")
+        for worker in samples.filter({ $0.name == "hv_worker_requests" }) {
+            let pid = worker.labels["pid"] ?? "?"
+            let busy = now.first { $0.labels["pid"] == pid }
+            let age = busy.map { String(Int(($0.value * 1000).rounded())) + " ms" } ?? "-"
+            print(pad(pid, 10) + pad(busy == nil ? "idle" : "busy", 8) + pad(age, 14) + String(Int(worker.value)))
+        }
+        print("")
+        print(pad("route", 34) + pad("requests", 10) + pad("2xx", 9) + pad("4xx", 9) + pad("5xx", 9) + "mean ms")
+        let routes = samples.filter { $0.name == "hv_request_duration_seconds_count" }
+        for route in routes where route.value > 0 {
+            let name = route.labels["route"] ?? "?"
+            let total = samples.value("hv_request_duration_seconds_sum", ["route": name])
+            let byCode = { (code: String) in
+                String(Int(samples.value("hv_requests_total", ["route": name, "code": code])))
+            }
+            print(
+                pad(name, 34) + pad(String(Int(route.value)), 10) + pad(byCode("2xx"), 9) + pad(byCode("4xx"), 9)
+                    + pad(byCode("5xx"), 9) + threeDecimals(total / route.value * 1000))
+        }
+        return 0
+    }
+
+    func fsck(repair: Bool) -> Int32 {
+        guard let connection = connect() else { return 1 }
+        let redis = RedisConnection(endpoint: configuration.redis, database: configuration.redisDatabase)
+        let queue = DeploymentQueue(redis: redis, log: Log(path: nil, level: .error, role: "hvctl"))
+        let database = Database(url: configuration.databaseURL, log: Log(path: nil, level: .error, role: "hvctl"))
+        var problems = 0
+        var unrepaired = 0
+        do {
+            let clusters = try connection.execute(ControlStatements.accounting)
+            for row in 0..<clusters.rowCount {
+                let id = clusters.int(row, 0)!
+                let total = Resources(
+                    ram: clusters.int(row, 1)!, cpu: clusters.int(row, 2)!, gpu: clusters.int(row, 3)!)
+                let available = Resources(
+                    ram: clusters.int(row, 4)!, cpu: clusters.int(row, 5)!, gpu: clusters.int(row, 6)!)
+                let running = Resources(
+                    ram: clusters.int(row, 7)!, cpu: clusters.int(row, 8)!, gpu: clusters.int(row, 9)!)
+                var snapshotWrong = false
+                if available != total - running {
+                    problems += 1
+                    print("cluster \(id): available \(available) but total − running is \(total - running)")
+                    if repair {
+                        _ = try connection.pipeline([
+                            (ControlStatements.begin, []), (ControlStatements.lock, [String(id)]),
+                            (ControlStatements.recomputeAvailable, [String(id)]), (ControlStatements.commit, []),
+                        ])
+                        print("cluster \(id): available recomputed")
+                        snapshotWrong = true
+                    }
+                }
+                let active = try connection.execute(ControlStatements.active, [String(id)])
+                let deployments = (0..<active.rowCount).map { row in
+                    ActiveDeployment(
+                        id: active.int(row, 0)!, priority: Int32(active.int(row, 1)!), seq: active.int(row, 2)!,
+                        request: Resources(
+                            ram: active.int(row, 3)!, cpu: active.int(row, 4)!, gpu: active.int(row, 5)!),
+                        isRunning: active.bool(row, 6))
+                }
+                let plan = Scheduler.plan(for: ClusterSnapshot(capacity: total, active: deployments))
+                if !plan.start.isEmpty || !plan.preempt.isEmpty {
+                    problems += 1
+                    unrepaired += 1
+                    print(
+                        "cluster \(id): not the policy's state: it would start \(plan.start) and preempt \(plan.preempt)"
+                            + " (hvctl does not repair this)")
+                }
+                let version = try connection.execute(ControlStatements.version, [String(id)]).int(0, 0) ?? 0
+                if !snapshotWrong, let finding = try snapshotFinding(id, version: version, deployments, redis) {
+                    problems += 1
+                    print("cluster \(id): Redis snapshot \(finding)")
+                    snapshotWrong = true
+                }
+                if repair && snapshotWrong {
+                    do {
+                        try rebuild(id, queue, redis, database)
+                        print("cluster \(id): Redis snapshot rebuilt")
+                    } catch {
+                        unrepaired += 1
+                        print("cluster \(id): Redis snapshot not rebuilt: \(error)")
+                    }
+                }
+            }
+            print(
+                "\(clusters.rowCount) clusters checked, \(problems) problems" + (repair ? ", \(unrepaired) left" : ""))
+        } catch {
+            print("fsck stopped: \(error)")
+            return 1
+        }
+        return (repair ? unrepaired : problems) == 0 ? 0 : 1
+    }
+
+    /// What is wrong with the snapshot of `cluster` in Redis, or nil when it holds exactly `deployments` at `version`.
+    private func snapshotFinding(
+        _ cluster: Int64, version: Int64, _ deployments: [ActiveDeployment], _ redis: RedisConnection
+    ) throws -> String? {
+        let keys = DeploymentQueue.keys(cluster)
+        let stored: RedisReply
+        do {
+            stored = try redis.command(["HGET", keys[2], "version"])
+        } catch {
+            return "not readable (\(error))"
+        }
+        guard case .string(let text) = stored, let snapshotVersion = Int64(text) else {
+            return version == 0 ? nil : "missing"  // a cluster gets its snapshot with its first change
+        }
+        guard snapshotVersion == version else { return "at version \(snapshotVersion), PostgreSQL at \(version)" }
+        for (key, running) in [(keys[0], true), (keys[1], false)] {
+            let expected = deployments.filter { $0.isRunning == running }.map(DeploymentQueue.member).sorted()
+            guard case .array(let members) = try redis.command(["ZRANGE", key, "0", "-1"]) else { return "unreadable" }
+            let actual = members.compactMap { if case .string(let member) = $0 { member } else { nil } }
+            if actual != expected {
+                let kind = running ? "running" : "pending"
+                return actual.count == expected.count
+                    ? "lists other \(kind) deployments than PostgreSQL"
+                    : "lists \(actual.count) \(kind), PostgreSQL \(expected.count)"
+            }
+        }
+        return nil
+    }
+
+    func rebuildSnapshots(_ ids: [Int64]) -> Int32 {
+        guard let connection = connect() else { return 1 }
+        let log = Log(path: nil, level: .error, role: "hvctl")
+        let redis = RedisConnection(endpoint: configuration.redis, database: configuration.redisDatabase)
+        let queue = DeploymentQueue(redis: redis, log: log)
+        let database = Database(url: configuration.databaseURL, log: log)
+        do {
+            let all = try connection.execute(ControlStatements.clusterIDs)
+            let clusters = ids.isEmpty ? (0..<all.rowCount).compactMap { all.int($0, 0) } : ids
+            for id in clusters {
+                try rebuild(id, queue, redis, database)
+                print("cluster \(id): snapshot rebuilt")
+            }
+            return 0
+        } catch {
+            print("rebuild stopped: \(error)")
+            return 1
+        }
+    }
+}
+
+/// Rebuilds the snapshot of `cluster` even when Redis already names PostgreSQL's version (a rebuild never replaces a
+/// snapshot that is as new, and here its content is what is wrong): the version goes first. A worker publishing
+/// meanwhile finds no version and rebuilds too; the newer of the two stays.
+private func rebuild(_ cluster: Int64, _ queue: DeploymentQueue, _ redis: RedisConnection, _ database: Database) throws
+{
+    _ = try redis.command(["HDEL", DeploymentQueue.keys(cluster)[2], "version"])
+    try queue.rebuild(cluster, from: database)
+}
+
+private enum ControlStatements {
+    static let begin = Statement(name: "hvctl_begin", sql: "BEGIN")
+    static let commit = Statement(name: "hvctl_commit", sql: "COMMIT")
+    static let lock = Statement(name: "hvctl_lock", sql: "SELECT pg_advisory_xact_lock($1)")
+    static let clusterIDs = Statement(name: "hvctl_clusters", sql: "SELECT id FROM clusters ORDER BY id")
+    static let version = Statement(name: "hvctl_version", sql: "SELECT version FROM clusters WHERE id = $1")
+    /// Every cluster with its totals, `available_*` and the sums of its running requests, in one snapshot.
+    static let accounting = Statement(
+        name: "hvctl_accounting",
+        sql: """
+            SELECT c.id, c.total_ram, c.total_cpu, c.total_gpu, c.available_ram, c.available_cpu, c.available_gpu,
+                   coalesce(sum(d.ram_required), 0), coalesce(sum(d.cpu_required), 0), coalesce(sum(d.gpu_required), 0)
+            FROM clusters c LEFT JOIN deployments d ON d.cluster_id = c.id AND d.status = 'Running'
+            GROUP BY c.id ORDER BY c.id
+            """)
+    static let active = Statement(
+        name: "hvctl_active",
+        sql: """
+            SELECT id, priority, seq, ram_required, cpu_required, gpu_required, status = 'Running'
+            FROM deployments WHERE cluster_id = $1 AND status IN ('Pending', 'Running')
+            """)
+    /// Under the cluster's lock: `available_*` from its running deployments, and a new version for the snapshot.
+    static let recomputeAvailable = Statement(
+        name: "hvctl_recompute_available",
+        sql: """
+            UPDATE clusters c
+            SET available_ram = c.total_ram - r.ram, available_cpu = c.total_cpu - r.cpu,
+                available_gpu = c.total_gpu - r.gpu, version = c.version + 1
+            FROM (SELECT coalesce(sum(ram_required), 0) AS ram, coalesce(sum(cpu_required), 0) AS cpu,
+                         coalesce(sum(gpu_required), 0) AS gpu
+                  FROM deployments WHERE cluster_id = $1 AND status = 'Running') r
+            WHERE c.id = $1
+            """)
+}
+
+private func describe(_ listen: Configuration.Listen) -> String {
+    switch listen {
+    case .unix(let path): path
+    case .tcp(let host, let port): "\(host):\(port)"
+    }
+}
+
+private func pad(_ text: String, _ width: Int) -> String {
+    text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
+}

@@ -1,0 +1,4 @@
+import Glibc
+import HVFastCGI
+
+exit(hvctl(arguments: CommandLine.arguments))
