@@ -218,6 +218,45 @@ struct ClusterScheduler {
         return (row, change)
     }
 
+    /// Brings a cluster that is not in the policy's state into it, reading the whole cluster under its lock, and
+    /// returns what that started and preempted (nothing when it already was). The API's changes never leave a cluster
+    /// unsettled; this is for `hvctl fsck --repair`, after someone changed the database by hand.
+    ///
+    /// - Throws: `ServiceUnavailable` when PostgreSQL is down, `PostgresError` otherwise.
+    func settle(_ cluster: Int64) throws -> SchedulingPlan {
+        let (plan, change) = try database.run { connection in
+            try transaction(connection) { () throws -> (SchedulingPlan, DeploymentQueue.Change?) in
+                let read = try connection.pipeline([
+                    (Statements.begin, []), (Statements.lock, [String(cluster)]),
+                    (Statements.wholeCluster, [String(cluster)]),
+                ])[2]
+                guard read.rowCount > 0, let capacity = read.resources(0), let available = read.resources(3) else {
+                    throw HTTPError(404, "Cluster not found")
+                }
+                let active = (0..<read.rowCount).compactMap { row -> ActiveDeployment? in
+                    guard let id = read.int(row, 6) else { return nil }
+                    return ActiveDeployment(
+                        id: id, priority: Int32(read.int(row, 7) ?? 0), seq: read.int(row, 8) ?? 0,
+                        request: Resources(
+                            ram: read.int(row, 9) ?? 0, cpu: read.int(row, 10) ?? 0, gpu: read.int(row, 11) ?? 0),
+                        isRunning: read.bool(row, 12))
+                }
+                let snapshot = ClusterSnapshot(capacity: capacity, active: active)
+                let plan = Scheduler.plan(for: snapshot)
+                guard !plan.start.isEmpty || !plan.preempt.isEmpty else {
+                    try connection.execute(Statements.commit)
+                    return (plan, nil)
+                }
+                let change = try apply(
+                    PlannedChange(plan: plan, snapshot: snapshot), available: available, write: .none,
+                    cluster: cluster, connection)
+                return (plan, change)
+            }
+        }
+        if let change { queue.publish(change, rebuildFrom: database) }
+        return plan
+    }
+
     /// A plan and the snapshot it was computed from (which holds every deployment the plan names).
     struct PlannedChange {
         var plan: SchedulingPlan
@@ -310,6 +349,8 @@ struct ClusterScheduler {
         /// A create: the new deployment, inserted with its final status. `row` holds the `apply` statement's
         /// parameters $13…$22.
         case insert(ActiveDeployment, row: [String?])
+        /// Nothing but the plan (`settle`).
+        case none
         /// A completion of a running deployment.
         case complete(ActiveDeployment)
     }
@@ -337,6 +378,8 @@ struct ClusterScheduler {
             completed = deployment
             events.add(deployment.id, "Completed")
             change.removedRunning.append(deployment)
+        case .none:
+            break
         }
         var toStart: [Int64] = []
         for id in plan.start {
@@ -372,7 +415,7 @@ struct ClusterScheduler {
         let results = try connection.pipeline([
             (Statements.apply, parameters), (Statements.commit, []), (Statements.durable, []),
         ])
-        let expected = toStart.count + plan.preempt.count + 1
+        let expected = toStart.count + plan.preempt.count + (inserted == nil && completed == nil ? 0 : 1)
         guard results[0].rowCount == 1, results[0].int(0, 1) == Int64(expected) else {
             throw PostgresError(
                 sqlState: nil, message: "cluster \(cluster): the write did not match the plan", connectionLost: false)
@@ -553,6 +596,18 @@ private enum Statements {
             SELECT t.id, t.name, t.cluster_id, t.image_path, t.ram_required, t.cpu_required, t.gpu_required,
                    'Completed', t.priority, t.seq, u.version, u.available_ram, u.available_cpu, u.available_gpu
             FROM target t, completed, updated u
+            """)
+
+    /// A cluster's totals and `available_*`, with each of its active deployments (one row of NULLs when none): all
+    /// of it, for `settle` only.
+    static let wholeCluster = Statement(
+        name: "sched_whole_cluster",
+        sql: """
+            SELECT c.total_ram, c.total_cpu, c.total_gpu, c.available_ram, c.available_cpu, c.available_gpu,
+                   d.id, d.priority, d.seq, d.ram_required, d.cpu_required, d.gpu_required, d.status = 'Running'
+            FROM clusters c
+            LEFT JOIN deployments d ON d.cluster_id = c.id AND d.status IN ('Pending', 'Running')
+            WHERE c.id = $1
             """)
 
     /// The caller (no row: unknown user or revoked token) and the cluster (NULLs: not found or not theirs), with the

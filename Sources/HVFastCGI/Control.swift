@@ -12,7 +12,8 @@ public func hvctl(arguments: [String]) -> Int32 {
           migrate                 apply the migrations the database lacks
           status                  the workers and the requests served so far (hypervisord's /metrics)
           fsck [--repair]         every cluster's accounting, scheduling state and Redis snapshot against its
-                                  deployments; --repair recomputes wrong accounting and rebuilds wrong snapshots
+                                  deployments; --repair recomputes wrong accounting, brings the cluster to the
+                                  policy's state and rebuilds wrong snapshots
           snapshots rebuild [ID…] rebuild the Redis queue snapshots of the given clusters (all without IDs)
         """
     var words = Array(arguments.dropFirst())
@@ -152,6 +153,7 @@ struct Control {
         let redis = RedisConnection(endpoint: configuration.redis, database: configuration.redisDatabase)
         let queue = DeploymentQueue(redis: redis, log: Log(path: nil, level: .error, role: "hvctl"))
         let database = Database(url: configuration.databaseURL, log: Log(path: nil, level: .error, role: "hvctl"))
+        let scheduler = ClusterScheduler(database: database, queue: queue)
         var problems = 0
         var unrepaired = 0
         do {
@@ -177,21 +179,17 @@ struct Control {
                         snapshotWrong = true
                     }
                 }
-                let active = try connection.execute(ControlStatements.active, [String(id)])
-                let deployments = (0..<active.rowCount).map { row in
-                    ActiveDeployment(
-                        id: active.int(row, 0)!, priority: Int32(active.int(row, 1)!), seq: active.int(row, 2)!,
-                        request: Resources(
-                            ram: active.int(row, 3)!, cpu: active.int(row, 4)!, gpu: active.int(row, 5)!),
-                        isRunning: active.bool(row, 6))
-                }
+                var deployments = try activeDeployments(id, connection)
                 let plan = Scheduler.plan(for: ClusterSnapshot(capacity: total, active: deployments))
                 if !plan.start.isEmpty || !plan.preempt.isEmpty {
                     problems += 1
-                    unrepaired += 1
                     print(
-                        "cluster \(id): not the policy's state: it would start \(plan.start) and preempt \(plan.preempt)"
-                            + " (hvctl does not repair this)")
+                        "cluster \(id): not the policy's state: it would start \(plan.start), preempt \(plan.preempt)")
+                    if repair {
+                        let settled = try scheduler.settle(id)
+                        print("cluster \(id): settled: started \(settled.start), preempted \(settled.preempt)")
+                        deployments = try activeDeployments(id, connection)
+                    }
                 }
                 let version = try connection.execute(ControlStatements.version, [String(id)]).int(0, 0) ?? 0
                 if !snapshotWrong, let finding = try snapshotFinding(id, version: version, deployments, redis) {
@@ -216,6 +214,16 @@ struct Control {
             return 1
         }
         return (repair ? unrepaired : problems) == 0 ? 0 : 1
+    }
+
+    private func activeDeployments(_ cluster: Int64, _ connection: PostgresConnection) throws -> [ActiveDeployment] {
+        let active = try connection.execute(ControlStatements.active, [String(cluster)])
+        return (0..<active.rowCount).map { row in
+            ActiveDeployment(
+                id: active.int(row, 0)!, priority: Int32(active.int(row, 1)!), seq: active.int(row, 2)!,
+                request: Resources(ram: active.int(row, 3)!, cpu: active.int(row, 4)!, gpu: active.int(row, 5)!),
+                isRunning: active.bool(row, 6))
+        }
     }
 
     /// What is wrong with the snapshot of `cluster` in Redis, or nil when it holds exactly `deployments` at `version`.

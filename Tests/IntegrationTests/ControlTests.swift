@@ -88,9 +88,9 @@ struct ControlTests {
         #expect(try stack.hvctl("fsck").status == 0)
     }
 
-    @Test func fsckReportsAStateThatIsNotThePolicysAndDoesNotPretendToRepairIt() throws {
+    @Test func fsckFindsAStateThatIsNotThePolicysAndRepairSettlesIt() throws {
         let (cluster, database) = try clusterWithDeployments()
-        // The 3 GiB deployment marked Pending with its resources handed back: the policy would start it again.
+        // The 3 GiB deployment marked Pending by hand, its resources handed back: the policy would start it again.
         let moved = try database.query(
             """
             UPDATE deployments SET status = 'Pending' WHERE cluster_id = $1 AND ram_required = 3 AND status = 'Running'
@@ -100,20 +100,28 @@ struct ControlTests {
         try database.query(
             "UPDATE clusters SET available_ram = available_ram + 3, available_cpu = available_cpu + 3000 WHERE id = $1",
             [String(cluster)])
-        let found = try stack.hvctl("fsck", "--repair")
+        let found = try stack.hvctl("fsck")
         #expect(found.status == 1, "\(found.output)")
         #expect(
-            found.output.contains("cluster \(cluster): not the policy's state: it would start [\(id)]"),
+            found.output.contains("cluster \(cluster): not the policy's state: it would start [\(id)], preempt []"),
             "\(found.output)")
-        #expect(found.output.contains(", 1 left"), "\(found.output)")
 
-        try database.query("UPDATE deployments SET status = 'Running' WHERE id = $1", [String(id)])
-        try database.query(
-            "UPDATE clusters SET available_ram = available_ram - 3, available_cpu = available_cpu - 3000 WHERE id = $1",
-            [String(cluster)])
-        _ = try stack.hvctl("snapshots", "rebuild", String(cluster))
-        let restored = try stack.hvctl("fsck")
-        #expect(restored.status == 0, "\(restored.output)")
+        let repaired = try stack.hvctl("fsck", "--repair")
+        #expect(repaired.status == 0, "\(repaired.output)")
+        #expect(
+            repaired.output.contains("cluster \(cluster): settled: started [\(id)], preempted []"), "\(repaired.output)"
+        )
+        let after = try stack.hvctl("fsck")
+        #expect(after.status == 0, "\(after.output)")
+        let row = try database.query(
+            """
+            SELECT d.status::text, c.available_ram, (SELECT count(*) FROM deployment_events e
+                                                      WHERE e.deployment_id = d.id AND e.kind = 'Started')
+            FROM deployments d JOIN clusters c ON c.id = d.cluster_id WHERE d.id = $1
+            """, [String(id)])
+        #expect(row.string(0, 0) == "Running")
+        #expect(row.int(0, 1) == Int64(3))
+        #expect(row.int(0, 2) == Int64(2), "started when created, and again when settled")
     }
 
     /// A 10 GiB / 10 CPU / 1 GPU cluster with deployments of 4 and 3 GiB running and one of 8 GiB waiting, and a
