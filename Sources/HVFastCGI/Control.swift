@@ -26,13 +26,7 @@ public func hvctl(arguments: [String]) -> Int32 {
         print(usage)
         return 0
     }
-    let configuration: Configuration
-    do {
-        configuration = try Configuration.parse(Configuration.environment(), cpuCount: cpuCount())
-    } catch {
-        printError("hvctl: \(error.description)")
-        return 78
-    }
+    guard let configuration = loadConfiguration(for: "hvctl") else { return 78 }
     let control = Control(configuration: configuration)
     switch (command, words) {
     case ("check", []): return control.check()
@@ -169,7 +163,9 @@ struct Control {
                 var snapshotWrong = false
                 if available != total - running {
                     problems += 1
-                    print("cluster \(id): available \(available) but total − running is \(total - running)")
+                    print(
+                        "cluster \(id): available \(describe(available)) but total − running is"
+                            + " \(describe(total - running))")
                     if repair {
                         _ = try connection.pipeline([
                             (ControlStatements.begin, []), (ControlStatements.lock, [String(id)]),
@@ -325,6 +321,10 @@ private func describe(_ listen: Configuration.Listen) -> String {
     case .unix(let path): path
     case .tcp(let host, let port): "\(host):\(port)"
     }
+}
+
+private func describe(_ amounts: Resources) -> String {
+    "ram \(amounts.ram), cpu \(amounts.cpu)m, gpu \(amounts.gpu)"
 }
 
 private func pad(_ text: String, _ width: Int) -> String {

@@ -20,13 +20,7 @@ public func hypervisord(arguments: [String]) -> Int32 {
             return 64
         }
     }
-    let configuration: Configuration
-    do {
-        configuration = try Configuration.parse(Configuration.environment(), cpuCount: cpuCount())
-    } catch {
-        printError("hypervisord: \(error.description)")
-        return 78
-    }
+    guard let configuration = loadConfiguration(for: "hypervisord") else { return 78 }
     let log = Log(path: configuration.logFile, level: configuration.logLevel, role: "master")
     do {
         let master = try Master(configuration: configuration, log: log, pidFile: pidFile)
@@ -35,6 +29,17 @@ public func hypervisord(arguments: [String]) -> Int32 {
         log.error("cannot start", ["error": String(describing: error)])
         if configuration.logFile != nil { printError("hypervisord: cannot start: \(error)") }
         return 1
+    }
+}
+
+/// The configuration from the environment and `.env`; nil, having printed why on standard error as
+/// `program: …`, when it is invalid.
+func loadConfiguration(for program: String) -> Configuration? {
+    do {
+        return try Configuration.parse(Configuration.environment(), cpuCount: cpuCount())
+    } catch {
+        printError("\(program): \(error.description)")
+        return nil
     }
 }
 

@@ -44,22 +44,10 @@ struct ListenSocket {
             guard Glibc.listen(fd, backlog) == 0 else { throw SystemError("listen \(path)", errno) }
             return ListenSocket(fd: fd, path: path)
         case .tcp(let host, let port):
-            var hints = addrinfo()
-            hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-            hints.ai_flags = AI_PASSIVE
-            var result: UnsafeMutablePointer<addrinfo>?
-            guard getaddrinfo(host, String(port), &hints, &result) == 0, let info = result else {
-                throw SystemError("resolve \(host)", EINVAL)
-            }
-            defer { freeaddrinfo(result) }
-            let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { throw SystemError("socket", errno) }
-            var one: Int32 = 1
-            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-            guard bind(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
-                let code = errno
-                close(fd)
-                throw SystemError("bind \(host):\(port)", code)
+            let fd = try tcpSocket(host, port, passive: true, what: "bind") { fd, address, length in
+                var one: Int32 = 1
+                setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+                return bind(fd, address, length)
             }
             guard Glibc.listen(fd, backlog) == 0 else { throw SystemError("listen \(host):\(port)", errno) }
             return ListenSocket(fd: fd, path: nil)
@@ -98,6 +86,32 @@ func unixAddress(_ path: String) throws -> sockaddr_un {
         for (i, byte) in bytes.enumerated() { buffer[i] = byte }
     }
     return address
+}
+
+/// A stream socket to or for `host:port` (the first address it resolves to) on which `use` (bind or connect)
+/// succeeded; `passive` resolves for binding.
+///
+/// - Throws: `SystemError` when resolving, the socket or `use` (named by `what`) fails.
+func tcpSocket(
+    _ host: String, _ port: Int, passive: Bool, what: String,
+    _ use: (Int32, UnsafePointer<sockaddr>, socklen_t) -> Int32
+) throws -> Int32 {
+    var hints = addrinfo()
+    hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+    if passive { hints.ai_flags = AI_PASSIVE }
+    var result: UnsafeMutablePointer<addrinfo>?
+    guard getaddrinfo(host, String(port), &hints, &result) == 0, let info = result else {
+        throw SystemError("resolve \(host)", EINVAL)
+    }
+    defer { freeaddrinfo(result) }
+    let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { throw SystemError("socket", errno) }
+    guard use(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
+        let code = errno
+        close(fd)
+        throw SystemError("\(what) \(host):\(port)", code)
+    }
+    return fd
 }
 
 /// One FastCGI connection at a time on the shared listening socket.

@@ -97,21 +97,7 @@ enum FastCGIClient {
             }
             return fd
         case .tcp(let host, let port):
-            var hints = addrinfo()
-            hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-            var result: UnsafeMutablePointer<addrinfo>?
-            guard getaddrinfo(host, String(port), &hints, &result) == 0, let info = result else {
-                throw SystemError("resolve \(host)", EINVAL)
-            }
-            defer { freeaddrinfo(result) }
-            let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { throw SystemError("socket", errno) }
-            guard Glibc.connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
-                let code = errno
-                close(fd)
-                throw SystemError("connect \(host):\(port)", code)
-            }
-            return fd
+            return try tcpSocket(host, port, passive: false, what: "connect") { Glibc.connect($0, $1, $2) }
         }
     }
 }

@@ -7,11 +7,7 @@ import Testing
 /// FastCGI socket.
 @Suite(.serialized)
 struct ControlTests {
-    private static let started: Result<Stack, any Error> = Result {
-        let stack = try Stack()
-        try stack.start()
-        return stack
-    }
+    private static let started = Stack.started()
 
     private let stack: Stack
     private let api: APIClient
@@ -126,7 +122,7 @@ struct ControlTests {
 
     /// A 10 GiB / 10 CPU / 1 GPU cluster with deployments of 4 and 3 GiB running and one of 8 GiB waiting, and a
     /// PostgreSQL session for the test.
-    private func clusterWithDeployments() throws -> (Int64, ControlTestDatabase) {
+    private func clusterWithDeployments() throws -> (Int64, TestDatabase) {
         let user = try api.newUser("hvctl")
         let created = try api.createCluster(APIClient.unique("fsck"), ram: 10, cpu: 10, gpu: 1, as: user)
         let cluster = try #require((created.jsonObject?["id"] as? NSNumber)?.int64Value, "\(created.text)")
@@ -139,23 +135,6 @@ struct ControlTests {
                 ], headers: user.auth)
             #expect(response.status == 200, "\(response.text)")
         }
-        return (cluster, try ControlTestDatabase(stack.databaseURL))
-    }
-}
-
-/// A test's own PostgreSQL session.
-private final class ControlTestDatabase {
-    private let connection: PostgresConnection
-    private var statements: [String: Statement] = [:]
-
-    init(_ url: String) throws {
-        connection = try PostgresConnection(url: url)
-    }
-
-    @discardableResult
-    func query(_ sql: String, _ parameters: [String?] = []) throws -> PostgresResult {
-        let statement = statements[sql] ?? Statement(name: "control_test_\(statements.count)", sql: sql)
-        statements[sql] = statement
-        return try connection.execute(statement, parameters)
+        return (cluster, try TestDatabase(stack.databaseURL))
     }
 }

@@ -5,11 +5,7 @@ import Testing
 
 /// One stack for the whole suite, started by the first test that needs it and stopped when the process exits.
 private enum IdentityStack {
-    static let shared: Result<Stack, any Error> = Result {
-        let stack = try Stack(environment: ["HV_WORKERS": "2"])
-        try stack.start()
-        return stack
-    }
+    static let shared = Stack.started(environment: ["HV_WORKERS": "2"])
 }
 
 /// Section A of spec/API.md through nginx: users, organizations and clusters, authentication, tenancy, rate limits

@@ -14,11 +14,7 @@ import Testing
 @Suite(.serialized)
 struct SchedulingTests {
     /// One stack for the whole suite, started on first use and stopped when the test process exits.
-    private static let started: Result<Stack, any Error> = Result {
-        let stack = try Stack()
-        try stack.start()
-        return stack
-    }
+    private static let started = Stack.started()
 
     private let stack: Stack
     private let api: SchedulingAPI
@@ -956,22 +952,7 @@ private struct ClusterState {
     var runningSum: Resources { active.filter(\.isRunning).map(\.request).reduce(Resources(), +) }
 }
 
-/// A test's own PostgreSQL session.
-private final class TestDatabase {
-    private let connection: PostgresConnection
-    private var statements: [String: Statement] = [:]
-
-    init(_ url: String) throws {
-        connection = try PostgresConnection(url: url)
-    }
-
-    @discardableResult
-    func query(_ sql: String, _ parameters: [String?] = []) throws -> PostgresResult {
-        let statement = statements[sql] ?? Statement(name: "scheduling_test_\(statements.count)", sql: sql)
-        statements[sql] = statement
-        return try connection.execute(statement, parameters)
-    }
-
+fileprivate extension TestDatabase {
     func clusterState(_ cluster: Int64) throws -> ClusterState {
         try query("BEGIN ISOLATION LEVEL REPEATABLE READ")
         defer { _ = try? query("COMMIT") }

@@ -116,6 +116,16 @@ final class Stack: @unchecked Sendable {
         stop()
     }
 
+    /// A started stack, or why it could not start: what a suite sharing one stack keeps in a `static let`, so that
+    /// its first test starts it (it stops when the test process exits).
+    static func started(environment: [String: String] = [:]) -> Result<Stack, any Error> {
+        Result {
+            let stack = try Stack(environment: environment)
+            try stack.start()
+            return stack
+        }
+    }
+
     // MARK: - Whole stack
 
     /// Starts PostgreSQL, Redis, nginx and hypervisord and waits until `/readyz` answers 200.

@@ -1,0 +1,18 @@
+@testable import HVFastCGI
+
+/// A test's own PostgreSQL session: SQL text with `$n` parameters, each prepared once.
+final class TestDatabase {
+    private let connection: PostgresConnection
+    private var statements: [String: Statement] = [:]
+
+    init(_ url: String) throws {
+        connection = try PostgresConnection(url: url)
+    }
+
+    @discardableResult
+    func query(_ sql: String, _ parameters: [String?] = []) throws -> PostgresResult {
+        let statement = statements[sql] ?? Statement(name: "test_\(statements.count)", sql: sql)
+        statements[sql] = statement
+        return try connection.execute(statement, parameters)
+    }
+}
