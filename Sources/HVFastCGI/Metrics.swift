@@ -1,5 +1,5 @@
 /// `GET /metrics`: the scoreboard in Prometheus' text format (version 0.0.4), for callers on the loopback interface
-/// only (nginx lets no one else reach it either; anyone else gets the `404` of a path that does not exist).
+/// only (a local Prometheus agent, `hvctl status`); anyone else gets the `404` of a path that does not exist.
 struct MetricsHandler {
     let scoreboard: Scoreboard
     /// Each route's label (`"POST /deployments/create"`), by its index in the router; this route's own is last.
@@ -9,7 +9,7 @@ struct MetricsHandler {
 
     /// - Parameter routes: every other route, in the order the router gets them, this one following.
     init(scoreboard: Scoreboard, routes: [Route]) {
-        precondition(routes.count + 1 < Scoreboard.unmatchedRoute, "raise Scoreboard.routeCapacity")
+        precondition(routes.count + 1 <= Scoreboard.unmatchedRoute, "raise Scoreboard.routeCapacity")
         self.scoreboard = scoreboard
         labels = routes.map { "\($0.method) \(Router.normalize($0.pattern))" } + ["GET \(MetricsHandler.pattern)"]
     }
