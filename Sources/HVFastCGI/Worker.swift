@@ -86,6 +86,7 @@ final class Worker {
         let request = Request(
             method: method, target: target, headers: headers, body: body ?? [], requestID: requestID,
             remoteAddress: connection.parameter("REMOTE_ADDR") ?? "")
+        scoreboard.describe(slot: slot, request: "\(method) \(request.path)")
         let (response, failure, route) =
             body == nil ? (HTTPError.bodyTooLarge.response, nil, nil) : application.respond(to: request)
         let handled = monotonicSeconds()

@@ -60,15 +60,21 @@ import Testing
         scoreboard.assign(slot: slot, pid: 201)
         scoreboard.markBusy(slot: slot, since: 5)
         #expect(scoreboard.busySince() == [201: 5])
+        scoreboard.describe(slot: slot, request: "GET /" + String(repeating: "x", count: 200))
+        #expect(scoreboard.workers().first?.request == "GET /" + String(repeating: "x", count: 115), "cut to 120 bytes")
         scoreboard.markIdle(slot: slot, route: 0, status: 200, seconds: 0.01)
         #expect(scoreboard.busySince() == [:])
+        #expect(scoreboard.workers().first?.request == nil)
+        scoreboard.markBusy(slot: slot, since: 6)
+        #expect(scoreboard.workers().first?.request == nil, "the previous request is not shown for the next one")
+        scoreboard.markIdle(slot: slot, route: 0, status: 200, seconds: 0.01)
         scoreboard.release(slot: slot)
         #expect(scoreboard.workers() == [])
 
         #expect(scoreboard.claim() == slot)
         scoreboard.assign(slot: slot, pid: 202)
         scoreboard.markIdle(slot: slot, route: 0, status: 200, seconds: 0.01)
-        #expect(scoreboard.totals(route: 0).count == 2)
+        #expect(scoreboard.totals(route: 0).count == 3, "two requests of the first worker, one of the second")
         #expect(scoreboard.workers() == [Scoreboard.WorkerState(pid: 202, busySince: nil, served: 1)])
     }
 
@@ -80,6 +86,7 @@ import Testing
         scoreboard.markIdle(slot: slot, route: 1, status: 422, seconds: 0.3)
         scoreboard.markIdle(slot: slot, route: Scoreboard.unmatchedRoute, status: 404, seconds: 0.0001)
         scoreboard.markBusy(slot: slot, since: monotonicSeconds())
+        scoreboard.describe(slot: slot, request: #"POST /b/"quoted""#)
 
         let response = metrics(scoreboard)
         #expect(response.status == 200)
@@ -102,7 +109,7 @@ import Testing
         #expect(values[#"hv_workers{state="busy"}"#] == 1)
         #expect(values[#"hv_workers{state="idle"}"#] == 0)
         #expect(values[#"hv_worker_requests{pid="301"}"#] == 3)
-        #expect((values[#"hv_worker_busy_seconds{pid="301"}"#] ?? -1) >= 0)
+        #expect((values[#"hv_worker_busy_seconds{pid="301",request="POST /b/\"quoted\""}"#] ?? -1) >= 0)
     }
 
     @Test func prometheusTextReadsSamplesAndUnescapesLabels() {
