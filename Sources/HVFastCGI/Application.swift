@@ -3,8 +3,10 @@ struct Application {
     let router: Router
 
     /// The response, for a `500` the underlying error for the log (never sent to the client), and the index of the
-    /// route that answered (nil when none matched).
-    func respond(to request: Request) -> (response: Response, failure: (any Error)?, route: Int?) {
+    /// route that answered (nil when none matched), which `routed` also gets before the handler runs.
+    func respond(to request: Request, routed: (Int) -> Void = { _ in }) -> (
+        response: Response, failure: (any Error)?, route: Int?
+    ) {
         switch router.match(method: request.method, path: request.path) {
         case .notFound:
             return (HTTPError.notFound.response, nil, nil)
@@ -13,10 +15,11 @@ struct Application {
                 .detail(405, "Method Not Allowed", headers: [("Allow", allowed.joined(separator: ", "))]), nil, nil
             )
         case .found(let handler, let parameters, let route):
-            var routed = request
-            routed.pathParameters = parameters
+            routed(route)
+            var request = request
+            request.pathParameters = parameters
             do {
-                return (try handler(routed), nil, route)
+                return (try handler(request), nil, route)
             } catch let error as any ClientError {
                 return (error.response, nil, route)
             } catch {

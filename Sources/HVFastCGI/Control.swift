@@ -119,14 +119,14 @@ struct Control {
         let now = samples.filter { $0.name == "hv_worker_busy_seconds" }
         let busy = Int(samples.value("hv_workers", ["state": "busy"]))
         print("workers: \(busy + Int(samples.value("hv_workers", ["state": "idle"]))) (\(busy) busy)")
-        print(pad("pid", 10) + pad("served", 10) + pad("state", 8) + pad("for", 10) + "request")
+        print(pad("pid", 10) + pad("served", 10) + pad("state", 8) + pad("for", 10) + "route")
         for worker in samples.filter({ $0.name == "hv_worker_requests" }) {
             let pid = worker.labels["pid"] ?? "?"
             let busy = now.first { $0.labels["pid"] == pid }
             let age = busy.map { String(Int(($0.value * 1000).rounded())) + " ms" } ?? "-"
             print(
                 pad(pid, 10) + pad(String(Int(worker.value)), 10) + pad(busy == nil ? "idle" : "busy", 8) + pad(age, 10)
-                    + (busy?.labels["request"] ?? ""))
+                    + (busy?.labels["route"] ?? ""))
         }
         print("")
         print(pad("route", 34) + pad("requests", 10) + pad("2xx", 9) + pad("4xx", 9) + pad("5xx", 9) + "mean ms")

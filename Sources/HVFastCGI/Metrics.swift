@@ -50,14 +50,12 @@ struct MetricsHandler {
         text += "# HELP hv_worker_requests Requests served by each live worker since it started.\n"
         text += "# TYPE hv_worker_requests gauge\n"
         for worker in workers { text += "hv_worker_requests{pid=\"\(worker.pid)\"} \(worker.served)\n" }
-        text +=
-            "# HELP hv_worker_busy_seconds How long each busy worker has been in its current request (method and"
-            + " path).\n"
+        text += "# HELP hv_worker_busy_seconds How long each busy worker has been in its request, by its route.\n"
         text += "# TYPE hv_worker_busy_seconds gauge\n"
         for worker in workers {
             guard let since = worker.busySince else { continue }
-            let request = escaped(worker.request ?? "")
-            text += "hv_worker_busy_seconds{pid=\"\(worker.pid)\",request=\"\(request)\"} \(max(0, now - since))\n"
+            let route = escaped(worker.route.map { $0 < labels.count ? labels[$0] : "other" } ?? "other")
+            text += "hv_worker_busy_seconds{pid=\"\(worker.pid)\",route=\"\(route)\"} \(max(0, now - since))\n"
         }
         return Response(status: 200, body: Array(text.utf8), contentType: "text/plain; version=0.0.4; charset=utf-8")
     }

@@ -19,12 +19,9 @@ final class Scoreboard {
     /// Per route: answers by status class (2xx, 3xx, 4xx, 5xx), one count per bucket, the total in microseconds.
     private static let statusClasses = 4
     private static let routeFields = statusClasses + bucketBounds.count + 2
-    /// The request a busy worker is in, for status pages: its length, then its first bytes.
-    private static let requestBytes = 120
-    private static let requestFields = 1 + requestBytes / 8
-    /// Per slot: pid, busy since (monotonic µs, 0 when idle), requests served by its current worker, the request it
-    /// is in, the routes.
-    private static let slotFields = 3 + requestFields + routeCapacity * routeFields
+    /// Per slot: pid, busy since (monotonic µs, 0 when idle), requests served by its current worker, the route of the
+    /// request it is in (index + 1; 0 until routed), the routes' counters.
+    private static let slotFields = 4 + routeCapacity * routeFields
     /// Before the slots, one word: how many slots were ever claimed, so that readers scan no further (the pages of
     /// slots never used are never touched).
     private static let wordCount = 1 + capacity * slotFields
@@ -42,9 +39,8 @@ final class Scoreboard {
 
     private var slotsUsed: Int { Int(words[0]) }
     private func slot(_ slot: Int) -> UnsafeMutablePointer<Int64> { words + 1 + slot * Scoreboard.slotFields }
-    private func request(in slot: Int) -> UnsafeMutablePointer<Int64> { self.slot(slot) + 3 }
     private func route(_ route: Int, in slot: Int) -> UnsafeMutablePointer<Int64> {
-        self.slot(slot) + 3 + Scoreboard.requestFields + route * Scoreboard.routeFields
+        self.slot(slot) + 4 + route * Scoreboard.routeFields
     }
 
     /// Reserves a free slot for a worker about to be forked, or nil when every slot is taken.
@@ -68,17 +64,12 @@ final class Scoreboard {
     /// Called by the worker around each request: when it starts, and when its response is written, with the index
     /// of the route that answered it (`unmatchedRoute` when none did).
     func markBusy(slot index: Int, since: Double) {
-        request(in: index)[0] = 0
+        slot(index)[3] = 0
         slot(index)[1] = Int64(since * 1e6)
     }
 
-    /// Says which request the worker in `slot` is in (`"POST /deployments/create/"`; cut to 120 bytes).
-    func describe(slot index: Int, request text: String) {
-        let fields = request(in: index)
-        let bytes = text.utf8.prefix(Scoreboard.requestBytes)
-        UnsafeMutableRawPointer(fields + 1).copyMemory(from: Array(bytes), byteCount: bytes.count)
-        fields[0] = Int64(bytes.count)
-    }
+    /// Says which route the request the worker in `slot` is in took, once routing found it.
+    func markRouted(slot index: Int, route: Int) { slot(index)[3] = Int64(route + 1) }
     func markIdle(slot index: Int, route: Int, status: Int, seconds: Double) {
         let fields = slot(index)
         fields[1] = 0
@@ -111,12 +102,12 @@ final class Scoreboard {
         return totals
     }
 
-    /// A live worker: its pid, the start of the request it is in and what that request is (nil when idle or not
-    /// known yet), and how many it has served.
+    /// A live worker: its pid, the start of the request it is in and that request's route (nil when idle or not
+    /// routed yet), and how many it has served.
     struct WorkerState: Equatable {
         var pid: Int32
         var busySince: Double?
-        var request: String? = nil
+        var route: Int? = nil
         var served: Int64
     }
 
@@ -125,12 +116,9 @@ final class Scoreboard {
             let fields = slot(index)
             guard fields[0] > 0 else { return nil }
             let busy = fields[1] != 0
-            let length = min(max(Int(request(in: index)[0]), 0), Scoreboard.requestBytes)
-            let text = String(
-                decoding: UnsafeRawBufferPointer(start: request(in: index) + 1, count: length), as: UTF8.self)
             return WorkerState(
                 pid: Int32(fields[0]), busySince: busy ? Double(fields[1]) / 1e6 : nil,
-                request: busy && length > 0 ? text : nil, served: fields[2])
+                route: busy && fields[3] > 0 ? Int(fields[3]) - 1 : nil, served: fields[2])
         }
     }
 

@@ -86,9 +86,10 @@ final class Worker {
         let request = Request(
             method: method, target: target, headers: headers, body: body ?? [], requestID: requestID,
             remoteAddress: connection.parameter("REMOTE_ADDR") ?? "")
-        scoreboard.describe(slot: slot, request: "\(method) \(request.path)")
         let (response, failure, route) =
-            body == nil ? (HTTPError.bodyTooLarge.response, nil, nil) : application.respond(to: request)
+            body == nil
+            ? (HTTPError.bodyTooLarge.response, nil, nil)
+            : application.respond(to: request) { scoreboard.markRouted(slot: slot, route: $0) }
         let handled = monotonicSeconds()
         if !connection.write(response.encoded(requestID: requestID)) {
             log.warning("client went away before the response was written", ["request_id": requestID])
