@@ -74,7 +74,11 @@ enum FastCGIClient {
         while done < buffer.count {
             let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + done, $0.count - done, 0) }
             if count < 0 && errno == EINTR { continue }
-            guard count > 0 else { throw Failure(description: "the connection closed early") }
+            guard count > 0 else {
+                throw Failure(
+                    description: count == 0
+                        ? "the connection closed early" : "no answer (\(String(cString: strerror(errno))))")
+            }
             done += count
         }
     }
