@@ -41,6 +41,20 @@ struct ControlTests {
         #expect(lines.contains { $0.contains(" busy ") && $0.hasSuffix(" GET /metrics") }, "\(status.output)")
     }
 
+    @Test func checkReportsAnUnreachableRedisAndExits1() throws {
+        try stack.stopRedis()
+        defer { try? stack.startRedis() }
+        let check = try stack.hvctl("check")
+        #expect(check.status == 1, "\(check.output)")
+        #expect(check.output.contains("redis: not reachable"), "\(check.output)")
+        #expect(check.output.contains("postgresql: ok"), "\(check.output)")
+        try stack.startRedis()
+        #expect(try stack.hvctl("check").status == 0)
+        // Redis came back empty: put back the snapshots of clusters other tests made, whatever the order they ran in.
+        #expect(try stack.hvctl("snapshots", "rebuild").status == 0)
+        #expect(try stack.hvctl("fsck").status == 0)
+    }
+
     @Test func usageAndArgumentErrorsExit64() throws {
         #expect(try stack.hvctl().status == 64)
         #expect(try stack.hvctl("frobnicate").status == 64)
