@@ -261,12 +261,18 @@ struct Control {
         let database = Database(url: configuration.databaseURL, log: log)
         do {
             let all = try connection.execute(ControlStatements.clusterIDs)
-            let clusters = ids.isEmpty ? (0..<all.rowCount).compactMap { all.int($0, 0) } : ids
-            for id in clusters {
+            let existing = (0..<all.rowCount).compactMap { all.int($0, 0) }
+            var status: Int32 = 0
+            for id in ids.isEmpty ? existing : ids {
+                guard existing.contains(id) else {
+                    print("cluster \(id): no such cluster")
+                    status = 1
+                    continue
+                }
                 try rebuild(id, queue, redis, database)
                 print("cluster \(id): snapshot rebuilt")
             }
-            return 0
+            return status
         } catch {
             print("rebuild stopped: \(error)")
             return 1

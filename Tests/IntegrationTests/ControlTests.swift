@@ -55,13 +55,16 @@ struct ControlTests {
         #expect(try stack.hvctl("fsck").status == 0)
     }
 
-    @Test func usageAndArgumentErrorsExit64() throws {
+    @Test func usageErrorsExit64AndAnUnknownClusterExits1() throws {
         #expect(try stack.hvctl().status == 64)
         #expect(try stack.hvctl("frobnicate").status == 64)
         #expect(try stack.hvctl("fsck", "--force").status == 64)
         let badID = try stack.hvctl("snapshots", "rebuild", "seven")
         #expect(badID.status == 64)
         #expect(badID.output.contains("cluster ids are positive integers"))
+        let unknown = try stack.hvctl("snapshots", "rebuild", "987654321")
+        #expect(unknown.status == 1)
+        #expect(unknown.output == "cluster 987654321: no such cluster\n")
     }
 
     @Test func fsckFindsBrokenAccountingAndSnapshotsAndRepairRestoresThem() throws {
