@@ -19,6 +19,11 @@ struct SkeletonTests {
         #expect(root.status == 200)
         #expect(root.jsonObject?["message"] is String)
 
+        // The master read it from the SwiftPM resource bundle next to the binary.
+        let document = try stack.client.get("/openapi.json")
+        #expect(document.status == 200)
+        #expect(document.jsonObject?["openapi"] as? String == "3.1.0", "\(document.text.prefix(200))")
+
         for path in ["/healthz", "/healthz/"] {
             let health = try stack.client.get(path)
             #expect(health.status == 200, "\(path)")
