@@ -228,27 +228,17 @@ struct ClusterScheduler {
             try transaction(connection) { () throws -> (SchedulingPlan, DeploymentQueue.Change?) in
                 let read = try connection.pipeline([
                     (Statements.begin, []), (Statements.lock, [String(cluster)]),
-                    (Statements.wholeCluster, [String(cluster)]),
+                    (ClusterRecord.statement, [String(cluster)]),
                 ])[2]
-                guard read.rowCount > 0, let capacity = read.resources(0), let available = read.resources(3) else {
-                    throw HTTPError(404, "Cluster not found")
-                }
-                let active = (0..<read.rowCount).compactMap { row -> ActiveDeployment? in
-                    guard let id = read.int(row, 6) else { return nil }
-                    return ActiveDeployment(
-                        id: id, priority: Int32(read.int(row, 7) ?? 0), seq: read.int(row, 8) ?? 0,
-                        request: Resources(
-                            ram: read.int(row, 9) ?? 0, cpu: read.int(row, 10) ?? 0, gpu: read.int(row, 11) ?? 0),
-                        isRunning: read.bool(row, 12))
-                }
-                let snapshot = ClusterSnapshot(capacity: capacity, active: active)
+                guard let record = ClusterRecord(read) else { throw HTTPError(404, "Cluster not found") }
+                let snapshot = record.snapshot
                 let plan = Scheduler.plan(for: snapshot)
                 guard !plan.start.isEmpty || !plan.preempt.isEmpty else {
                     try connection.execute(Statements.commit)
                     return (plan, nil)
                 }
                 let change = try apply(
-                    PlannedChange(plan: plan, snapshot: snapshot), available: available, write: .none,
+                    PlannedChange(plan: plan, snapshot: snapshot), available: record.available, write: .none,
                     cluster: cluster, connection)
                 return (plan, change)
             }
@@ -476,12 +466,14 @@ extension ActiveDeployment {
         ActiveDeployment(id: id, priority: priority, seq: seq, request: request, isRunning: running)
     }
 
-    /// Reads `id, priority, seq, ram_required, cpu_required, gpu_required`.
-    fileprivate init(_ result: PostgresResult, row: Int, running: Bool) {
+    /// Reads `id, priority, seq, ram_required, cpu_required, gpu_required` from column `first` on.
+    init(_ result: PostgresResult, row: Int, from first: Int = 0, running: Bool) {
         self.init(
-            id: result.int(row, 0) ?? 0, priority: Int32(result.int(row, 1) ?? 0), seq: result.int(row, 2) ?? 0,
+            id: result.int(row, first) ?? 0, priority: Int32(result.int(row, first + 1) ?? 0),
+            seq: result.int(row, first + 2) ?? 0,
             request: Resources(
-                ram: result.int(row, 3) ?? 0, cpu: result.int(row, 4) ?? 0, gpu: result.int(row, 5) ?? 0),
+                ram: result.int(row, first + 3) ?? 0, cpu: result.int(row, first + 4) ?? 0,
+                gpu: result.int(row, first + 5) ?? 0),
             isRunning: running)
     }
 }
@@ -596,18 +588,6 @@ private enum Statements {
             SELECT t.id, t.name, t.cluster_id, t.image_path, t.ram_required, t.cpu_required, t.gpu_required,
                    'Completed', t.priority, t.seq, u.version, u.available_ram, u.available_cpu, u.available_gpu
             FROM target t, completed, updated u
-            """)
-
-    /// A cluster's totals and `available_*`, with each of its active deployments (one row of NULLs when none): all
-    /// of it, for `settle` only.
-    static let wholeCluster = Statement(
-        name: "sched_whole_cluster",
-        sql: """
-            SELECT c.total_ram, c.total_cpu, c.total_gpu, c.available_ram, c.available_cpu, c.available_gpu,
-                   d.id, d.priority, d.seq, d.ram_required, d.cpu_required, d.gpu_required, d.status = 'Running'
-            FROM clusters c
-            LEFT JOIN deployments d ON d.cluster_id = c.id AND d.status IN ('Pending', 'Running')
-            WHERE c.id = $1
             """)
 
     /// The caller (no row: unknown user or revoked token) and the cluster (NULLs: not found or not theirs), with the
@@ -749,6 +729,49 @@ private enum Statements {
             RETURNING version, (SELECT count(*) FROM inserted) + (SELECT count(*) FROM completed)
                 + (SELECT count(*) FROM started) + (SELECT count(*) FROM preempted)
             """)
+}
+
+/// A whole cluster as PostgreSQL has it, read in one statement: what `settle` plans from, what a snapshot rebuild
+/// writes to Redis, and what `hvctl fsck` checks.
+struct ClusterRecord {
+    var version: Int64
+    var capacity: Resources
+    var available: Resources
+    var active: [ActiveDeployment]
+
+    var snapshot: ClusterSnapshot { ClusterSnapshot(capacity: capacity, active: active) }
+    /// What the running deployments hold: `capacity - available` when the accounting is right.
+    var running: Resources { active.filter(\.isRunning).map(\.request).reduce(Resources(), +) }
+
+    /// Every active deployment of cluster `$1` with the cluster's columns (one row of NULL deployment columns when
+    /// there is none; no row when there is no such cluster).
+    static let statement = Statement(
+        name: "cluster_record",
+        sql: """
+            SELECT c.version, c.total_ram, c.total_cpu, c.total_gpu, c.available_ram, c.available_cpu, c.available_gpu,
+                   d.id, d.priority, d.seq, d.ram_required, d.cpu_required, d.gpu_required, d.status = 'Running'
+            FROM clusters c
+            LEFT JOIN deployments d ON d.cluster_id = c.id AND d.status IN ('Pending', 'Running')
+            WHERE c.id = $1
+            """)
+
+    /// Decodes `statement`'s rows; nil when there is no such cluster.
+    init?(_ result: PostgresResult) {
+        guard result.rowCount > 0, let version = result.int(0, 0), let capacity = result.resources(1),
+            let available = result.resources(4)
+        else { return nil }
+        self.version = version
+        self.capacity = capacity
+        self.available = available
+        active = (0..<result.rowCount).compactMap { row in
+            result.int(row, 7) == nil ? nil : ActiveDeployment(result, row: row, from: 7, running: result.bool(row, 13))
+        }
+    }
+
+    /// - Throws: `PostgresError`.
+    static func read(_ cluster: Int64, _ connection: PostgresConnection) throws -> ClusterRecord? {
+        ClusterRecord(try connection.execute(statement, [String(cluster)]))
+    }
 }
 
 /// A deployment as the seed API shows it.

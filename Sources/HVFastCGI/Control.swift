@@ -27,7 +27,13 @@ public func hvctl(arguments: [String]) -> Int32 {
         return 0
     }
     guard let configuration = loadConfiguration(for: "hvctl") else { return 78 }
-    let control = Control(configuration: configuration)
+    let control: Control
+    do {
+        control = try Control(configuration: configuration)
+    } catch {
+        printError("hvctl: \(error)")
+        return 1
+    }
     switch (command, words) {
     case ("check", []): return control.check()
     case ("migrate", []): return control.migrate()
@@ -50,6 +56,18 @@ public func hvctl(arguments: [String]) -> Int32 {
 /// The commands of `hvctl`; each prints one line per finding and returns the exit status.
 struct Control {
     let configuration: Configuration
+    /// A worker's connections (opened on first use); their log stays quiet, findings are printed.
+    private let services: Services
+    private let queue: DeploymentQueue
+    private let scheduler: ClusterScheduler
+
+    /// - Throws: `CryptoError` when OpenSSL cannot be set up.
+    init(configuration: Configuration) throws {
+        self.configuration = configuration
+        services = try Services(configuration: configuration, log: Log(path: nil, level: .error, role: "hvctl"))
+        queue = DeploymentQueue(redis: services.redis, log: services.log)
+        scheduler = ClusterScheduler(database: services.database, queue: queue)
+    }
 
     private func connect() -> PostgresConnection? {
         do {
@@ -76,7 +94,7 @@ struct Control {
         } else {
             healthy = false
         }
-        if RedisConnection(endpoint: configuration.redis, database: configuration.redisDatabase).ping() {
+        if services.redisIsUp() {
             print("redis: ok")
         } else {
             print("redis: not reachable (the service still answers, without snapshots and rate limits)")
@@ -146,39 +164,31 @@ struct Control {
 
     func fsck(repair: Bool) -> Int32 {
         guard let connection = connect() else { return 1 }
-        let redis = RedisConnection(endpoint: configuration.redis, database: configuration.redisDatabase)
-        let queue = DeploymentQueue(redis: redis, log: Log(path: nil, level: .error, role: "hvctl"))
-        let database = Database(url: configuration.databaseURL, log: Log(path: nil, level: .error, role: "hvctl"))
-        let scheduler = ClusterScheduler(database: database, queue: queue)
         var problems = 0
         var unrepaired = 0
         do {
-            let clusters = try connection.execute(ControlStatements.accounting)
-            for row in 0..<clusters.rowCount {
-                let id = clusters.int(row, 0)!
-                let total = Resources(
-                    ram: clusters.int(row, 1)!, cpu: clusters.int(row, 2)!, gpu: clusters.int(row, 3)!)
-                let available = Resources(
-                    ram: clusters.int(row, 4)!, cpu: clusters.int(row, 5)!, gpu: clusters.int(row, 6)!)
-                let running = Resources(
-                    ram: clusters.int(row, 7)!, cpu: clusters.int(row, 8)!, gpu: clusters.int(row, 9)!)
+            let ids = try clusterIDs(connection)
+            for id in ids {
+                // Each read is one statement, so one consistent state of the cluster even while it changes.
+                guard var record = try ClusterRecord.read(id, connection) else { continue }  // deleted meanwhile
+                var repaired = false
                 var snapshotWrong = false
-                if available != total - running {
+                if record.available != record.capacity - record.running {
                     problems += 1
                     print(
-                        "cluster \(id): available \(describe(available)) but total − running is"
-                            + " \(describe(total - running))")
+                        "cluster \(id): available \(describe(record.available)) but total − running is"
+                            + " \(describe(record.capacity - record.running))")
                     if repair {
                         _ = try connection.pipeline([
                             (ControlStatements.begin, []), (ControlStatements.lock, [String(id)]),
                             (ControlStatements.recomputeAvailable, [String(id)]), (ControlStatements.commit, []),
                         ])
                         print("cluster \(id): available recomputed")
+                        repaired = true
                         snapshotWrong = true
                     }
                 }
-                var deployments = try activeDeployments(id, connection)
-                let plan = Scheduler.plan(for: ClusterSnapshot(capacity: total, active: deployments))
+                let plan = Scheduler.plan(for: record.snapshot)
                 if !plan.start.isEmpty || !plan.preempt.isEmpty {
                     problems += 1
                     print(
@@ -186,18 +196,18 @@ struct Control {
                     if repair {
                         let settled = try scheduler.settle(id)
                         print("cluster \(id): settled: started \(settled.start), preempted \(settled.preempt)")
-                        deployments = try activeDeployments(id, connection)
+                        repaired = true
                     }
                 }
-                let version = try connection.execute(ControlStatements.version, [String(id)]).int(0, 0) ?? 0
-                if !snapshotWrong, let finding = try snapshotFinding(id, version: version, deployments, redis) {
+                if repaired, let fresh = try ClusterRecord.read(id, connection) { record = fresh }
+                if !snapshotWrong, let finding = try snapshotFinding(id, record) {
                     problems += 1
                     print("cluster \(id): Redis snapshot \(finding)")
                     snapshotWrong = true
                 }
                 if repair && snapshotWrong {
                     do {
-                        try rebuild(id, queue, redis, database)
+                        try queue.rebuild(id, from: services.database, evenAtSameVersion: true)
                         print("cluster \(id): Redis snapshot rebuilt")
                     } catch {
                         unrepaired += 1
@@ -205,8 +215,7 @@ struct Control {
                     }
                 }
             }
-            print(
-                "\(clusters.rowCount) clusters checked, \(problems) problems" + (repair ? ", \(unrepaired) left" : ""))
+            print("\(ids.count) clusters checked, \(problems) problems" + (repair ? ", \(unrepaired) left" : ""))
         } catch {
             print("fsck stopped: \(error)")
             return 1
@@ -214,20 +223,15 @@ struct Control {
         return (repair ? unrepaired : problems) == 0 ? 0 : 1
     }
 
-    private func activeDeployments(_ cluster: Int64, _ connection: PostgresConnection) throws -> [ActiveDeployment] {
-        let active = try connection.execute(ControlStatements.active, [String(cluster)])
-        return (0..<active.rowCount).map { row in
-            ActiveDeployment(
-                id: active.int(row, 0)!, priority: Int32(active.int(row, 1)!), seq: active.int(row, 2)!,
-                request: Resources(ram: active.int(row, 3)!, cpu: active.int(row, 4)!, gpu: active.int(row, 5)!),
-                isRunning: active.bool(row, 6))
-        }
+    private func clusterIDs(_ connection: PostgresConnection) throws -> [Int64] {
+        let all = try connection.execute(ControlStatements.clusterIDs)
+        return (0..<all.rowCount).compactMap { all.int($0, 0) }
     }
 
-    /// What is wrong with the snapshot of `cluster` in Redis, or nil when it holds exactly `deployments` at `version`.
-    private func snapshotFinding(
-        _ cluster: Int64, version: Int64, _ deployments: [ActiveDeployment], _ redis: RedisConnection
-    ) throws -> String? {
+    /// What is wrong with the snapshot of `cluster` in Redis, or nil when it holds exactly `record`.
+    private func snapshotFinding(_ cluster: Int64, _ record: ClusterRecord) throws -> String? {
+        let version = record.version
+        let redis = services.redis
         let keys = DeploymentQueue.keys(cluster)
         let stored: RedisReply
         do {
@@ -240,7 +244,7 @@ struct Control {
         }
         guard snapshotVersion == version else { return "at version \(snapshotVersion), PostgreSQL at \(version)" }
         for (key, running) in [(keys[0], true), (keys[1], false)] {
-            let expected = deployments.filter { $0.isRunning == running }.map(DeploymentQueue.member).sorted()
+            let expected = record.active.filter { $0.isRunning == running }.map(DeploymentQueue.member).sorted()
             guard case .array(let members) = try redis.command(["ZRANGE", key, "0", "-1"]) else { return "unreadable" }
             let actual = members.compactMap { if case .string(let member) = $0 { member } else { nil } }
             if actual != expected {
@@ -255,13 +259,8 @@ struct Control {
 
     func rebuildSnapshots(_ ids: [Int64]) -> Int32 {
         guard let connection = connect() else { return 1 }
-        let log = Log(path: nil, level: .error, role: "hvctl")
-        let redis = RedisConnection(endpoint: configuration.redis, database: configuration.redisDatabase)
-        let queue = DeploymentQueue(redis: redis, log: log)
-        let database = Database(url: configuration.databaseURL, log: log)
         do {
-            let all = try connection.execute(ControlStatements.clusterIDs)
-            let existing = (0..<all.rowCount).compactMap { all.int($0, 0) }
+            let existing = try clusterIDs(connection)
             var status: Int32 = 0
             for id in ids.isEmpty ? existing : ids {
                 guard existing.contains(id) else {
@@ -269,7 +268,7 @@ struct Control {
                     status = 1
                     continue
                 }
-                try rebuild(id, queue, redis, database)
+                try queue.rebuild(id, from: services.database, evenAtSameVersion: true)
                 print("cluster \(id): snapshot rebuilt")
             }
             return status
@@ -280,36 +279,11 @@ struct Control {
     }
 }
 
-/// Rebuilds the snapshot of `cluster` even when Redis already names PostgreSQL's version (a rebuild never replaces a
-/// snapshot that is as new, and here its content is what is wrong): the version goes first. A worker publishing
-/// meanwhile finds no version and rebuilds too; the newer of the two stays.
-private func rebuild(_ cluster: Int64, _ queue: DeploymentQueue, _ redis: RedisConnection, _ database: Database) throws
-{
-    _ = try redis.command(["HDEL", DeploymentQueue.keys(cluster)[2], "version"])
-    try queue.rebuild(cluster, from: database)
-}
-
 private enum ControlStatements {
     static let begin = Statement(name: "hvctl_begin", sql: "BEGIN")
     static let commit = Statement(name: "hvctl_commit", sql: "COMMIT")
     static let lock = Statement(name: "hvctl_lock", sql: "SELECT pg_advisory_xact_lock($1)")
     static let clusterIDs = Statement(name: "hvctl_clusters", sql: "SELECT id FROM clusters ORDER BY id")
-    static let version = Statement(name: "hvctl_version", sql: "SELECT version FROM clusters WHERE id = $1")
-    /// Every cluster with its totals, `available_*` and the sums of its running requests, in one snapshot.
-    static let accounting = Statement(
-        name: "hvctl_accounting",
-        sql: """
-            SELECT c.id, c.total_ram, c.total_cpu, c.total_gpu, c.available_ram, c.available_cpu, c.available_gpu,
-                   coalesce(sum(d.ram_required), 0), coalesce(sum(d.cpu_required), 0), coalesce(sum(d.gpu_required), 0)
-            FROM clusters c LEFT JOIN deployments d ON d.cluster_id = c.id AND d.status = 'Running'
-            GROUP BY c.id ORDER BY c.id
-            """)
-    static let active = Statement(
-        name: "hvctl_active",
-        sql: """
-            SELECT id, priority, seq, ram_required, cpu_required, gpu_required, status = 'Running'
-            FROM deployments WHERE cluster_id = $1 AND status IN ('Pending', 'Running')
-            """)
     /// Under the cluster's lock: `available_*` from its running deployments, and a new version for the snapshot.
     static let recomputeAvailable = Statement(
         name: "hvctl_recompute_available",

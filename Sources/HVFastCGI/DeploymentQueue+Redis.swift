@@ -112,13 +112,14 @@ struct DeploymentQueue {
             return 2
             """)
 
-    /// Replaces the snapshot with staged keys only if it is older than the staged one, then applies the buffered
-    /// changes that follow it. KEYS: running, pending, meta, buffered, staged running, staged pending.
+    /// Replaces the snapshot with staged keys only if it is older than the staged one (or as old, when ARGV[5] is 1),
+    /// then applies the buffered changes that follow it. KEYS: running, pending, meta, buffered, staged running, staged
+    /// pending.
     private static let swapScript = RedisScript(
         luaPrelude + """
             local current = tonumber(redis.call('HGET', KEYS[3], 'version') or '0')
             local version = tonumber(ARGV[1])
-            if current >= version then
+            if current > version or (current == version and ARGV[5] ~= '1') then
               redis.call('DEL', KEYS[5], KEYS[6])
               return 0
             end
@@ -178,23 +179,13 @@ struct DeploymentQueue {
         return reply.integer == -1
     }
 
-    private static let activeQueue = Statement(
-        name: "queue_snapshot",
-        sql: """
-            SELECT c.version, c.available_ram, c.available_cpu, c.available_gpu,
-                   d.id, d.priority, d.seq, d.ram_required, d.cpu_required, d.gpu_required, d.status = 'Running'
-            FROM clusters c
-            LEFT JOIN deployments d ON d.cluster_id = c.id AND d.status IN ('Pending', 'Running')
-            WHERE c.id = $1
-            """)
-
     /// Writes the whole snapshot of `cluster` as PostgreSQL has it now (one consistent read), staged under temporary
-    /// keys and swapped in only if nothing newer was published meanwhile.
+    /// keys and swapped in only if nothing newer was published meanwhile. `evenAtSameVersion` replaces a snapshot that
+    /// names the same version too (`hvctl`: its content is what is wrong).
     ///
     /// - Throws: `RedisError`, or `ServiceUnavailable` when PostgreSQL cannot be read.
-    func rebuild(_ cluster: Int64, from database: Database) throws {
-        let result = try database.run { try $0.execute(DeploymentQueue.activeQueue, [String(cluster)]) }
-        guard result.rowCount > 0, let version = result.int(0, 0) else { return }
+    func rebuild(_ cluster: Int64, from database: Database, evenAtSameVersion: Bool = false) throws {
+        guard let record = try database.run({ try ClusterRecord.read(cluster, $0) }) else { return }
         let keys = DeploymentQueue.keys(cluster)
         // Private staging keys: rebuilds of one cluster by several workers must not share them.
         let token = "\(getpid()).\(monotonicSeconds())"
@@ -209,23 +200,20 @@ struct DeploymentQueue {
             _ = try redis.command(["EXPIRE", staged[index], "60"])
             batches[index].removeAll(keepingCapacity: true)
         }
-        for row in 0..<result.rowCount {
-            guard let id = result.int(row, 4) else { continue }
-            let running = result.bool(row, 10)
-            let deployment = ActiveDeployment(
-                id: id, priority: Int32(result.int(row, 5) ?? 0), seq: result.int(row, 6) ?? 0,
-                request: Resources(
-                    ram: result.int(row, 7) ?? 0, cpu: result.int(row, 8) ?? 0, gpu: result.int(row, 9) ?? 0),
-                isRunning: running)
-            let index = running ? 0 : 1
+        for deployment in record.active {
+            let index = deployment.isRunning ? 0 : 1
             batches[index].append(DeploymentQueue.member(deployment))
             if batches[index].count == 1000 { try flush(index) }
         }
         try flush(0)
         try flush(1)
-        let available = [result.int(0, 1), result.int(0, 2), result.int(0, 3)].map { String($0 ?? 0) }
+        let available = record.available
         _ = try redis.evaluate(
-            DeploymentQueue.swapScript, keys: keys + staged, arguments: [String(version)] + available)
-        log.info("queue snapshot rebuilt", ["cluster_id": String(cluster), "version": String(version)])
+            DeploymentQueue.swapScript, keys: keys + staged,
+            arguments: [
+                String(record.version), String(available.ram), String(available.cpu), String(available.gpu),
+                evenAtSameVersion ? "1" : "0",
+            ])
+        log.info("queue snapshot rebuilt", ["cluster_id": String(cluster), "version": String(record.version)])
     }
 }
