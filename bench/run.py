@@ -163,8 +163,7 @@ def wrk(url, duration, connections, headers=(), script=None, threads=2, env=None
 
 
 # Process names (as in /proc/<pid>/stat) by the part of the stack they are.
-CPU_CLASSES = {"postgres": "PostgreSQL", "postmaster": "PostgreSQL", "hypervisord": "workers", "nginx": "nginx",
-               "redis-server": "Redis"}
+CPU_CLASSES = {"postgres": "PostgreSQL", "hypervisord": "workers", "nginx": "nginx", "redis-server": "Redis"}
 
 
 def cpu_profile(run):
@@ -184,7 +183,7 @@ def cpu_profile(run):
             except OSError:
                 continue  # exited meanwhile
             name = text[text.index("(") + 1:text.rindex(")")]
-            part = CPU_CLASSES.get(name.split(":")[0].split()[0])
+            part = CPU_CLASSES.get(name)
             if part:
                 after_name = text[text.rindex(")") + 2:].split()
                 parts[part] += (int(after_name[11]) + int(after_name[12])) / hz  # utime + stime

@@ -416,13 +416,22 @@ service_environment() {
     HV_LOG_FILE=$(setting HV_LOG_FILE "$LOG_DIR/hypervisor.log")
 }
 
+# Prints the path of the built executable NAME (release before debug); fails when neither is built.
+built() {
+    local bin
+    for bin in "$REPO_ROOT/.build/release/$1" "$REPO_ROOT/.build/debug/$1"; do
+        if [[ -x "$bin" ]]; then
+            echo "$bin"
+            return
+        fi
+    done
+    die "no $1 binary in $REPO_ROOT/.build/{release,debug}; build it first (swift build -c release)"
+}
+
 # hvctl against the stack `run` started (in another terminal), with the same configuration.
 hvctl_() {
     local bin
-    for bin in "$REPO_ROOT/.build/release/hvctl" "$REPO_ROOT/.build/debug/hvctl" ""; do
-        [[ -x "$bin" ]] && break
-    done
-    [[ -n "$bin" ]] || die "no hvctl binary in $REPO_ROOT/.build/{release,debug}; build it first (swift build -c release)"
+    bin=$(built hvctl)
     service_environment
     exec "$bin" "$@"
 }
@@ -431,12 +440,7 @@ run() {
     check_socket_paths
     local bin
     bin=$(setting HV_BIN "")
-    if [[ -z "$bin" ]]; then
-        for bin in "$REPO_ROOT/.build/release/hypervisord" "$REPO_ROOT/.build/debug/hypervisord" ""; do
-            [[ -x "$bin" ]] && break
-        done
-        [[ -n "$bin" ]] || die "no hypervisord binary in $REPO_ROOT/.build/{release,debug}; build it first (swift build -c release)"
-    fi
+    [[ -n "$bin" ]] || bin=$(built hypervisord)
     [[ -x "$bin" ]] || die "HV_BIN=$bin is not executable"
 
     local own_postgres=0 own_redis=0 hv_pid=""

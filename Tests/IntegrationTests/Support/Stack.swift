@@ -67,6 +67,8 @@ final class Stack: @unchecked Sendable {
     private(set) var databaseURL: String = ""
     /// The `REDIS_HOST` hypervisord gets (the private socket unless set by the environment).
     private(set) var redisHost: String = ""
+    /// The `JWT_SECRET_KEY` hypervisord gets, from `scripts/stack.sh secret`.
+    private var secret = ""
 
     private let overrides: [String: String]
     private let privatePostgres: Bool
@@ -147,9 +149,9 @@ final class Stack: @unchecked Sendable {
             } else {
                 redisHost = environmentValue("REDIS_HOST") ?? ""
             }
-            let secret = try script("secret").trimmingCharacters(in: .whitespacesAndNewlines)
+            secret = try script("secret").trimmingCharacters(in: .whitespacesAndNewlines)
             try script("nginx-start")
-            try launchHypervisord(secret: secret)
+            try launchHypervisord()
             try waitUntilReady(timeout: timeout)
         } catch {
             stop()
@@ -340,7 +342,7 @@ final class Stack: @unchecked Sendable {
     }
 
     /// hypervisord's environment, and `hvctl`'s.
-    private func serviceEnvironment(secret: String) -> [String: String] {
+    private var serviceEnvironment: [String: String] {
         var environment = ProcessInfo.processInfo.environment
         environment["HV_STATE_DIR"] = stateDir
         environment["HV_PORT"] = String(port)
@@ -355,18 +357,17 @@ final class Stack: @unchecked Sendable {
     /// Runs `hvctl` (built next to the hypervisord binary) with the service's configuration, in the state folder;
     /// returns its exit status and what it printed.
     func hvctl(_ arguments: String...) throws -> (status: Int32, output: String) {
-        let secret = try script("secret").trimmingCharacters(in: .whitespacesAndNewlines)
         let outputPath = NSTemporaryDirectory() + "hvt-hvctl-\(UUID().uuidString).out"
         defer { try? FileManager.default.removeItem(atPath: outputPath) }
         let pid = try Spawn.spawn(
             URL(fileURLWithPath: binary).deletingLastPathComponent().appendingPathComponent("hvctl").path,
-            arguments, environment: serviceEnvironment(secret: secret), directory: stateDir, output: outputPath)
+            arguments, environment: serviceEnvironment, directory: stateDir, output: outputPath)
         let status = Spawn.wait(pid)
         return (status, (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")
     }
 
-    private func launchHypervisord(secret: String) throws {
-        let environment = serviceEnvironment(secret: secret)
+    private func launchHypervisord() throws {
+        let environment = serviceEnvironment
 
         // The state folder has no .env, so the repository's .env cannot leak into a test.
         let pid = try Spawn.spawn(
