@@ -12,6 +12,14 @@ struct Configuration: Equatable, Sendable {
     enum Listen: Equatable, Sendable {
         case unix(path: String)
         case tcp(host: String, port: Int)
+
+        /// The path, or `host:port`, for messages.
+        var address: String {
+            switch self {
+            case .unix(let path): path
+            case .tcp(let host, let port): "\(host):\(port)"
+            }
+        }
     }
     /// Where Redis is: a host and port, or a unix socket path.
     enum RedisEndpoint: Equatable, Sendable {

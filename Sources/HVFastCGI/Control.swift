@@ -80,7 +80,7 @@ struct Control {
 
     func check() -> Int32 {
         var healthy = true
-        print("configuration: ok (\(configuration.workers) workers, FastCGI at \(describe(configuration.listen)))")
+        print("configuration: ok (\(configuration.workers) workers, FastCGI at \(configuration.listen.address))")
         if let connection = connect() {
             let version = (try? connection.execute(Migrations.currentVersion).int(0, 0)).flatMap { $0 } ?? 0
             if version == Int64(Migrations.latestVersion) {
@@ -103,9 +103,9 @@ struct Control {
         // Not a failure: hvctl check also runs before hypervisord starts.
         do {
             _ = try FastCGIClient.get("/healthz", from: configuration.listen)
-            print("hypervisord: answering at \(describe(configuration.listen))")
+            print("hypervisord: answering at \(configuration.listen.address)")
         } catch {
-            print("hypervisord: not answering at \(describe(configuration.listen)) (\(error))")
+            print("hypervisord: not answering at \(configuration.listen.address) (\(error))")
         }
         return healthy ? 0 : 1
     }
@@ -130,7 +130,7 @@ struct Control {
         do {
             text = try FastCGIClient.get(MetricsHandler.pattern, from: configuration.listen)
         } catch {
-            print("hypervisord: not answering at \(describe(configuration.listen)): \(error)")
+            print("hypervisord: not answering at \(configuration.listen.address): \(error)")
             return 1
         }
         let samples = PrometheusText.samples(text)
@@ -296,13 +296,6 @@ private enum ControlStatements {
                   FROM deployments WHERE cluster_id = $1 AND status = 'Running') r
             WHERE c.id = $1
             """)
-}
-
-private func describe(_ listen: Configuration.Listen) -> String {
-    switch listen {
-    case .unix(let path): path
-    case .tcp(let host, let port): "\(host):\(port)"
-    }
 }
 
 private func describe(_ amounts: Resources) -> String {

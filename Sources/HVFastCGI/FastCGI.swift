@@ -11,47 +11,25 @@ struct ListenSocket {
     ///
     /// - Throws: `SystemError` when the address is in use or cannot be bound.
     static func open(_ listen: Configuration.Listen, backlog: Int32 = 1024) throws -> ListenSocket {
-        switch listen {
-        case .unix(let path):
-            var address = try unixAddress(path)
-            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { throw SystemError("socket", errno) }
+        var path: String?
+        if case .unix(let file) = listen {
             // A socket file nobody answers on is left over from a killed master; one that answers is in use.
-            let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-            let inUse = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0
-                }
+            if let probe = try? streamSocket(listen, passive: false, what: "connect", { connect($0, $1, $2) }) {
+                close(probe)
+                throw SystemError("listen on \(file) (another hypervisord is serving it)", EADDRINUSE)
             }
-            close(probe)
-            if inUse {
-                close(fd)
-                throw SystemError("listen on \(path) (another hypervisord is serving it)", EADDRINUSE)
-            }
-            unlink(path)
-            let bound = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-                }
-            }
-            guard bound == 0 else {
-                let code = errno
-                close(fd)
-                throw SystemError("bind \(path)", code)
-            }
-            // nginx's workers run as another user; like php-fpm's listen.mode, let them connect.
-            chmod(path, 0o666)
-            guard Glibc.listen(fd, backlog) == 0 else { throw SystemError("listen \(path)", errno) }
-            return ListenSocket(fd: fd, path: path)
-        case .tcp(let host, let port):
-            let fd = try tcpSocket(host, port, passive: true, what: "bind") { fd, address, length in
-                var one: Int32 = 1
-                setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-                return bind(fd, address, length)
-            }
-            guard Glibc.listen(fd, backlog) == 0 else { throw SystemError("listen \(host):\(port)", errno) }
-            return ListenSocket(fd: fd, path: nil)
+            unlink(file)
+            path = file
         }
+        let fd = try streamSocket(listen, passive: true, what: "bind") { fd, address, length in
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            return bind(fd, address, length)
+        }
+        // nginx's workers run as another user; like php-fpm's listen.mode, let them connect.
+        if let path { chmod(path, 0o666) }
+        guard Glibc.listen(fd, backlog) == 0 else { throw SystemError("listen \(listen.address)", errno) }
+        return ListenSocket(fd: fd, path: path)
     }
 
     /// Initializes libfcgi once, in the master before it forks. It installs handlers only for signals whose
@@ -72,46 +50,51 @@ struct ListenSocket {
     }
 }
 
-/// The address of the Unix socket at `path`.
+/// A stream socket to or for `listen` (a Unix socket path, or the first address `host:port` resolves to) on which
+/// `use` (bind or connect) succeeded; `passive` resolves a host for binding.
 ///
-/// - Throws: `SystemError` when the path does not fit.
-func unixAddress(_ path: String) throws -> sockaddr_un {
-    var address = sockaddr_un()
-    address.sun_family = sa_family_t(AF_UNIX)
-    let bytes = Array(path.utf8)
-    guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-        throw SystemError("socket path too long: \(path)", ENAMETOOLONG)
-    }
-    withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-        for (i, byte) in bytes.enumerated() { buffer[i] = byte }
-    }
-    return address
-}
-
-/// A stream socket to or for `host:port` (the first address it resolves to) on which `use` (bind or connect)
-/// succeeded; `passive` resolves for binding.
-///
-/// - Throws: `SystemError` when resolving, the socket or `use` (named by `what`) fails.
-func tcpSocket(
-    _ host: String, _ port: Int, passive: Bool, what: String,
+/// - Throws: `SystemError` when the path does not fit, resolving, the socket or `use` (named by `what`) fails.
+func streamSocket(
+    _ listen: Configuration.Listen, passive: Bool, what: String,
     _ use: (Int32, UnsafePointer<sockaddr>, socklen_t) -> Int32
 ) throws -> Int32 {
-    var hints = addrinfo()
-    hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-    if passive { hints.ai_flags = AI_PASSIVE }
-    var result: UnsafeMutablePointer<addrinfo>?
-    guard getaddrinfo(host, String(port), &hints, &result) == 0, let info = result else {
-        throw SystemError("resolve \(host)", EINVAL)
+    func open(_ family: Int32, _ address: UnsafePointer<sockaddr>, _ length: socklen_t) throws -> Int32 {
+        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SystemError("socket", errno) }
+        guard use(fd, address, length) == 0 else {
+            let code = errno
+            close(fd)
+            throw SystemError("\(what) \(listen.address)", code)
+        }
+        return fd
     }
-    defer { freeaddrinfo(result) }
-    let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    guard fd >= 0 else { throw SystemError("socket", errno) }
-    guard use(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
-        let code = errno
-        close(fd)
-        throw SystemError("\(what) \(host):\(port)", code)
+    switch listen {
+    case .unix(let path):
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw SystemError("socket path too long: \(path)", ENAMETOOLONG)
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            for (i, byte) in bytes.enumerated() { buffer[i] = byte }
+        }
+        return try withUnsafePointer(to: &address) {
+            try $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                try open(AF_UNIX, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+    case .tcp(let host, let port):
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        if passive { hints.ai_flags = AI_PASSIVE }
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, String(port), &hints, &result) == 0, let info = result else {
+            throw SystemError("resolve \(host)", EINVAL)
+        }
+        defer { freeaddrinfo(result) }
+        return try open(info.pointee.ai_family, info.pointee.ai_addr, info.pointee.ai_addrlen)
     }
-    return fd
 }
 
 /// One FastCGI connection at a time on the shared listening socket.

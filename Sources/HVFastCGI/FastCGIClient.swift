@@ -84,24 +84,6 @@ enum FastCGIClient {
     }
 
     private static func connect(_ listen: Configuration.Listen) throws -> Int32 {
-        switch listen {
-        case .unix(let path):
-            var address = try unixAddress(path)
-            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { throw SystemError("socket", errno) }
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0
-                }
-            }
-            guard connected else {
-                let code = errno
-                close(fd)
-                throw SystemError("connect \(path)", code)
-            }
-            return fd
-        case .tcp(let host, let port):
-            return try tcpSocket(host, port, passive: false, what: "connect") { Glibc.connect($0, $1, $2) }
-        }
+        try streamSocket(listen, passive: false, what: "connect") { Glibc.connect($0, $1, $2) }
     }
 }
