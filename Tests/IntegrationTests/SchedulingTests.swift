@@ -321,11 +321,27 @@ struct SchedulingTests {
         let operations = 500
         let seed: UInt64 = 0x10AD_2024
 
+        let url = stack.databaseURL
         let started = Date()
         runThreads(clients) { client in
             var random = SchedulingRandom(seed: seed &+ UInt64(client))
+            // Each client reads the running set itself: a create's answer tells only its status at that moment, and
+            // deployments the scheduler starts later (admitted by a completion, resumed after a preemption) are
+            // completable too.
+            let database: TestDatabase
+            do {
+                database = try TestDatabase(url)
+            } catch {
+                shared.fail("connect: \(error)")
+                return
+            }
             for operation in stride(from: client, to: operations, by: clients) {
-                let known = shared.runningCandidate(using: &random)
+                let running = try? database.query(
+                    "SELECT id FROM deployments WHERE cluster_id = $1 AND status = 'Running' ORDER BY id",
+                    [String(cluster)])
+                let known = running.flatMap { rows in
+                    rows.rowCount == 0 ? nil : rows.int(Int.random(in: 0..<rows.rowCount, using: &random), 0)
+                }
                 if let target = known, Int.random(in: 0..<10, using: &random) < 5 {
                     do {
                         let response = try api.complete(owner, target)
@@ -854,11 +870,6 @@ private final class LoadLedger: @unchecked Sendable {
 
     private let lock = NSLock()
     private var state = Report()
-    private var running: [Int64] = []
-
-    func runningCandidate(using random: inout SchedulingRandom) -> Int64? {
-        lock.withLock { running.isEmpty ? nil : running[Int.random(in: 0..<running.count, using: &random)] }
-    }
 
     func fail(_ message: String) {
         lock.withLock { state.failures.append(message) }
@@ -869,9 +880,7 @@ private final class LoadLedger: @unchecked Sendable {
             switch (fits, response.status) {
             case (true, 200):
                 state.creates += 1
-                if response.jsonObject?["status"] as? String == "Running", let id = int(response.jsonObject?["id"]) {
-                    running.append(id)
-                } else if response.jsonObject?["status"] as? String != "Pending" {
+                if !["Running", "Pending"].contains(response.jsonObject?["status"] as? String) {
                     state.failures.append("create answered \(response.text)")
                 }
             case (false, 422) where response.text.contains("Not Enough Resources"):
@@ -888,11 +897,9 @@ private final class LoadLedger: @unchecked Sendable {
             case 200:
                 state.completions += 1
                 if !state.completedIDs.insert(id).inserted { state.failures.append("\(id) completed twice") }
-                running.removeAll { $0 == id }
             case 409:
+                // Completed or preempted by another client since this one read the running set.
                 state.conflicts += 1
-                // Completed by another client, or preempted (it may run again, but nobody knows when): forget it.
-                running.removeAll { $0 == id }
             default:
                 state.failures.append("complete \(id) answered \(response.status) \(response.text)")
             }
