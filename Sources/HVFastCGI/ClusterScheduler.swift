@@ -455,7 +455,7 @@ extension PostgresResult {
     }
 
     /// Row 0's columns `first`…`first + 2` as RAM, CPU and GPU; nil when they are NULL (an aggregate over no rows).
-    fileprivate func resources(_ first: Int) -> Resources? {
+    func resources(_ first: Int) -> Resources? {
         guard let ram = int(0, first) else { return nil }
         return Resources(ram: ram, cpu: int(0, first + 1) ?? 0, gpu: int(0, first + 2) ?? 0)
     }
@@ -811,6 +811,12 @@ struct DeploymentRow: Equatable {
     /// `{"id", "name", "cluster_id", "image_path", "ram_required", "cpu_required", "gpu_required", "status", "priority"}`.
     func write(to json: inout JSONWriter) {
         json.beginObject()
+        writeMembers(to: &json)
+        json.endObject()
+    }
+
+    /// The members of `write(to:)`, for representations that extend the seed object (v1).
+    func writeMembers(to json: inout JSONWriter) {
         json.key("id")
         json.value(id)
         json.key("name")
@@ -829,6 +835,5 @@ struct DeploymentRow: Equatable {
         json.value(status)
         json.key("priority")
         json.value(Int64(priority))
-        json.endObject()
     }
 }

@@ -305,6 +305,9 @@ struct JSONWriter {
     mutating func value(_ number: Int64?) {
         if let number { value(number) } else { null() }
     }
+    mutating func value(_ text: String?) {
+        if let text { value(text) } else { null() }
+    }
     private mutating func appendString(_ text: String) {
         bytes.append(UInt8(ascii: "\""))
         for byte in text.utf8 {

@@ -46,6 +46,7 @@ func buildRouter(_ services: Services, openAPI: [UInt8], scoreboard: Scoreboard)
             scheduler: ClusterScheduler(
                 database: services.database, queue: DeploymentQueue(redis: services.redis, log: services.log))
         ).routes
+        + DeploymentsV1Handler(database: services.database, authenticator: authenticator).routes
         + [Route("GET", "/openapi.json") { _ in Response(status: 200, body: openAPI) }]
     return Router(routes + [MetricsHandler(scoreboard: scoreboard, routes: routes).route])
 }

@@ -16,8 +16,8 @@ struct SchedulingTests {
     /// One stack for the whole suite, started on first use and stopped when the test process exits.
     private static let started = Stack.started()
 
-    private let stack: Stack
-    private let api: SchedulingAPI
+    let stack: Stack
+    let api: SchedulingAPI
 
     init() throws {
         stack = try Self.started.get()
@@ -706,19 +706,19 @@ struct SchedulingTests {
 
 // MARK: - HTTP helpers
 
-private struct Account: Sendable {
+struct Account: Sendable {
     let id: Int64
     let token: String
 }
 
-private struct SchedulingFailure: Error, CustomStringConvertible {
+struct SchedulingFailure: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
 }
 
 /// The seed API calls these tests make, over `HTTPClient`. JSON bodies are written as text so numbers go out
 /// exactly as given (`"0.125"` CPUs, not a binary float).
-private struct SchedulingAPI: Sendable {
+struct SchedulingAPI: Sendable {
     let client: HTTPClient
 
     func register(_ username: String) throws -> Account {
@@ -796,13 +796,13 @@ private struct SchedulingAPI: Sendable {
     }
 }
 
-private func int(_ value: Any?) -> Int64? {
+func int(_ value: Any?) -> Int64? {
     guard let number = value as? NSNumber, !(value is String) else { return nil }
     return number.int64Value
 }
 
 /// The entries of a FastAPI 422 list.
-private func issues(_ response: HTTPResponse) -> [(loc: [String], type: String)] {
+func issues(_ response: HTTPResponse) -> [(loc: [String], type: String)] {
     guard let list = response.jsonObject?["detail"] as? [[String: Any]] else { return [] }
     return list.map { entry in
         let loc = (entry["loc"] as? [Any] ?? []).map { "\($0)" }

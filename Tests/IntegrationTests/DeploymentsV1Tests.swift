@@ -1,0 +1,91 @@
+import Foundation
+import Testing
+
+/// `GET /v1/deployments/{id}` and `/events` end to end, on the scheduling suite's stack: where a deployment stands in
+/// its queue, why it waits, and its history, answered from PostgreSQL through nginx.
+extension SchedulingTests {
+    @Test func v1DeploymentSaysWhereItStandsAndWhyItWaits() throws {
+        let owner = try api.register("v1-deployments")
+        let cluster = try api.createCluster(owner, name: "why", ram: 10, cpu: "4", gpu: 2)
+        var ids: [String: Int64] = [:]
+        for (name, ram, cpu, gpu, priority) in [
+            ("low", 4, "1", 1, 1), ("low2", 4, "1", 1, 1), ("wait", 4, "1.5", 1, 1), ("high", 5, "1", 2, 5),
+            ("big", 8, "1", 0, 3),
+        ] as [(String, Int64, String, Int64, Int32)] {
+            let response = try api.createDeployment(
+                owner, name: name, cluster: cluster, ram: ram, cpu: cpu, gpu: gpu, priority: priority)
+            ids[name] = try #require(int(response.jsonObject?["id"]), "\(name): \(response.text)")
+        }
+        func v1(_ name: String) throws -> [String: Any] { try api.getJSON("/v1/deployments/\(ids[name]!)", owner) }
+        func expectWaiting(_ name: String, position: Int64, reason: String, preemptions: Int64) throws {
+            let object = try v1(name)
+            #expect(object["status"] as? String == "Pending", "\(name): \(object)")
+            #expect(int(object["queue_position"]) == position, "\(name): \(object)")
+            #expect(object["pending_reason"] as? String == reason, "\(name): \(object)")
+            #expect(int(object["preemptions"]) == preemptions, "\(name): \(object)")
+        }
+
+        // high (priority 5) needed both GPUs: it preempted both priority-1 deployments. In scheduling order the queue
+        // is big (3), then low, low2 (which keep their places) and wait; ahead of the priority-1 ones runs high.
+        let gpuShort = "insufficient gpu: needs 1, 0 free after the deployments ahead of it"
+        try expectWaiting("big", position: 1, reason: "insufficient ram: needs 8, 5 free after the deployments ahead of it", preemptions: 0)
+        try expectWaiting("low", position: 2, reason: gpuShort, preemptions: 1)
+        try expectWaiting("low2", position: 3, reason: gpuShort, preemptions: 1)
+        try expectWaiting("wait", position: 4, reason: gpuShort, preemptions: 0)
+        let high = try v1("high")
+        #expect(high["status"] as? String == "Running" && high["queue_position"] is NSNull, "\(high)")
+        #expect(high["pending_reason"] is NSNull && high["finished_at"] is NSNull, "\(high)")
+
+        // The seed object's fields are the same; the timestamps are RFC 3339 UTC.
+        let seed = try api.getJSON("/deployments/get_deployment/?id=\(ids["low"]!)", owner)
+        let low = try v1("low")
+        for (key, value) in seed { #expect("\(low[key] ?? "missing")" == "\(value)", "\(key)") }
+        let timestamp = #/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z/#
+        #expect((low["created_at"] as? String)?.wholeMatch(of: timestamp) != nil, "\(low)")
+        #expect((low["started_at"] as? String)?.wholeMatch(of: timestamp) != nil, "\(low)")
+        #expect(try v1("wait")["started_at"] is NSNull)
+
+        // Completing high lets big (priority 3) run; it leaves 2 of 10 RAM, which no priority-1 deployment fits in.
+        #expect(try api.complete(owner, ids["high"]!).status == 200)
+        #expect(try v1("big")["status"] as? String == "Running")
+        let ramShort = "insufficient ram: needs 4, 2 free after the deployments ahead of it"
+        try expectWaiting("low", position: 1, reason: ramShort, preemptions: 1)
+        try expectWaiting("wait", position: 3, reason: ramShort, preemptions: 0)
+        let completed = try v1("high")
+        #expect(completed["status"] as? String == "Completed", "\(completed)")
+        #expect((completed["finished_at"] as? String)?.wholeMatch(of: timestamp) != nil, "\(completed)")
+
+        // low's history: queued, started, preempted by high.
+        let history = try api.getJSON("/v1/deployments/\(ids["low"]!)/events/", owner)
+        #expect(int(history["deployment_id"]) == ids["low"])
+        let events = try #require(history["events"] as? [[String: Any]], "\(history)")
+        #expect(events.map { $0["kind"] as? String ?? "" } == ["Queued", "Started", "Preempted"], "\(history)")
+        #expect(events.map { int($0["caused_by"]) } == [nil, nil, ids["high"]], "\(history)")
+        #expect(events.allSatisfy { ($0["at"] as? String)?.wholeMatch(of: timestamp) != nil }, "\(history)")
+    }
+
+    @Test func v1DeploymentRefusesBadIDsOtherTenantsAndAnonymousCallers() throws {
+        let owner = try api.register("v1-owner")
+        let stranger = try api.register("v1-stranger")
+        let cluster = try api.createCluster(owner, name: "mine", ram: 4, cpu: "1", gpu: 0)
+        let created = try api.createDeployment(owner, name: "d", cluster: cluster, ram: 1, cpu: "1", gpu: 0, priority: 0)
+        let id = try #require(int(created.jsonObject?["id"]), "\(created.text)")
+
+        for path in ["/v1/deployments/\(id)", "/v1/deployments/\(id)/events"] {
+            let foreign = try api.get(path, stranger)
+            #expect(foreign.status == 404 && foreign.jsonObject?["detail"] as? String == "Deployment not found")
+            let anonymous = try stack.client.get(path)
+            #expect(anonymous.status == 401 && anonymous.header("WWW-Authenticate") == "Bearer", "\(anonymous.text)")
+            #expect(try api.post(path, owner).status == 405)
+        }
+        #expect(try api.get("/v1/deployments/\(Int64.max)", owner).status == 404)
+        for (text, type) in [
+            ("abc", "int_parsing"), ("1e3", "int_parsing"), ("-1", "int_parsing"), ("0", "greater_than_equal"),
+            ("99999999999999999999", "less_than_equal"),
+        ] {
+            let response = try api.get("/v1/deployments/\(text)/events", owner)
+            #expect(response.status == 422, "\(text): \(response.text)")
+            #expect(issues(response).map(\.loc) == [["path", "id"]] && issues(response).first?.type == type, "\(text)")
+        }
+    }
+}
