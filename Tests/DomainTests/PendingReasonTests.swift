@@ -4,7 +4,8 @@ import Testing
 @Suite struct PendingReasonTests {
     @Test func namesEveryShortDimensionWithCPUInCPUs() {
         #expect(
-            Scheduler.pendingReason(request: Resources(ram: 1, cpu: 500, gpu: 4), free: Resources(ram: 8, cpu: 0, gpu: 2))
+            Scheduler.pendingReason(
+                request: Resources(ram: 1, cpu: 500, gpu: 4), free: Resources(ram: 8, cpu: 0, gpu: 2))
                 == "insufficient cpu: needs 0.5, 0.0 free; insufficient gpu: needs 4, 2 free after the deployments ahead of it"
         )
         #expect(

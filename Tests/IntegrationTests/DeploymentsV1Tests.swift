@@ -28,7 +28,9 @@ extension SchedulingTests {
         // high (priority 5) needed both GPUs: it preempted both priority-1 deployments. In scheduling order the queue
         // is big (3), then low, low2 (which keep their places) and wait; ahead of the priority-1 ones runs high.
         let gpuShort = "insufficient gpu: needs 1, 0 free after the deployments ahead of it"
-        try expectWaiting("big", position: 1, reason: "insufficient ram: needs 8, 5 free after the deployments ahead of it", preemptions: 0)
+        try expectWaiting(
+            "big", position: 1, reason: "insufficient ram: needs 8, 5 free after the deployments ahead of it",
+            preemptions: 0)
         try expectWaiting("low", position: 2, reason: gpuShort, preemptions: 1)
         try expectWaiting("low2", position: 3, reason: gpuShort, preemptions: 1)
         try expectWaiting("wait", position: 4, reason: gpuShort, preemptions: 0)
@@ -68,7 +70,8 @@ extension SchedulingTests {
         let owner = try api.register("v1-owner")
         let stranger = try api.register("v1-stranger")
         let cluster = try api.createCluster(owner, name: "mine", ram: 4, cpu: "1", gpu: 0)
-        let created = try api.createDeployment(owner, name: "d", cluster: cluster, ram: 1, cpu: "1", gpu: 0, priority: 0)
+        let created = try api.createDeployment(
+            owner, name: "d", cluster: cluster, ram: 1, cpu: "1", gpu: 0, priority: 0)
         let id = try #require(int(created.jsonObject?["id"]), "\(created.text)")
 
         for path in ["/v1/deployments/\(id)", "/v1/deployments/\(id)/events"] {
