@@ -151,6 +151,25 @@ struct ClusterScheduler {
         }
     }
 
+    /// How a deployment ends.
+    enum Ending: String {
+        /// Only a running deployment completes.
+        case completed = "Completed"
+        /// A pending or running one may be cancelled.
+        case cancelled = "Cancelled"
+
+        /// Whether a deployment in `status` can end this way; the `409` detail when it cannot.
+        func conflict(with status: String) -> String? {
+            switch self {
+            case .completed:
+                status == "Running" ? nil : "Deployment is \(status); only a Running deployment can be completed"
+            case .cancelled:
+                status == "Running" || status == "Pending"
+                    ? nil : "Deployment is \(status); only a Pending or Running deployment can be cancelled"
+            }
+        }
+    }
+
     /// Completes a running deployment and schedules what its resources admit.
     ///
     /// - Throws: `HTTPError` 401/404/409 for the client, `ServiceUnavailable` when PostgreSQL is down.
@@ -159,6 +178,20 @@ struct ClusterScheduler {
             queue.publish(change, rebuildFrom: database)
             return row
         }
+        return try end(id, as: .completed, by: caller)
+    }
+
+    /// Cancels a pending or running deployment. A running one frees its resources like a completion; a pending one
+    /// only leaves the queue, which changes nothing else: the pass never admitted it, so what it leaves for every
+    /// deployment after it is the same without it.
+    ///
+    /// - Throws: `HTTPError` 401/404/409 for the client, `ServiceUnavailable` when PostgreSQL is down.
+    func cancel(_ id: Int64, by caller: Caller) throws -> DeploymentRow {
+        try end(id, as: .cancelled, by: caller)
+    }
+
+    /// Ends the deployment `id` in one transaction under its cluster's lock and schedules what that admits.
+    private func end(_ id: Int64, as ending: Ending, by caller: Caller) throws -> DeploymentRow {
         let (row, change) = try database.run { connection in
             try transaction(connection) { () throws -> (DeploymentRow, DeploymentQueue.Change) in
                 let parameters = [String(caller.id), String(caller.issuedAt), String(id)]
@@ -172,26 +205,31 @@ struct ClusterScheduler {
                 let read = results[2]
                 guard read.rowCount == 1 else { throw HTTPError.unauthorized }
                 guard let found = DeploymentRow(read, row: 0) else { throw HTTPError(404, "Deployment not found") }
-                guard found.status == "Running" else {
-                    throw HTTPError(409, "Deployment is \(found.status); only a Running deployment can be completed")
-                }
+                if let conflict = ending.conflict(with: found.status) { throw HTTPError(409, conflict) }
                 let available = read.resources(10)!
-                let completed = ActiveDeployment(
+                let ended = ActiveDeployment(
                     id: found.id, priority: found.priority, seq: read.int(0, 9)!, request: found.request,
-                    isRunning: true)
+                    isRunning: found.status == "Running")
+                var row = found
+                row.status = ending.rawValue
+                guard ended.isRunning else {
+                    let change = try apply(
+                        PlannedChange(
+                            plan: SchedulingPlan(), snapshot: ClusterSnapshot(capacity: available, active: [])),
+                        available: available, write: .end(ended, ending), cluster: found.clusterID, connection)
+                    return (row, change)
+                }
                 let freed = available + found.request
                 let prefetched = Prefetched(
                     running: results[4].deployments(running: true), smallestPending: results[5].resources(0),
                     pending: results[3].deployments(running: false))
                 hints.completionFoundQueue = prefetched.smallestPending != nil
                 let snapshot = try loadForCompleting(
-                    completed, available: available, read: prefetched, cluster: found.clusterID, connection)
+                    ended, available: available, read: prefetched, cluster: found.clusterID, connection)
                 let plan = Scheduler.plan(for: snapshot)
                 let change = try apply(
-                    PlannedChange(plan: plan, snapshot: snapshot), available: freed, write: .complete(completed),
+                    PlannedChange(plan: plan, snapshot: snapshot), available: freed, write: .end(ended, ending),
                     cluster: found.clusterID, connection)
-                var row = found
-                row.status = "Completed"
                 return (row, change)
             }
         }
@@ -341,8 +379,8 @@ struct ClusterScheduler {
         case insert(ActiveDeployment, row: [String?])
         /// Nothing but the plan (`settle`).
         case none
-        /// A completion of a running deployment.
-        case complete(ActiveDeployment)
+        /// A deployment that completes or is cancelled (running, or for a cancel also pending).
+        case end(ActiveDeployment, Ending)
     }
 
     /// Writes the change and its plan (statuses, events, the cluster's accounting and version) as one statement and
@@ -359,15 +397,19 @@ struct ClusterScheduler {
         var change = DeploymentQueue.Change(cluster: cluster, version: 0, available: available)
         var events = Events()
         var inserted: ActiveDeployment?
-        var completed: ActiveDeployment?
+        var ended: (deployment: ActiveDeployment, ending: Ending)?
         switch write {
         case .insert(let deployment, _):
             inserted = deployment
             events.add(deployment.id, "Queued")
-        case .complete(let deployment):
-            completed = deployment
-            events.add(deployment.id, "Completed")
-            change.removedRunning.append(deployment)
+        case .end(let deployment, let ending):
+            ended = (deployment, ending)
+            events.add(deployment.id, ending.rawValue)
+            if deployment.isRunning {
+                change.removedRunning.append(deployment)
+            } else {
+                change.removedPending.append(deployment)
+            }
         case .none:
             break
         }
@@ -394,7 +436,7 @@ struct ClusterScheduler {
         var parameters: [String?] = [
             String(cluster), String(change.available.ram), String(change.available.cpu), String(change.available.gpu),
             inserted.map { String($0.seq + 1) }, Events.array(toStart), Events.array(plan.preempt),
-            completed.map { String($0.id) },
+            ended.map { String($0.deployment.id) },
         ]
         parameters += events.parameters
         if case .insert(let deployment, let row) = write {
@@ -402,10 +444,11 @@ struct ClusterScheduler {
         } else {
             parameters += [String?](repeating: nil, count: 11)
         }
+        parameters.append(ended?.ending.rawValue)
         let results = try connection.pipeline([
             (Statements.apply, parameters), (Statements.commit, []), (Statements.durable, []),
         ])
-        let expected = toStart.count + plan.preempt.count + (inserted == nil && completed == nil ? 0 : 1)
+        let expected = toStart.count + plan.preempt.count + (inserted == nil && ended == nil ? 0 : 1)
         guard results[0].rowCount == 1, results[0].int(0, 1) == Int64(expected) else {
             throw PostgresError(
                 sqlState: nil, message: "cluster \(cluster): the write did not match the plan", connectionLost: false)
@@ -695,8 +738,8 @@ private enum Statements {
              ORDER BY priority DESC, seq LIMIT $7 - (SELECT count(*) FROM same))
             """)
 
-    /// Every write of one change as one statement: the new deployment (a create), the completion, the plan's starts
-    /// and preemptions, the events and the cluster's accounting. Returns the new version and how many deployment rows
+    /// Every write of one change as one statement: the new deployment (a create), the deployment that ends (`$8`,
+    /// completed or cancelled as `$23`), the plan's starts and preemptions, the events and the cluster's accounting. Returns the new version and how many deployment rows
     /// changed, which must be exactly the plan's. (`status || ''` keeps the planner from answering `id = ANY(…)` by
     /// scanning a whole status index in a generic plan: rows are looked up by primary key.)
     static let apply = Statement(
@@ -709,9 +752,9 @@ private enum Statements {
                        CASE WHEN $21::deployment_status = 'Running' THEN now() END
                 WHERE $12::bigint IS NOT NULL
                 RETURNING id
-            ), completed AS (
-                UPDATE deployments SET status = 'Completed', finished_at = now()
-                WHERE id = $8 AND status = 'Running' RETURNING id
+            ), ended AS (
+                UPDATE deployments SET status = $23::deployment_status, finished_at = now()
+                WHERE id = $8 AND status IN ('Pending', 'Running') RETURNING id
             ), started AS (
                 UPDATE deployments SET status = 'Running', started_at = now()
                 WHERE id = ANY($6::bigint[]) AND status || '' = 'Pending' RETURNING id
@@ -726,7 +769,7 @@ private enum Statements {
             UPDATE clusters SET available_ram = $2, available_cpu = $3, available_gpu = $4,
                                 next_seq = coalesce($5, next_seq), version = version + 1
             WHERE id = $1
-            RETURNING version, (SELECT count(*) FROM inserted) + (SELECT count(*) FROM completed)
+            RETURNING version, (SELECT count(*) FROM inserted) + (SELECT count(*) FROM ended)
                 + (SELECT count(*) FROM started) + (SELECT count(*) FROM preempted)
             """)
 }

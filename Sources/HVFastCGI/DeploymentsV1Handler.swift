@@ -1,18 +1,21 @@
 import Domain
 
 /// The v1 deployment resources: `GET /v1/deployments/{id}` (the seed object with its timestamps, preemptions, queue
-/// position and why it waits) and `GET /v1/deployments/{id}/events` (its history).
+/// position and why it waits), `GET /v1/deployments/{id}/events` (its history) and
+/// `POST /v1/deployments/{id}/cancel`.
 ///
 /// Each answer is one statement, so it is one consistent snapshot: every change to a cluster is one transaction, and
 /// a pending deployment's position and reason are those of a settled cluster.
 struct DeploymentsV1Handler {
     let database: Database
     let authenticator: Authenticator
+    let scheduler: ClusterScheduler
 
     var routes: [Route] {
         [
             Route("GET", "/v1/deployments/{id}", get),
             Route("GET", "/v1/deployments/{id}/events", events),
+            Route("POST", "/v1/deployments/{id}/cancel", cancel),
         ]
     }
 
@@ -63,7 +66,18 @@ struct DeploymentsV1Handler {
 
     private func get(_ request: Request) throws -> Response {
         let caller = try authenticator.caller(request, now: unixTime())
+        return try detail(try pathID(request), caller)
+    }
+
+    /// Cancels the deployment, then answers with it as `GET` would.
+    private func cancel(_ request: Request) throws -> Response {
+        let caller = try authenticator.caller(request, now: unixTime())
         let id = try pathID(request)
+        _ = try scheduler.cancel(id, by: caller)
+        return try detail(id, caller)
+    }
+
+    private func detail(_ id: Int64, _ caller: Caller) throws -> Response {
         let result = try database.run { try $0.executeAsCaller(DeploymentsV1Handler.detail, caller, [String(id)]) }
         guard let row = DeploymentRow(result, row: 0) else { throw HTTPError(404, "Deployment not found") }
         let reason = result.resources(13).flatMap { Scheduler.pendingReason(request: row.request, free: $0) }

@@ -31,6 +31,8 @@ final class Services: HealthProbe {
 /// Every route of the service. Workers and the tests build the router the same way.
 func buildRouter(_ services: Services, openAPI: [UInt8], scoreboard: Scoreboard) -> Router {
     let authenticator = Authenticator(signer: services.signer)
+    let scheduler = ClusterScheduler(
+        database: services.database, queue: DeploymentQueue(redis: services.redis, log: services.log))
     let routes =
         SystemHandler(probe: services).routes
         + UsersHandler(
@@ -41,12 +43,8 @@ func buildRouter(_ services: Services, openAPI: [UInt8], scoreboard: Scoreboard)
         + OrganizationsHandler(database: services.database, authenticator: authenticator, limiter: services.limiter)
         .routes
         + ClustersHandler(database: services.database, authenticator: authenticator).routes
-        + DeploymentsHandler(
-            database: services.database, authenticator: authenticator,
-            scheduler: ClusterScheduler(
-                database: services.database, queue: DeploymentQueue(redis: services.redis, log: services.log))
-        ).routes
-        + DeploymentsV1Handler(database: services.database, authenticator: authenticator).routes
+        + DeploymentsHandler(database: services.database, authenticator: authenticator, scheduler: scheduler).routes
+        + DeploymentsV1Handler(database: services.database, authenticator: authenticator, scheduler: scheduler).routes
         + [Route("GET", "/openapi.json") { _ in Response(status: 200, body: openAPI) }]
     return Router(routes + [MetricsHandler(scoreboard: scoreboard, routes: routes).route])
 }

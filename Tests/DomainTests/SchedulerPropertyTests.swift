@@ -181,6 +181,19 @@ extension ClusterSnapshot {
         }
     }
 
+    /// Why cancelling a pending deployment writes nothing but its own row (`ClusterScheduler.cancel`).
+    @Test func cancellingAPendingDeploymentOfASettledClusterChangesNothingElse() {
+        var cancelled = 0
+        for seed in 0..<Self.runs {
+            var rng = SplitMix64(seed: seed)
+            let settled = RandomCluster.settled(&rng)
+            guard let waiting = settled.pending.randomElement(using: &rng) else { continue }
+            cancelled += 1
+            #expect(ReferenceScheduler.plan(for: settled.removing(id: waiting.id)) == SchedulingPlan(), "seed \(seed)")
+        }
+        #expect(cancelled > Int(Self.runs) / 4)
+    }
+
     @Test func planDependsOnlyOnTheDeploymentsNotTheirOrder() {
         for seed in 0..<Self.runs {
             var rng = SplitMix64(seed: seed)

@@ -1,8 +1,9 @@
+import Domain
 import Foundation
 import Testing
 
-/// `GET /v1/deployments/{id}` and `/events` end to end, on the scheduling suite's stack: where a deployment stands in
-/// its queue, why it waits, and its history, answered from PostgreSQL through nginx.
+/// `GET /v1/deployments/{id}`, `/events` and `POST …/cancel` end to end, on the scheduling suite's stack: where a
+/// deployment stands in its queue, why it waits, its history, and cancelling it, through nginx.
 extension SchedulingTests {
     @Test func v1DeploymentSaysWhereItStandsAndWhyItWaits() throws {
         let owner = try api.register("v1-deployments")
@@ -90,5 +91,71 @@ extension SchedulingTests {
             #expect(response.status == 422, "\(text): \(response.text)")
             #expect(issues(response).map(\.loc) == [["path", "id"]] && issues(response).first?.type == type, "\(text)")
         }
+    }
+
+    @Test func cancellingAPendingDeploymentChangesNothingElseAndARunningOneAdmitsWork() throws {
+        let owner = try api.register("v1-cancel")
+        let cluster = try api.createCluster(owner, name: "cancel", ram: 10, cpu: "4", gpu: 0)
+        var ids: [String: Int64] = [:]
+        for (name, ram, priority, status) in [
+            ("a", 6, 1, "Running"), ("b", 6, 1, "Pending"), ("c", 4, 0, "Running"), ("d", 1, 0, "Pending"),
+        ] as [(String, Int64, Int32, String)] {
+            let response = try api.createDeployment(
+                owner, name: name, cluster: cluster, ram: ram, cpu: "1", gpu: 0, priority: priority)
+            #expect(response.jsonObject?["status"] as? String == status, "\(name): \(response.text)")
+            ids[name] = try #require(int(response.jsonObject?["id"]), "\(name): \(response.text)")
+        }
+        let database = try TestDatabase(stack.databaseURL)
+        func status(_ name: String) throws -> String? {
+            try api.getJSON("/deployments/get_deployment/?id=\(ids[name]!)", owner)["status"] as? String
+        }
+
+        // A waiting deployment leaves the queue; nothing else moves and nothing is freed.
+        let versionBefore = try database.clusterState(cluster).version
+        let cancelled = try api.post("/v1/deployments/\(ids["d"]!)/cancel", owner)
+        #expect(cancelled.status == 200, "\(cancelled.text)")
+        let object = try #require(cancelled.jsonObject, "\(cancelled.text)")
+        #expect(object["status"] as? String == "Cancelled" && object["finished_at"] is String, "\(object)")
+        #expect(object["queue_position"] is NSNull && object["pending_reason"] is NSNull, "\(object)")
+        #expect(try [status("a"), status("b"), status("c")] == ["Running", "Pending", "Running"])
+        var state = try database.clusterState(cluster)
+        #expect(state.version == versionBefore + 1 && state.available.ram == 0, "\(state)")
+        try expectRedisMatches(cluster, database)
+
+        // Only active deployments can be cancelled, and a cancelled one cannot be completed.
+        let again = try api.post("/v1/deployments/\(ids["d"]!)/cancel/", owner)
+        #expect(again.status == 409, "\(again.text)")
+        #expect(
+            again.jsonObject?["detail"] as? String
+                == "Deployment is Cancelled; only a Pending or Running deployment can be cancelled")
+        let complete = try api.complete(owner, ids["d"]!)
+        #expect(
+            complete.status == 409
+                && complete.jsonObject?["detail"] as? String
+                    == "Deployment is Cancelled; only a Running deployment can be completed",
+            "\(complete.text)")
+
+        // A running one frees its room like a completion: b (priority 1) starts beside c.
+        #expect(try api.post("/v1/deployments/\(ids["a"]!)/cancel", owner).status == 200)
+        #expect(try [status("a"), status("b"), status("c")] == ["Cancelled", "Running", "Running"])
+        state = try database.clusterState(cluster)
+        #expect(Scheduler.plan(for: state.snapshot) == SchedulingPlan())
+        #expect(state.available == state.capacity - state.runningSum)
+        try expectRedisMatches(cluster, database)
+        #expect(
+            try database.events(of: ids["a"]!) == [
+                DeploymentEvent(kind: "Queued", causedBy: nil), DeploymentEvent(kind: "Started", causedBy: nil),
+                DeploymentEvent(kind: "Cancelled", causedBy: nil),
+            ])
+        #expect(
+            try database.events(of: ids["d"]!) == [
+                DeploymentEvent(kind: "Queued", causedBy: nil), DeploymentEvent(kind: "Cancelled", causedBy: nil),
+            ])
+
+        let stranger = try api.register("v1-cancel-stranger")
+        #expect(try api.post("/v1/deployments/\(ids["b"]!)/cancel", stranger).status == 404)
+        #expect(try stack.client.request("POST", "/v1/deployments/\(ids["b"]!)/cancel").status == 401)
+        #expect(try api.get("/v1/deployments/\(ids["b"]!)/cancel", owner).status == 405)
+        #expect(try status("b") == "Running")
     }
 }

@@ -677,7 +677,7 @@ struct SchedulingTests {
     // MARK: - Checks
 
     /// Expects the Redis snapshot of `cluster` to equal PostgreSQL's state.
-    private func expectRedisMatches(
+    func expectRedisMatches(
         _ cluster: Int64, _ database: TestDatabase, sourceLocation: SourceLocation = #_sourceLocation
     ) throws {
         let state = try database.clusterState(cluster)
@@ -941,14 +941,14 @@ private struct SchedulingRandom: RandomNumberGenerator {
 
 // MARK: - PostgreSQL and Redis helpers
 
-private struct DeploymentEvent: Equatable, CustomStringConvertible {
+struct DeploymentEvent: Equatable, CustomStringConvertible {
     var kind: String
     var causedBy: Int64?
     var description: String { causedBy.map { "\(kind)(by \($0))" } ?? kind }
 }
 
 /// A cluster as PostgreSQL has it, read in one snapshot.
-private struct ClusterState {
+struct ClusterState {
     var capacity: Resources
     var available: Resources
     var version: Int64
@@ -959,7 +959,7 @@ private struct ClusterState {
     var runningSum: Resources { active.filter(\.isRunning).map(\.request).reduce(Resources(), +) }
 }
 
-fileprivate extension TestDatabase {
+extension TestDatabase {
     func clusterState(_ cluster: Int64) throws -> ClusterState {
         try query("BEGIN ISOLATION LEVEL REPEATABLE READ")
         defer { _ = try? query("COMMIT") }
