@@ -44,11 +44,17 @@ public enum JSONNumber {
 
     /// The JSON number text of a CPU amount in millicores, always with a fractional part as FastAPI returned floats:
     /// 35000 is `"35.0"`, 1500 is `"1.5"`, 125 is `"0.125"`.
-    public static func text(millicores: Int64) -> String {
-        let (whole, thousandths) = millicores.magnitude.quotientAndRemainder(dividingBy: 1000)
-        var fraction = String(thousandths + 1000).dropFirst()
+    public static func text(millicores: Int64) -> String { text(millicores, decimals: 3) }
+
+    /// The JSON number text of `value / 10^decimals` (`decimals` from 1 to 18), with at least one decimal: 7143 with
+    /// 4 decimals is `"0.7143"`, 10000 is `"1.0"`.
+    public static func text(_ value: Int64, decimals: Int) -> String {
+        var unit: UInt64 = 1
+        for _ in 0..<decimals { unit *= 10 }
+        let (whole, part) = value.magnitude.quotientAndRemainder(dividingBy: unit)
+        var fraction = String(part + unit).dropFirst()
         while fraction.count > 1 && fraction.hasSuffix("0") { fraction.removeLast() }
-        return "\(millicores < 0 ? "-" : "")\(whole).\(fraction)"
+        return "\(value < 0 ? "-" : "")\(whole).\(fraction)"
     }
 
     /// Parses the text of a number that must be integral.

@@ -109,6 +109,12 @@ struct ClusterRow: Equatable {
     /// `{"id", "name", "total_ram", "total_cpu", "total_gpu", "available_ram", "available_cpu", "available_gpu"}`.
     func write(to json: inout JSONWriter) {
         json.beginObject()
+        writeMembers(to: &json)
+        json.endObject()
+    }
+
+    /// The members of `write(to:)`, for representations that extend the seed object (v1).
+    func writeMembers(to json: inout JSONWriter) {
         json.key("id")
         json.value(id)
         json.key("name")
@@ -125,6 +131,5 @@ struct ClusterRow: Equatable {
         json.rawNumber(JSONNumber.text(millicores: available.cpu))
         json.key("available_gpu")
         json.value(available.gpu)
-        json.endObject()
     }
 }

@@ -112,12 +112,13 @@ struct DeploymentQueue {
             return 2
             """)
 
-    /// Replaces the snapshot with staged keys only if it is older than the staged one (or as old, when ARGV[5] is 1),
-    /// then applies the buffered changes that follow it. KEYS: running, pending, meta, buffered, staged running, staged
+    /// Replaces the snapshot with staged keys only if it is older than the staged one (or as old, when ARGV[5] is 1;
+    /// no snapshot is older than any, so a cluster that never changed gets its version-0 snapshot too), then applies
+    /// the buffered changes that follow it. KEYS: running, pending, meta, buffered, staged running, staged
     /// pending.
     private static let swapScript = RedisScript(
         luaPrelude + """
-            local current = tonumber(redis.call('HGET', KEYS[3], 'version') or '0')
+            local current = tonumber(redis.call('HGET', KEYS[3], 'version') or '-1')
             local version = tonumber(ARGV[1])
             if current > version or (current == version and ARGV[5] ~= '1') then
               redis.call('DEL', KEYS[5], KEYS[6])
@@ -215,5 +216,118 @@ struct DeploymentQueue {
                 evenAtSameVersion ? "1" : "0",
             ])
         log.info("queue snapshot rebuilt", ["cluster_id": String(cluster), "version": String(record.version)])
+    }
+
+    /// A place in scheduling order: the sort key of the last deployment of a page, to read the next page after it.
+    struct Cursor: Equatable {
+        /// The member's first 24 characters: `Int32.max − priority` and `seq` in hex.
+        var key: Substring
+        var running: Bool
+
+        /// `<24 hex>R` or `<24 hex>P`: opaque to clients.
+        var text: String { key + (running ? "R" : "P") }
+
+        init?(_ text: String) {
+            guard text.utf8.count == 25, text.utf8.prefix(24).allSatisfy(Cursor.isHexDigit),
+                let last = text.last, last == "R" || last == "P"
+            else { return nil }
+            key = text.dropLast()
+            running = last == "R"
+        }
+
+        init(_ deployment: ActiveDeployment) {
+            key = DeploymentQueue.member(deployment).prefix(24)
+            running = deployment.isRunning
+        }
+
+        private static func isHexDigit(_ byte: UInt8) -> Bool {
+            (0x30...0x39).contains(byte) || (0x61...0x66).contains(byte)
+        }
+    }
+
+    /// One page of a snapshot: deployments in scheduling order (running before pending among equals), each pending one
+    /// with its 1-based place in the queue.
+    struct Page {
+        var version: Int64
+        var available: Resources
+        var runningCount: Int64
+        var pendingCount: Int64
+        var entries: [(deployment: ActiveDeployment, position: Int64?)]
+        /// Where the next page starts; nil on the last page.
+        var next: Cursor?
+    }
+
+    /// Reads both sets after the cursor (`limit + 1` of each is enough to merge `limit + 1`), the meta hash, the set
+    /// sizes and how many pending members sort before the pending bound, atomically. False when there is no snapshot.
+    /// KEYS: running, pending, meta. ARGV: running bound, pending bound (`ZRANGE … BYLEX` forms), count.
+    private static let pageScript = RedisScript(
+        """
+        local version = redis.call('HGET', KEYS[3], 'version')
+        if not version then return false end
+        local available = redis.call('HMGET', KEYS[3], 'available_ram', 'available_cpu', 'available_gpu')
+        local before = 0
+        if ARGV[2] ~= '-' then before = redis.call('ZLEXCOUNT', KEYS[2], '-', '(' .. string.sub(ARGV[2], 2)) end
+        return {version, available[1], available[2], available[3], redis.call('ZCARD', KEYS[1]),
+                redis.call('ZCARD', KEYS[2]), before,
+                redis.call('ZRANGE', KEYS[1], ARGV[1], '+', 'BYLEX', 'LIMIT', 0, ARGV[3]),
+                redis.call('ZRANGE', KEYS[2], ARGV[2], '+', 'BYLEX', 'LIMIT', 0, ARGV[3])}
+        """)
+
+    /// Up to `limit` deployments of the cluster's snapshot after `cursor`; nil when the cluster has no snapshot.
+    ///
+    /// Members sort by their 24-character key, so "every member after key K" is `[K` + `g` (a letter above every hex
+    /// digit): it orders after each member that starts with K and before every larger key. Running deployments go
+    /// first among equal priorities, so after a running cursor every pending one of its priority follows, and after a
+    /// pending cursor no running one of its priority does.
+    func page(_ cluster: Int64, after cursor: Cursor?, limit: Int) throws(RedisError) -> Page? {
+        var bounds = ["-", "-"]
+        if let cursor {
+            let priorityKey = cursor.key.prefix(8)
+            bounds = cursor.running ? ["[\(cursor.key)g", "[\(priorityKey)"] : ["[\(priorityKey)g", "[\(cursor.key)g"]
+        }
+        let keys = DeploymentQueue.keys(cluster)
+        let reply = try redis.evaluate(
+            DeploymentQueue.pageScript, keys: Array(keys.prefix(3)), arguments: bounds + [String(limit + 1)])
+        guard case .array(let parts) = reply, parts.count == 9, case .array(let running) = parts[7],
+            case .array(let pending) = parts[8]
+        else { return nil }
+        func int(_ part: RedisReply) -> Int64 {
+            switch part {
+            case .integer(let value): value
+            case .string(let text): Int64(text) ?? 0
+            default: 0
+            }
+        }
+        func decode(_ members: [RedisReply], running: Bool) -> [ActiveDeployment] {
+            members.compactMap {
+                if case .string(let member) = $0 { DeploymentQueue.deployment(member, running: running) } else { nil }
+            }
+        }
+        var merged = (decode(running, running: true) + decode(pending, running: false)).sorted {
+            $0.schedulesBefore($1)
+        }
+        let more = merged.count > limit
+        merged = Array(merged.prefix(limit))
+        var position = int(parts[6])
+        return Page(
+            version: int(parts[0]), available: Resources(ram: int(parts[1]), cpu: int(parts[2]), gpu: int(parts[3])),
+            runningCount: int(parts[4]), pendingCount: int(parts[5]),
+            entries: merged.map { deployment in
+                guard !deployment.isRunning else { return (deployment, nil) }
+                position += 1
+                return (deployment, position)
+            }, next: more ? merged.last.map(Cursor.init) : nil)
+    }
+
+    /// Decodes a member (see the type's documentation); nil when it is not one.
+    static func deployment(_ member: String, running: Bool) -> ActiveDeployment? {
+        let fields = member.split(separator: ":")
+        guard fields.count == 5, fields[0].utf8.count == 24, let rank = Int64(fields[0].prefix(8), radix: 16),
+            let seq = Int64(fields[0].dropFirst(8), radix: 16), let id = Int64(fields[1]), let ram = Int64(fields[2]),
+            let cpu = Int64(fields[3]), let gpu = Int64(fields[4]),
+            let priority = Int32(exactly: Int64(Int32.max) - rank)
+        else { return nil }
+        return ActiveDeployment(
+            id: id, priority: priority, seq: seq, request: Resources(ram: ram, cpu: cpu, gpu: gpu), isRunning: running)
     }
 }

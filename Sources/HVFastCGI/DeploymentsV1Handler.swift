@@ -27,7 +27,7 @@ struct DeploymentsV1Handler {
         name: "v1_deployment",
         sql: """
             SELECT d.id, d.name, d.cluster_id, d.image_path, d.ram_required, d.cpu_required, d.gpu_required,
-                   d.status, d.priority, \(utc("d.created_at")), \(utc("d.started_at")), \(utc("d.finished_at")),
+                   d.status, d.priority, \(sqlUTC("d.created_at")), \(sqlUTC("d.started_at")), \(sqlUTC("d.finished_at")),
                    d.preemptions, free.ram, free.cpu, free.gpu, queue.position
             FROM users u
             LEFT JOIN deployments d ON d.id = $3 AND \(ClusterScheduler.deploymentInScope)
@@ -56,7 +56,7 @@ struct DeploymentsV1Handler {
     private static let history = Statement(
         name: "v1_deployment_events",
         sql: """
-            SELECT d.id, e.kind, \(utc("e.at")), e.caused_by
+            SELECT d.id, e.kind, \(sqlUTC("e.at")), e.caused_by
             FROM users u
             LEFT JOIN deployments d ON d.id = $3 AND \(ClusterScheduler.deploymentInScope)
             LEFT JOIN deployment_events e ON e.deployment_id = d.id
@@ -133,23 +133,4 @@ struct DeploymentsV1Handler {
         response.userID = caller.id
         return response
     }
-}
-
-/// The path's `{id}`: decimal digits naming a positive 64-bit integer (no sign, fraction or exponent, which a JSON
-/// number could have), else a `422` located at `["path", "id"]` as FastAPI reports it.
-func pathID(_ request: Request) throws(ValidationFailure) -> Int64 {
-    let text = request.pathParameters["id"] ?? ""
-    do throws(ValidationError) {
-        guard !text.isEmpty, text.utf8.allSatisfy({ (0x30...0x39).contains($0) }) else {
-            throw ValidationError.invalidInteger
-        }
-        return try JSONNumber.identifier(text)
-    } catch {
-        throw ValidationFailure([.init(location: [.key("path"), .key("id")], message: error.msg, type: error.type)])
-    }
-}
-
-/// A `timestamptz` column as RFC 3339 text in UTC with microseconds (`2026-12-01T05:30:00.123456Z`); NULL stays NULL.
-private func utc(_ column: String) -> String {
-    "to_char(\(column) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 }

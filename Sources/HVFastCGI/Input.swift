@@ -151,3 +151,17 @@ extension JSONNumber {
         return value
     }
 }
+
+/// The path's `{id}`: decimal digits naming a positive 64-bit integer (no sign, fraction or exponent, which a JSON
+/// number could have), else a `422` located at `["path", "id"]` as FastAPI reports it.
+func pathID(_ request: Request) throws(ValidationFailure) -> Int64 {
+    let text = request.pathParameters["id"] ?? ""
+    do throws(ValidationError) {
+        guard !text.isEmpty, text.utf8.allSatisfy({ (0x30...0x39).contains($0) }) else {
+            throw ValidationError.invalidInteger
+        }
+        return try JSONNumber.identifier(text)
+    } catch {
+        throw ValidationFailure([.init(location: [.key("path"), .key("id")], message: error.msg, type: error.type)])
+    }
+}

@@ -31,8 +31,8 @@ final class Services: HealthProbe {
 /// Every route of the service. Workers and the tests build the router the same way.
 func buildRouter(_ services: Services, openAPI: [UInt8], scoreboard: Scoreboard) -> Router {
     let authenticator = Authenticator(signer: services.signer)
-    let scheduler = ClusterScheduler(
-        database: services.database, queue: DeploymentQueue(redis: services.redis, log: services.log))
+    let queue = DeploymentQueue(redis: services.redis, log: services.log)
+    let scheduler = ClusterScheduler(database: services.database, queue: queue)
     let routes =
         SystemHandler(probe: services).routes
         + UsersHandler(
@@ -44,6 +44,7 @@ func buildRouter(_ services: Services, openAPI: [UInt8], scoreboard: Scoreboard)
         .routes
         + ClustersHandler(database: services.database, authenticator: authenticator).routes
         + DeploymentsHandler(database: services.database, authenticator: authenticator, scheduler: scheduler).routes
+        + ClustersV1Handler(database: services.database, authenticator: authenticator, queue: queue).routes
         + DeploymentsV1Handler(database: services.database, authenticator: authenticator, scheduler: scheduler).routes
         + [Route("GET", "/openapi.json") { _ in Response(status: 200, body: openAPI) }]
     return Router(routes + [MetricsHandler(scoreboard: scoreboard, routes: routes).route])

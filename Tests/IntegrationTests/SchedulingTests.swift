@@ -492,6 +492,10 @@ struct SchedulingTests {
         #expect(completedFirst.status == 200, "\(completedFirst.text)")
         let lookup = try api.get("/deployments/get_deployment/?id=\(first)", owner)
         #expect(lookup.status == 200)
+        #expect(try api.get("/v1/deployments/\(first)", owner).status == 200)
+        // The queue view is the snapshot: without Redis it says so, and when to retry.
+        let queue = try api.get("/v1/clusters/\(cluster)/queue", owner)
+        #expect(queue.status == 503 && queue.header("Retry-After") == "1", "\(queue.text)")
 
         try stack.startRedis()
         redisStopped = false

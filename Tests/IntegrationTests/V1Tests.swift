@@ -2,8 +2,10 @@ import Domain
 import Foundation
 import Testing
 
-/// `GET /v1/deployments/{id}`, `/events` and `POST …/cancel` end to end, on the scheduling suite's stack: where a
-/// deployment stands in its queue, why it waits, its history, and cancelling it, through nginx.
+@testable import HVFastCGI
+
+/// The v1 API end to end, on the scheduling suite's stack: where a deployment stands in its queue, why it waits, its
+/// history and cancelling it; a cluster's counts and utilization, and its queue snapshot page by page.
 extension SchedulingTests {
     @Test func v1DeploymentSaysWhereItStandsAndWhyItWaits() throws {
         let owner = try api.register("v1-deployments")
@@ -157,5 +159,71 @@ extension SchedulingTests {
         #expect(try stack.client.request("POST", "/v1/deployments/\(ids["b"]!)/cancel").status == 401)
         #expect(try api.get("/v1/deployments/\(ids["b"]!)/cancel", owner).status == 405)
         #expect(try status("b") == "Running")
+    }
+
+    @Test func v1ClusterCountsItsDeploymentsAndPagesItsQueueInSchedulingOrder() throws {
+        let owner = try api.register("v1-queue")
+        let cluster = try api.createCluster(owner, name: "queue", ram: 10, cpu: "4", gpu: 2)
+        let database = try TestDatabase(stack.databaseURL)
+        let empty = try api.getJSON("/v1/clusters/\(cluster)/queue", owner)
+        #expect(int(empty["version"]) == 0 && (empty["deployments"] as? [Any])?.isEmpty == true, "\(empty)")
+        #expect(empty["next_cursor"] is NSNull, "\(empty)")
+        for (name, ram, cpu, gpu, priority) in [
+            ("low", 4, "1", 1, 1), ("low2", 4, "1", 1, 1), ("wait", 4, "1.5", 1, 1), ("high", 5, "1", 2, 5),
+            ("big", 8, "1", 0, 3), ("small", 1, "0.5", 0, 1), ("tail", 1, "0.5", 0, -3),
+        ] as [(String, Int64, String, Int64, Int32)] {
+            let response = try api.createDeployment(
+                owner, name: name, cluster: cluster, ram: ram, cpu: cpu, gpu: gpu, priority: priority)
+            #expect(response.status == 200, "\(name): \(response.text)")
+        }
+
+        let object = try api.getJSON("/v1/clusters/\(cluster)", owner)
+        let state = try database.clusterState(cluster)
+        let running = Int64(state.active.filter(\.isRunning).count)
+        #expect(int(object["running_count"]) == running, "\(object)")
+        #expect(int(object["pending_count"]) == Int64(state.active.count) - running, "\(object)")
+        #expect(int(object["available_ram"]) == state.available.ram && object["created_at"] is String, "\(object)")
+        let used = state.capacity - state.available
+        let utilization = try #require(object["utilization"] as? [String: NSNumber], "\(object)")
+        #expect(utilization["ram"]?.doubleValue == Double(used.ram) / 10, "\(object)")
+        #expect(utilization["gpu"]?.doubleValue == Double(used.gpu) / 2, "\(object)")
+
+        // Page by page, two at a time: the whole active set in scheduling order, pending ones numbered 1, 2, …
+        var seen: [(id: Int64, status: String, position: Int64?)] = []
+        var cursor: String?
+        var pages = 0
+        repeat {
+            let page = try api.getJSON(
+                "/v1/clusters/\(cluster)/queue?limit=2" + (cursor.map { "&cursor=\($0)" } ?? ""), owner)
+            #expect(int(page["version"]) == state.version, "\(page)")
+            let entries = try #require(page["deployments"] as? [[String: Any]], "\(page)")
+            #expect(entries.count <= 2)
+            seen += entries.map { (int($0["id"]) ?? 0, $0["status"] as? String ?? "", int($0["queue_position"])) }
+            cursor = page["next_cursor"] as? String
+            pages += 1
+        } while cursor != nil && pages < 10
+        let order = state.active.sorted { $0.schedulesBefore($1) }
+        #expect(seen.map(\.id) == order.map(\.id))
+        #expect(seen.map(\.status) == order.map { $0.isRunning ? "Running" : "Pending" })
+        #expect(seen.compactMap(\.position) == Array(1...Int64(order.filter { !$0.isRunning }.count)))
+        #expect(pages == 4)
+
+        // A lost snapshot is rebuilt from PostgreSQL on the read.
+        let redis = RedisConnection(endpoint: .unix(path: stack.redisHost), database: 0)
+        _ = try redis.command(["DEL", "hv:q:\(cluster):meta", "hv:q:\(cluster):running", "hv:q:\(cluster):pending"])
+        let rebuilt = try api.getJSON("/v1/clusters/\(cluster)/queue?limit=1000", owner)
+        #expect((rebuilt["deployments"] as? [[String: Any]])?.map { int($0["id"]) ?? 0 } == order.map(\.id))
+        try expectRedisMatches(cluster, database)
+
+        let stranger = try api.register("v1-queue-stranger")
+        for path in ["/v1/clusters/\(cluster)", "/v1/clusters/\(cluster)/queue"] {
+            let foreign = try api.get(path, stranger)
+            #expect(foreign.status == 404 && foreign.jsonObject?["detail"] as? String == "Cluster not found")
+            #expect(try stack.client.get(path).status == 401)
+        }
+        let bad = try api.get("/v1/clusters/\(cluster)/queue?limit=1001&cursor=7fffffff", owner)
+        #expect(bad.status == 422, "\(bad.text)")
+        #expect(issues(bad).map(\.loc) == [["query", "limit"], ["query", "cursor"]], "\(bad.text)")
+        #expect(try api.get("/v1/clusters/x", owner).status == 422)
     }
 }
