@@ -243,6 +243,13 @@ func outcome<Value>(_ validate: () throws(ValidationError) -> Value) -> Result<V
         #expect(JSONNumber.text(millicores: row.0) == row.1)
     }
 
+    @Test func otherScalesFormatTheSameWay() {
+        #expect(JSONNumber.text(7143, decimals: 4) == "0.7143")
+        #expect(JSONNumber.text(10_000, decimals: 4) == "1.0")
+        #expect(JSONNumber.text(5, decimals: 4) == "0.0005")
+        #expect(JSONNumber.text(-15, decimals: 1) == "-1.5")
+    }
+
     @Test func formattedMillicoresParseBackToTheSameValue() throws {
         var rng = SplitMix64(seed: 42)
         for _ in 0..<3000 {
