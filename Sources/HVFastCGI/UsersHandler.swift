@@ -23,7 +23,7 @@ struct UsersHandler {
     private static let insert = Statement(
         name: "users_insert", sql: "INSERT INTO users (username, password_hash) VALUES ($1, $2) RETURNING id")
     private static let byName = Statement(
-        name: "users_by_name", sql: "SELECT id, password_hash FROM users WHERE username = $1")
+        name: "users_by_name", sql: "SELECT id, password_hash, tokens_valid_after FROM users WHERE username = $1")
     private static let rehash = Statement(
         name: "users_rehash", sql: "UPDATE users SET password_hash = $2 WHERE id = $1")
 
@@ -70,14 +70,14 @@ struct UsersHandler {
         ]
         if let seconds = limiter.retryAfter(limits) { throw RateLimiter.tooManyAttempts(retryAfter: seconds) }
 
-        let row = try database.run { connection -> (Int64, String)? in
+        let row = try database.run { connection -> (Int64, String, Int64)? in
             let result = try connection.execute(UsersHandler.byName, [username])
             guard result.rowCount == 1, let id = result.int(0, 0), let hash = result.string(0, 1) else { return nil }
-            return (id, hash)
+            return (id, hash, result.int(0, 2) ?? 0)
         }
         let passwordBytes = Array(password.utf8)
         // An unknown username costs the same hash as a wrong password and gets the same answer.
-        guard let (id, stored) = row else {
+        guard let (id, stored, validAfter) = row else {
             hasher.verifyAgainstDummy(passwordBytes)
             limiter.recordFailure(limits)
             throw HTTPError(401, "Invalid credentials")
@@ -91,7 +91,9 @@ struct UsersHandler {
             _ = try? database.run { try $0.execute(UsersHandler.rehash, [String(id), upgraded]) }
             log.info("password hash upgraded to the current parameters", ["user_id": String(id)])
         }
-        let token = try signer.sign(subject: id, issuedAt: unixTime(), lifetimeSeconds: tokenLifetime)
+        // A logout in this second revoked tokens issued up to it: this one is issued from the next second.
+        let token = try signer.sign(
+            subject: id, issuedAt: max(unixTime(), validAfter), lifetimeSeconds: tokenLifetime)
         var response = Response.json { json in
             json.beginObject()
             json.key("id")

@@ -227,3 +227,65 @@ extension SchedulingTests {
         #expect(try api.get("/v1/clusters/x", owner).status == 422)
     }
 }
+
+/// The v1 account endpoints: who the caller is, logging out everywhere, the organization and its invite code.
+extension SchedulingTests {
+    @Test func v1AccountShowsTheCallerAndTheirOrganization() throws {
+        let admin = try api.register("v1-admin")
+        let member = try api.register("v1-member")
+        let loner = try api.register("v1-loner")
+        let me = try api.getJSON("/v1/users/me", loner)
+        #expect(int(me["id"]) == loner.id && me["username"] as? String == "v1-loner", "\(me)")
+        #expect(me["organization"] is NSNull && me["role"] is NSNull && me["created_at"] is String, "\(me)")
+        let none = try api.get("/v1/organizations/me", loner)
+        #expect(none.status == 404, "\(none.text)")
+        #expect(try api.post("/v1/organizations/me/invite-code", loner).status == 404)
+
+        let created = try api.postJSON("/organizations/create/", admin, #"{"name":"v1-org"}"#)
+        let organizationID = try #require(int(created.jsonObject?["id"]), "\(created.text)")
+        let firstCode = try #require(created.jsonObject?["invite_code"] as? String)
+        #expect(try api.post("/organizations/join/?invite_code=\(firstCode)", member).status == 200)
+
+        let adminView = try api.getJSON("/v1/organizations/me", admin)
+        #expect(int(adminView["id"]) == organizationID && adminView["invite_code"] as? String == firstCode)
+        let members = try #require(adminView["members"] as? [[String: Any]], "\(adminView)")
+        #expect(members.map { $0["username"] as? String ?? "" } == ["v1-admin", "v1-member"])
+        #expect(members.map { $0["role"] as? String ?? "" } == ["admin", "member"])
+        let memberView = try api.getJSON("/v1/organizations/me", member)
+        #expect(memberView["invite_code"] is NSNull && (memberView["members"] as? [Any])?.count == 2, "\(memberView)")
+        let memberMe = try api.getJSON("/v1/users/me", member)
+        #expect(memberMe["role"] as? String == "member", "\(memberMe)")
+        #expect(int((memberMe["organization"] as? [String: Any])?["id"]) == organizationID, "\(memberMe)")
+
+        // Only the admin rotates the code; the old one stops working, the new one works.
+        let refused = try api.post("/v1/organizations/me/invite-code", member)
+        #expect(refused.status == 403, "\(refused.text)")
+        let rotated = try api.post("/v1/organizations/me/invite-code/", admin)
+        let newCode = try #require(rotated.jsonObject?["invite_code"] as? String, "\(rotated.text)")
+        #expect(newCode != firstCode && newCode.count >= 22)
+        let late = try api.register("v1-late")
+        let stale = try api.post("/organizations/join/?invite_code=\(firstCode)", late)
+        #expect(stale.status == 400 && stale.jsonObject?["detail"] as? String == "Invalid invite code")
+        #expect(try api.post("/organizations/join/?invite_code=\(newCode)", late).status == 200)
+    }
+
+    @Test func v1LogoutRevokesEveryTokenIssuedSoFarButNotLaterLogins() throws {
+        let user = try api.register("v1-logout")
+        let credentials = #"{"username":"v1-logout","password":"scheduling-password"}"#
+        let second = try #require(
+            try stack.client.request("POST", "/users/login/", body: Array(credentials.utf8)).jsonObject?[
+                "access_token"] as? String)
+        let logout = try api.post("/v1/users/logout", user)
+        #expect(logout.status == 204 && logout.body.isEmpty, "\(logout.text)")
+        for token in [user.token, second] {
+            let after = try api.get("/v1/users/me", Account(id: user.id, token: token))
+            #expect(after.status == 401, "\(after.text)")
+        }
+        #expect(try api.post("/v1/users/logout", user).status == 401)
+        // A login right after, even within the same second, works.
+        let fresh = try #require(
+            try stack.client.request("POST", "/users/login/", body: Array(credentials.utf8)).jsonObject?[
+                "access_token"] as? String)
+        #expect(try api.get("/v1/users/me", Account(id: user.id, token: fresh)).status == 200)
+    }
+}
