@@ -256,6 +256,69 @@ struct ClusterScheduler {
         return (row, change)
     }
 
+    /// What creating a deployment with `request` and `priority` in `clusterID` would do now, changing nothing.
+    struct WhatIf {
+        var version: Int64
+        var wouldRun: Bool
+        /// Running deployments it would preempt, and pending ones that would start beside it.
+        var preempts: [Int64]
+        var alsoStarts: [Int64]
+        /// Where it would wait, and why; nil when it would run.
+        var queuePosition: Int64?
+        var pendingReason: String?
+    }
+
+    /// Plans the create exactly as `create` would, from one consistent read-only snapshot (no lock: nothing is
+    /// written, and a later change may of course decide differently). Waiting, it would be last among its priority.
+    ///
+    /// - Throws: `HTTPError` 401/404/422 for the client, `ServiceUnavailable` when PostgreSQL is down.
+    func whatIf(_ request: Resources, priority: Int32, in clusterID: Int64, by caller: Caller) throws -> WhatIf {
+        try database.run { connection in
+            try transaction(connection) {
+                let results = try connection.pipeline([
+                    (Statements.beginReadOnly, []),
+                    (
+                        Statements.clusterForWhatIf,
+                        [String(caller.id), String(caller.issuedAt), String(clusterID), String(priority)]
+                    ),
+                    (
+                        Statements.runningFromTail,
+                        [
+                            String(clusterID), String(priority), String(Int32.min), String(Int64.max),
+                            String(Statements.readAhead),
+                        ]
+                    ),
+                    (Statements.pendingMinimum, [String(clusterID)]),
+                ])
+                let cluster = results[1]
+                guard cluster.rowCount == 1 else { throw HTTPError.unauthorized }
+                guard let capacity = cluster.resources(0) else { throw HTTPError(404, "Cluster not found") }
+                do {
+                    try Scheduler.validate(request, capacity: capacity)
+                } catch {
+                    throw HTTPError(422, "Not Enough Resources on the cluster for this deployment")
+                }
+                // Ids are positive: 0 names the deployment that does not exist.
+                let new = ActiveDeployment(
+                    id: 0, priority: priority, seq: cluster.int(0, 6)!, request: request, isRunning: false)
+                let read = Prefetched(
+                    running: results[2].deployments(running: true), smallestPending: results[3].resources(0))
+                let plan = try plan(
+                    adding: new, capacity: capacity, available: cluster.resources(3)!, read: read, cluster: clusterID,
+                    connection
+                ).plan
+                try connection.execute(Statements.rollback)
+                let wouldRun = plan.start.contains(0)
+                return WhatIf(
+                    version: cluster.int(0, 7) ?? 0, wouldRun: wouldRun, preempts: plan.preempt,
+                    alsoStarts: plan.start.filter { $0 != 0 },
+                    queuePosition: wouldRun ? nil : (cluster.int(0, 8) ?? 0) + 1,
+                    pendingReason: wouldRun
+                        ? nil : Scheduler.pendingReason(request: request, free: capacity - cluster.resources(9)!))
+            }
+        }
+    }
+
     /// Brings a cluster that is not in the policy's state into it, reading the whole cluster under its lock, and
     /// returns what that started and preempted (nothing when it already was). The API's changes never leave a cluster
     /// unsettled; this is for `hvctl fsck --repair`, after someone changed the database by hand.
@@ -527,6 +590,9 @@ private enum Statements {
     /// Rows read ahead with the lock, before it is known how many are needed: usually one is.
     static let readAhead = 8
     static let begin = Statement(name: "sched_begin", sql: "BEGIN")
+    /// One snapshot for every statement of a dry run.
+    static let beginReadOnly = Statement(
+        name: "sched_begin_read_only", sql: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     static let commit = Statement(name: "sched_commit", sql: "COMMIT")
     static let rollback = Statement(name: "sched_rollback", sql: "ROLLBACK")
     /// Takes the cluster's lock, and sets `transactionSettings`.
@@ -631,6 +697,27 @@ private enum Statements {
             SELECT t.id, t.name, t.cluster_id, t.image_path, t.ram_required, t.cpu_required, t.gpu_required,
                    'Completed', t.priority, t.seq, u.version, u.available_ram, u.available_cpu, u.available_gpu
             FROM target t, completed, updated u
+            """)
+
+    /// The caller (no row: unknown user or revoked token) and the cluster `$3` (NULLs: not found or not theirs):
+    /// its capacity, accounting, next `seq` and version, how many pending deployments have priority `$4` or higher
+    /// (a new one of that priority would wait behind them all) and the running requests of priority `$4` or higher
+    /// (what they leave free is what a new one could have without preempting anyone).
+    static let clusterForWhatIf = Statement(
+        name: "sched_cluster_for_what_if",
+        sql: """
+            SELECT c.total_ram, c.total_cpu, c.total_gpu, c.available_ram, c.available_cpu, c.available_gpu,
+                   c.next_seq, c.version,
+                   (SELECT count(*) FROM deployments p
+                    WHERE p.cluster_id = c.id AND p.status = 'Pending' AND p.priority >= $4),
+                   r.ram, r.cpu, r.gpu
+            FROM users u LEFT JOIN clusters c ON c.id = $3 AND \(ClustersHandler.inScope)
+            LEFT JOIN LATERAL (
+                SELECT coalesce(sum(d.ram_required), 0) AS ram, coalesce(sum(d.cpu_required), 0) AS cpu,
+                       coalesce(sum(d.gpu_required), 0) AS gpu
+                FROM deployments d WHERE d.cluster_id = c.id AND d.status = 'Running' AND d.priority >= $4
+            ) r ON c.id IS NOT NULL
+            WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
 
     /// The caller (no row: unknown user or revoked token) and the cluster (NULLs: not found or not theirs), with the

@@ -1,17 +1,19 @@
 import Domain
 
 /// The v1 cluster resources: `GET /v1/clusters/{id}` (the seed object with its tenant, creation time, how many
-/// deployments run and wait, and how full it is) and `GET /v1/clusters/{id}/queue` (its Redis queue snapshot, a page
-/// at a time, with the version it came from).
+/// deployments run and wait, and how full it is), `GET /v1/clusters/{id}/queue` (its Redis queue snapshot, a page
+/// at a time, with the version it came from) and `POST /v1/clusters/{id}/what-if` (a dry run of a create).
 struct ClustersV1Handler {
     let database: Database
     let authenticator: Authenticator
     let queue: DeploymentQueue
+    let scheduler: ClusterScheduler
 
     var routes: [Route] {
         [
             Route("GET", "/v1/clusters/{id}", get),
             Route("GET", "/v1/clusters/{id}/queue", queuePage),
+            Route("POST", "/v1/clusters/{id}/what-if", whatIf),
         ]
     }
 
@@ -137,6 +139,44 @@ struct ClustersV1Handler {
             json.endArray()
             json.key("next_cursor")
             json.value(page.next?.text)
+            json.endObject()
+        }
+        response.userID = caller.id
+        return response
+    }
+
+    /// A dry run of a create from the request and priority of a deployment body (`name`, `image_path` and
+    /// `cluster_id` may be there and are ignored): would it run, whom would it preempt, or where and why would it wait.
+    private func whatIf(_ request: Request) throws -> Response {
+        let caller = try authenticator.caller(request, now: unixTime())
+        let id = try pathID(request)
+        var input = try Input(request)
+        let ram = input.number("ram_required", JSONNumber.nonNegativeInt64)
+        let cpu = input.decimal("cpu_required", JSONNumber.millicores)
+        let gpu = input.number("gpu_required", JSONNumber.nonNegativeInt64)
+        let priority = input.number("priority", JSONNumber.int32)
+        try input.validate()
+        guard let ram, let cpu, let gpu, let priority else { throw ValidationFailure(input.issues) }
+        let outcome = try scheduler.whatIf(
+            Resources(ram: ram, cpu: cpu, gpu: gpu), priority: priority, in: id, by: caller)
+        var response = Response.json { json in
+            json.beginObject()
+            json.key("cluster_id")
+            json.value(id)
+            json.key("version")
+            json.value(outcome.version)
+            json.key("would_run")
+            json.value(outcome.wouldRun)
+            for (key, ids) in [("preempts", outcome.preempts), ("also_starts", outcome.alsoStarts)] {
+                json.key(key)
+                json.beginArray()
+                for id in ids { json.value(id) }
+                json.endArray()
+            }
+            json.key("queue_position")
+            json.value(outcome.queuePosition)
+            json.key("pending_reason")
+            json.value(outcome.pendingReason)
             json.endObject()
         }
         response.userID = caller.id

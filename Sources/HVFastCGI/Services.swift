@@ -45,7 +45,9 @@ func buildRouter(_ services: Services, openAPI: [UInt8], scoreboard: Scoreboard)
         + ClustersHandler(database: services.database, authenticator: authenticator).routes
         + DeploymentsHandler(database: services.database, authenticator: authenticator, scheduler: scheduler).routes
         + AccountV1Handler(database: services.database, authenticator: authenticator).routes
-        + ClustersV1Handler(database: services.database, authenticator: authenticator, queue: queue).routes
+        + ClustersV1Handler(
+            database: services.database, authenticator: authenticator, queue: queue, scheduler: scheduler
+        ).routes
         + DeploymentsV1Handler(database: services.database, authenticator: authenticator, scheduler: scheduler).routes
         + [Route("GET", "/openapi.json") { _ in Response(status: 200, body: openAPI) }]
     return Router(routes + [MetricsHandler(scoreboard: scoreboard, routes: routes).route])

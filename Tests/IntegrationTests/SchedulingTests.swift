@@ -931,7 +931,7 @@ private final class TimingLedger: @unchecked Sendable {
 }
 
 /// A seeded generator, so a failing random run can be replayed.
-private struct SchedulingRandom: RandomNumberGenerator {
+struct SchedulingRandom: RandomNumberGenerator {
     private var state: UInt64
     init(seed: UInt64) { state = seed }
     mutating func next() -> UInt64 {

@@ -289,3 +289,83 @@ extension SchedulingTests {
         #expect(try api.get("/v1/users/me", Account(id: user.id, token: fresh)).status == 200)
     }
 }
+
+/// `POST /v1/clusters/{id}/what-if` predicts exactly what the create would do.
+extension SchedulingTests {
+    @Test func whatIfPredictsWhatTheCreateThenDoes() throws {
+        let owner = try api.register("v1-what-if")
+        let database = try TestDatabase(stack.databaseURL)
+        var outcomes: Set<String> = []
+
+        /// Asks what-if, creates the same deployment, and compares the prediction with what the create did.
+        func predictThenCreate(
+            _ cluster: Int64, _ name: String, ram: Int64, cpu: String, gpu: Int64, priority: Int32
+        ) throws {
+            let body =
+                #"{"name":"\#(name)","cluster_id":\#(cluster),"image_path":"registry.example.com/a/b:1","#
+                + #""ram_required":\#(ram),"cpu_required":\#(cpu),"gpu_required":\#(gpu),"priority":\#(priority)}"#
+            let predicted = try api.postJSON("/v1/clusters/\(cluster)/what-if", owner, body)
+            let prediction = try #require(predicted.jsonObject, "\(predicted.text)")
+            let lastEvent = try database.query("SELECT coalesce(max(id), 0) FROM deployment_events").int(0, 0) ?? 0
+            let created = try api.postJSON("/deployments/create/", owner, body)
+            let id = try #require(int(created.jsonObject?["id"]), "\(created.text)")
+            let events = try database.query(
+                "SELECT deployment_id, kind FROM deployment_events WHERE id > $1 ORDER BY id", [String(lastEvent)])
+            let changes = (0..<events.rowCount).map { (id: events.int($0, 0)!, kind: events.string($0, 1)!) }
+            let preempted = changes.filter { $0.kind == "Preempted" }.map(\.id)
+            let started = changes.filter { $0.kind == "Started" && $0.id != id }.map(\.id)
+            let runs = created.jsonObject?["status"] as? String == "Running"
+            let context = "\(name): \(prediction)"
+            #expect((prediction["would_run"] as? Bool) == runs, "\(context)")
+            #expect(Set((prediction["preempts"] as? [Any] ?? []).compactMap(int)) == Set(preempted), "\(context)")
+            #expect(Set((prediction["also_starts"] as? [Any] ?? []).compactMap(int)) == Set(started), "\(context)")
+            let actual = try api.getJSON("/v1/deployments/\(id)", owner)
+            #expect(int(prediction["queue_position"]) == int(actual["queue_position"]), "\(context) vs \(actual)")
+            #expect(prediction["pending_reason"] as? String == actual["pending_reason"] as? String, "\(context)")
+            outcomes.insert(runs ? "runs" : "waits")
+            if !preempted.isEmpty { outcomes.insert("preempts") }
+            if !started.isEmpty { outcomes.insert("also starts") }
+        }
+
+        // Preempting a big deployment leaves room for a small waiting one, which starts too.
+        let small = try api.createCluster(owner, name: "what-if-small", ram: 10, cpu: "4", gpu: 0)
+        try predictThenCreate(small, "big", ram: 8, cpu: "1", gpu: 0, priority: 1)
+        try predictThenCreate(small, "small", ram: 3, cpu: "1", gpu: 0, priority: 0)
+        try predictThenCreate(small, "urgent", ram: 5, cpu: "1", gpu: 0, priority: 5)
+        #expect(outcomes == ["runs", "waits", "preempts", "also starts"], "\(outcomes)")
+
+        let cluster = try api.createCluster(owner, name: "what-if", ram: 12, cpu: "6", gpu: 2)
+        var random = SchedulingRandom(seed: 2026)
+        outcomes = []
+        for step in 0..<60 {
+            let running = try database.query(
+                "SELECT id FROM deployments WHERE cluster_id = $1 AND status = 'Running' ORDER BY id",
+                [String(cluster)])
+            if step % 4 == 3, running.rowCount > 0 {
+                let id = try #require(running.int(Int.random(in: 0..<running.rowCount, using: &random), 0))
+                #expect(try api.complete(owner, id).status == 200)
+                continue
+            }
+            try predictThenCreate(
+                cluster, "w\(step)", ram: Int64.random(in: 1...7, using: &random),
+                cpu: JSONNumber.text(millicores: Int64.random(in: 1...8, using: &random) * 250),
+                gpu: Int64.random(in: 0...1, using: &random), priority: Int32.random(in: 0...4, using: &random))
+        }
+        #expect(outcomes.isSuperset(of: ["preempts", "runs", "waits"]), "\(outcomes)")
+
+        // It changes nothing, and refuses what a create refuses.
+        let before = try database.clusterState(cluster)
+        let request = #"{"ram_required":13,"cpu_required":1,"gpu_required":0,"priority":1}"#
+        let tooBig = try api.postJSON("/v1/clusters/\(cluster)/what-if", owner, request)
+        #expect(
+            tooBig.status == 422
+                && tooBig.jsonObject?["detail"] as? String == "Not Enough Resources on the cluster for this deployment")
+        let missing = try api.postJSON("/v1/clusters/\(cluster)/what-if", owner, #"{"ram_required":1}"#)
+        #expect(missing.status == 422 && issues(missing).count == 3, "\(missing.text)")
+        let stranger = try api.register("v1-what-if-stranger")
+        let fits = #"{"ram_required":1,"cpu_required":1,"gpu_required":0,"priority":1}"#
+        #expect(try api.postJSON("/v1/clusters/\(cluster)/what-if", stranger, fits).status == 404)
+        let after = try database.clusterState(cluster)
+        #expect(after.version == before.version && after.active == before.active)
+    }
+}
