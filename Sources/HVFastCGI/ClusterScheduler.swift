@@ -319,6 +319,33 @@ struct ClusterScheduler {
         }
     }
 
+    /// Deletes the cluster `id` when nothing in it is pending or running, with its finished deployments and their
+    /// events, under its lock (a create waiting for the lock then finds no cluster), and then its queue snapshot.
+    ///
+    /// - Throws: `HTTPError` 401/404/409 for the client, `ServiceUnavailable` when PostgreSQL is down.
+    func delete(_ id: Int64, by caller: Caller) throws {
+        try database.run { connection in
+            try transaction(connection) {
+                let found = try connection.pipeline([
+                    (Statements.begin, []), (Statements.lock, [String(id)]),
+                    (Statements.clusterForDelete, [String(caller.id), String(caller.issuedAt), String(id)]),
+                ])[2]
+                guard found.rowCount == 1 else { throw HTTPError.unauthorized }
+                guard found.int(0, 0) != nil else { throw HTTPError(404, "Cluster not found") }
+                let active = found.int(0, 1) ?? 0
+                guard active == 0 else {
+                    throw HTTPError(
+                        409, "Cluster has \(active) pending or running deployments; complete or cancel them first")
+                }
+                _ = try connection.pipeline(
+                    Statements.deleteCluster.map { ($0, [String(id)]) } + [
+                        (Statements.commit, []), (Statements.durable, []),
+                    ])
+            }
+        }
+        queue.forget(id)
+    }
+
     /// Brings a cluster that is not in the policy's state into it, reading the whole cluster under its lock, and
     /// returns what that started and preempted (nothing when it already was). The API's changes never leave a cluster
     /// unsettled; this is for `hvctl fsck --repair`, after someone changed the database by hand.
@@ -719,6 +746,23 @@ private enum Statements {
             ) r ON c.id IS NOT NULL
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
+
+    /// The caller (no row: unknown user or revoked token), the cluster `$3` if it is theirs, and how many of its
+    /// deployments are active, read after the lock.
+    static let clusterForDelete = Statement(
+        name: "sched_cluster_for_delete",
+        sql: """
+            SELECT c.id, (SELECT count(*) FROM deployments d
+                          WHERE d.cluster_id = c.id AND d.status IN ('Pending', 'Running'))
+            FROM users u LEFT JOIN clusters c ON c.id = $3 AND \(ClustersHandler.inScope)
+            WHERE u.id = $1 AND u.tokens_valid_after <= $2
+            """)
+    /// A cluster `$1` and its history, in the order the foreign keys need.
+    static let deleteCluster = [
+        Statement(name: "sched_delete_events", sql: "DELETE FROM deployment_events WHERE cluster_id = $1"),
+        Statement(name: "sched_delete_deployments", sql: "DELETE FROM deployments WHERE cluster_id = $1"),
+        Statement(name: "sched_delete_cluster", sql: "DELETE FROM clusters WHERE id = $1"),
+    ]
 
     /// The caller (no row: unknown user or revoked token) and the cluster (NULLs: not found or not theirs), with the
     /// new deployment's id drawn only when the cluster is there.

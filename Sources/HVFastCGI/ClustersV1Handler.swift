@@ -1,7 +1,8 @@
 import Domain
 
 /// The v1 cluster resources: `GET /v1/clusters/{id}` (the seed object with its tenant, creation time, how many
-/// deployments run and wait, and how full it is), `GET /v1/clusters/{id}/queue` (its Redis queue snapshot, a page
+/// deployments run and wait, and how full it is), `GET /v1/clusters` (a page of them), `DELETE /v1/clusters/{id}`,
+/// `GET /v1/clusters/{id}/queue` (its Redis queue snapshot, a page
 /// at a time, with the version it came from) and `POST /v1/clusters/{id}/what-if` (a dry run of a create).
 struct ClustersV1Handler {
     let database: Database
@@ -11,15 +12,13 @@ struct ClustersV1Handler {
 
     var routes: [Route] {
         [
+            Route("GET", "/v1/clusters", list),
             Route("GET", "/v1/clusters/{id}", get),
+            Route("DELETE", "/v1/clusters/{id}", delete),
             Route("GET", "/v1/clusters/{id}/queue", queuePage),
             Route("POST", "/v1/clusters/{id}/what-if", whatIf),
         ]
     }
-
-    /// Pages hold 100 deployments unless `limit` says otherwise, and never more than 1,000.
-    static let defaultLimit = 100
-    static let maximumLimit = 1000
 
     /// The caller (no row: unknown user or revoked token) and the cluster `$3` in their scope, with its tenant,
     /// creation time and the sizes of its running set and queue (index-only counts, consistent with the rest).
@@ -31,6 +30,19 @@ struct ClustersV1Handler {
                    (SELECT count(*) FROM deployments p WHERE p.cluster_id = c.id AND p.status = 'Pending')
             FROM users u LEFT JOIN clusters c ON c.id = $3 AND \(ClustersHandler.inScope)
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
+            """)
+
+    /// The caller (no row: unknown user or revoked token) and up to `$4` clusters of their scope after id `$3` (one
+    /// row of NULLs when there are none).
+    private static let page = Statement(
+        name: "v1_clusters_page",
+        sql: """
+            SELECT \(ClustersHandler.columns), c.organization_id, \(sqlUTC("c.created_at"))
+            FROM users u LEFT JOIN LATERAL (
+                SELECT * FROM clusters c WHERE \(ClustersHandler.inScope) AND c.id > $3 ORDER BY c.id LIMIT $4
+            ) c ON true
+            WHERE u.id = $1 AND u.tokens_valid_after <= $2
+            ORDER BY c.id
             """)
 
     /// The caller and whether the cluster `$3` is in their scope (`c.id`, NULL otherwise).
@@ -46,32 +58,81 @@ struct ClustersV1Handler {
         let id = try pathID(request)
         let result = try database.run { try $0.executeAsCaller(ClustersV1Handler.detail, caller, [String(id)]) }
         guard let cluster = ClusterRow(result, row: 0, column: 0) else { throw HTTPError(404, "Cluster not found") }
-        let used = cluster.total - cluster.available
         var response = Response.json { json in
             json.beginObject()
-            cluster.writeMembers(to: &json)
-            json.key("organization_id")
-            json.value(result.int(0, 8))
-            json.key("created_at")
-            json.value(result.string(0, 9) ?? "")
+            ClustersV1Handler.writeSummary(cluster, result, 0, to: &json)
             json.key("running_count")
             json.value(result.int(0, 10) ?? 0)
             json.key("pending_count")
             json.value(result.int(0, 11) ?? 0)
-            json.key("utilization")
-            json.beginObject()
-            for (name, used, total) in [
-                ("ram", used.ram, cluster.total.ram), ("cpu", used.cpu, cluster.total.cpu),
-                ("gpu", used.gpu, cluster.total.gpu),
-            ] {
-                json.key(name)
-                json.rawNumber(fraction(used, of: total))
-            }
-            json.endObject()
             json.endObject()
         }
         response.userID = caller.id
         return response
+    }
+
+    /// A page in id order. Items leave out `running_count` and `pending_count`, which cost two counts per item.
+    private func list(_ request: Request) throws -> Response {
+        let caller = try authenticator.caller(request, now: unixTime())
+        var issues: [ValidationFailure.Issue] = []
+        let (limit, after) = pageParameters(request, cursor: positiveID, issues: &issues)
+        guard issues.isEmpty else { throw ValidationFailure(issues) }
+        let result = try database.run {
+            try $0.execute(
+                ClustersV1Handler.page,
+                [String(caller.id), String(caller.issuedAt), String(after ?? 0), String(limit + 1)])
+        }
+        guard result.rowCount > 0 else { throw HTTPError.unauthorized }
+        let rows = (0..<result.rowCount).compactMap { row in ClusterRow(result, row: row, column: 0).map { (row, $0) } }
+        var response = Response.json { json in
+            json.beginObject()
+            json.key("items")
+            json.beginArray()
+            for (index, cluster) in rows.prefix(limit) {
+                json.beginObject()
+                ClustersV1Handler.writeSummary(cluster, result, index, to: &json)
+                json.endObject()
+            }
+            json.endArray()
+            json.key("next_cursor")
+            json.value(rows.count > limit ? String(rows[limit - 1].1.id) : nil)
+            json.endObject()
+        }
+        response.userID = caller.id
+        return response
+    }
+
+    /// Deletes a cluster with nothing pending or running, with its finished deployments and their events (`409`
+    /// otherwise), and its queue snapshot.
+    private func delete(_ request: Request) throws -> Response {
+        let caller = try authenticator.caller(request, now: unixTime())
+        let id = try pathID(request)
+        try scheduler.delete(id, by: caller)
+        var response = Response(status: 204, body: [])
+        response.userID = caller.id
+        return response
+    }
+
+    /// The seed object's members, `organization_id`, `created_at` (columns 8 and 9 of `row`) and `utilization`.
+    private static func writeSummary(
+        _ cluster: ClusterRow, _ result: PostgresResult, _ row: Int, to json: inout JSONWriter
+    ) {
+        cluster.writeMembers(to: &json)
+        json.key("organization_id")
+        json.value(result.int(row, 8))
+        json.key("created_at")
+        json.value(result.string(row, 9) ?? "")
+        json.key("utilization")
+        json.beginObject()
+        let used = cluster.total - cluster.available
+        for (name, used, total) in [
+            ("ram", used.ram, cluster.total.ram), ("cpu", used.cpu, cluster.total.cpu),
+            ("gpu", used.gpu, cluster.total.gpu),
+        ] {
+            json.key(name)
+            json.rawNumber(fraction(used, of: total))
+        }
+        json.endObject()
     }
 
     /// The snapshot page after `cursor`. A cluster without a snapshot (never published, or lost by Redis) gets one
@@ -80,7 +141,9 @@ struct ClustersV1Handler {
     private func queuePage(_ request: Request) throws -> Response {
         let caller = try authenticator.caller(request, now: unixTime())
         let id = try pathID(request)
-        let (limit, cursor) = try pageQuery(request)
+        var issues: [ValidationFailure.Issue] = []
+        let (limit, cursor) = pageParameters(request, cursor: DeploymentQueue.Cursor.init, issues: &issues)
+        guard issues.isEmpty else { throw ValidationFailure(issues) }
         let found = try database.run { try $0.executeAsCaller(ClustersV1Handler.visible, caller, [String(id)]) }
         guard found.int(0, 0) != nil else { throw HTTPError(404, "Cluster not found") }
         let page: DeploymentQueue.Page
@@ -181,37 +244,6 @@ struct ClustersV1Handler {
         }
         response.userID = caller.id
         return response
-    }
-
-    /// `limit` (1…1,000) and `cursor` (a `next_cursor` from an earlier page) from the query string.
-    private func pageQuery(_ request: Request) throws(ValidationFailure) -> (Int, DeploymentQueue.Cursor?) {
-        var issues: [ValidationFailure.Issue] = []
-        var limit = ClustersV1Handler.defaultLimit
-        if let text = request.query["limit"] {
-            if text.utf8.allSatisfy({ (0x30...0x39).contains($0) }), let value = Int(text),
-                (1...ClustersV1Handler.maximumLimit).contains(value)
-            {
-                limit = value
-            } else {
-                issues.append(
-                    .init(
-                        location: [.key("query"), .key("limit")],
-                        message: "Input should be an integer from 1 to \(ClustersV1Handler.maximumLimit)",
-                        type: "int_parsing"))
-            }
-        }
-        var cursor: DeploymentQueue.Cursor?
-        if let text = request.query["cursor"] {
-            cursor = DeploymentQueue.Cursor(text)
-            if cursor == nil {
-                issues.append(
-                    .init(
-                        location: [.key("query"), .key("cursor")],
-                        message: "Value error, not a cursor this endpoint returned", type: "value_error"))
-            }
-        }
-        guard issues.isEmpty else { throw ValidationFailure(issues) }
-        return (limit, cursor)
     }
 }
 

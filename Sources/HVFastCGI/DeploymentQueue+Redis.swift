@@ -273,6 +273,17 @@ struct DeploymentQueue {
                 redis.call('ZRANGE', KEYS[2], ARGV[2], '+', 'BYLEX', 'LIMIT', 0, ARGV[3])}
         """)
 
+    /// Removes a deleted cluster's snapshot. Never throws: cluster ids are never reused, so a snapshot left behind
+    /// while Redis is down is only unused memory (logged).
+    func forget(_ cluster: Int64) {
+        do {
+            _ = try redis.command(["DEL"] + DeploymentQueue.keys(cluster))
+        } catch {
+            log.warning(
+                "queue snapshot of a deleted cluster not removed", ["cluster_id": String(cluster), "error": "\(error)"])
+        }
+    }
+
     /// Up to `limit` deployments of the cluster's snapshot after `cursor`; nil when the cluster has no snapshot.
     ///
     /// Members sort by their 24-character key, so "every member after key K" is `[K` + `g` (a letter above every hex

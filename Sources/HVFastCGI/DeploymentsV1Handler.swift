@@ -1,8 +1,8 @@
 import Domain
 
 /// The v1 deployment resources: `GET /v1/deployments/{id}` (the seed object with its timestamps, preemptions, queue
-/// position and why it waits), `GET /v1/deployments/{id}/events` (its history) and
-/// `POST /v1/deployments/{id}/cancel`.
+/// position and why it waits), `GET /v1/deployments` (a page of them, filtered), `GET /v1/deployments/{id}/events`
+/// (its history) and `POST /v1/deployments/{id}/cancel`.
 ///
 /// Each answer is one statement, so it is one consistent snapshot: every change to a cluster is one transaction, and
 /// a pending deployment's position and reason are those of a settled cluster.
@@ -13,6 +13,7 @@ struct DeploymentsV1Handler {
 
     var routes: [Route] {
         [
+            Route("GET", "/v1/deployments", list),
             Route("GET", "/v1/deployments/{id}", get),
             Route("GET", "/v1/deployments/{id}/events", events),
             Route("POST", "/v1/deployments/{id}/cancel", cancel),
@@ -26,9 +27,7 @@ struct DeploymentsV1Handler {
     private static let detail = Statement(
         name: "v1_deployment",
         sql: """
-            SELECT d.id, d.name, d.cluster_id, d.image_path, d.ram_required, d.cpu_required, d.gpu_required,
-                   d.status, d.priority, \(sqlUTC("d.created_at")), \(sqlUTC("d.started_at")), \(sqlUTC("d.finished_at")),
-                   d.preemptions, free.ram, free.cpu, free.gpu, queue.position
+            SELECT \(summaryColumns), free.ram, free.cpu, free.gpu, queue.position
             FROM users u
             LEFT JOIN deployments d ON d.id = $3 AND \(ClusterScheduler.deploymentInScope)
             LEFT JOIN LATERAL (
@@ -49,6 +48,29 @@ struct DeploymentsV1Handler {
                 WHERE d.status = 'Pending'
             ) queue ON true
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
+            """)
+
+    /// Columns 0…12 of `detail`, the part a list shows.
+    private static let summaryColumns = """
+        d.id, d.name, d.cluster_id, d.image_path, d.ram_required, d.cpu_required, d.gpu_required, d.status,
+        d.priority, \(sqlUTC("d.created_at")), \(sqlUTC("d.started_at")), \(sqlUTC("d.finished_at")), d.preemptions
+        """
+
+    /// The caller (no row: unknown user or revoked token) and up to `$4` deployments of their scope after id `$3`,
+    /// of cluster `$5` and in status `$6` when given (one row of NULLs when there are none).
+    private static let page = Statement(
+        name: "v1_deployments_page",
+        sql: """
+            SELECT \(summaryColumns)
+            FROM users u LEFT JOIN LATERAL (
+                SELECT * FROM deployments d
+                WHERE \(ClusterScheduler.deploymentInScope) AND d.id > $3
+                  AND ($5::bigint IS NULL OR d.cluster_id = $5)
+                  AND ($6::deployment_status IS NULL OR d.status = $6::deployment_status)
+                ORDER BY d.id LIMIT $4
+            ) d ON true
+            WHERE u.id = $1 AND u.tokens_valid_after <= $2
+            ORDER BY d.id
             """)
 
     /// The caller, whether the deployment `$3` is in their scope (`d.id`, NULL otherwise), and its events oldest
@@ -83,15 +105,7 @@ struct DeploymentsV1Handler {
         let reason = result.resources(13).flatMap { Scheduler.pendingReason(request: row.request, free: $0) }
         var response = Response.json { json in
             json.beginObject()
-            row.writeMembers(to: &json)
-            json.key("created_at")
-            json.value(result.string(0, 9) ?? "")
-            json.key("started_at")
-            json.value(result.string(0, 10))
-            json.key("finished_at")
-            json.value(result.string(0, 11))
-            json.key("preemptions")
-            json.value(result.int(0, 12) ?? 0)
+            DeploymentsV1Handler.writeSummary(row, result, 0, to: &json)
             json.key("queue_position")
             json.value(result.int(0, 16))
             json.key("pending_reason")
@@ -100,6 +114,70 @@ struct DeploymentsV1Handler {
         }
         response.userID = caller.id
         return response
+    }
+
+    /// A page in id order. Items leave out `queue_position` and `pending_reason`, which cost a count and a sum per
+    /// pending item; `GET /v1/deployments/{id}` and `GET /v1/clusters/{id}/queue` have them.
+    private func list(_ request: Request) throws -> Response {
+        let caller = try authenticator.caller(request, now: unixTime())
+        var issues: [ValidationFailure.Issue] = []
+        let (limit, after) = pageParameters(request, cursor: positiveID, issues: &issues)
+        let cluster = request.query["cluster_id"].map(positiveID)
+        if case .some(nil) = cluster {
+            issues.append(
+                .init(
+                    location: [.key("query"), .key("cluster_id")], message: "Input should be a positive integer",
+                    type: "int_parsing"))
+        }
+        let status = request.query["status"]
+        if let status, !["Pending", "Running", "Completed", "Cancelled"].contains(status) {
+            issues.append(
+                .init(
+                    location: [.key("query"), .key("status")],
+                    message: "Input should be 'Pending', 'Running', 'Completed' or 'Cancelled'", type: "enum"))
+        }
+        guard issues.isEmpty else { throw ValidationFailure(issues) }
+        let result = try database.run {
+            try $0.execute(
+                DeploymentsV1Handler.page,
+                [
+                    String(caller.id), String(caller.issuedAt), String(after ?? 0), String(limit + 1),
+                    cluster.flatMap { $0.map(String.init) }, status,
+                ])
+        }
+        guard result.rowCount > 0 else { throw HTTPError.unauthorized }
+        let rows = (0..<result.rowCount).compactMap { row in DeploymentRow(result, row: row).map { (row, $0) } }
+        var response = Response.json { json in
+            json.beginObject()
+            json.key("items")
+            json.beginArray()
+            for (index, deployment) in rows.prefix(limit) {
+                json.beginObject()
+                DeploymentsV1Handler.writeSummary(deployment, result, index, to: &json)
+                json.endObject()
+            }
+            json.endArray()
+            json.key("next_cursor")
+            json.value(rows.count > limit ? String(rows[limit - 1].1.id) : nil)
+            json.endObject()
+        }
+        response.userID = caller.id
+        return response
+    }
+
+    /// The seed object's members and the v1 timestamps and preemptions, from `summaryColumns` of `row`.
+    private static func writeSummary(
+        _ deployment: DeploymentRow, _ result: PostgresResult, _ row: Int, to json: inout JSONWriter
+    ) {
+        deployment.writeMembers(to: &json)
+        json.key("created_at")
+        json.value(result.string(row, 9) ?? "")
+        json.key("started_at")
+        json.value(result.string(row, 10))
+        json.key("finished_at")
+        json.value(result.string(row, 11))
+        json.key("preemptions")
+        json.value(result.int(row, 12) ?? 0)
     }
 
     private func events(_ request: Request) throws -> Response {

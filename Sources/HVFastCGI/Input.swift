@@ -165,3 +165,40 @@ func pathID(_ request: Request) throws(ValidationFailure) -> Int64 {
         throw ValidationFailure([.init(location: [.key("path"), .key("id")], message: error.msg, type: error.type)])
     }
 }
+
+/// A page's `limit` (1…1,000, 100 when absent) and `cursor` (parsed by `cursor`; nil when absent) from the query
+/// string, adding what is wrong with either to `issues` (for one `422` with the endpoint's other problems).
+func pageParameters<Cursor>(
+    _ request: Request, cursor parse: (String) -> Cursor?, issues: inout [ValidationFailure.Issue]
+) -> (Int, Cursor?) {
+    var limit = 100
+    if let text = request.query["limit"] {
+        if text.utf8.allSatisfy({ (0x30...0x39).contains($0) }), let value = Int(text), (1...1000).contains(value) {
+            limit = value
+        } else {
+            issues.append(
+                .init(
+                    location: [.key("query"), .key("limit")], message: "Input should be an integer from 1 to 1000",
+                    type: "int_parsing"))
+        }
+    }
+    var cursor: Cursor?
+    if let text = request.query["cursor"] {
+        cursor = parse(text)
+        if cursor == nil {
+            issues.append(
+                .init(
+                    location: [.key("query"), .key("cursor")],
+                    message: "Value error, not a cursor this endpoint returned",
+                    type: "value_error"))
+        }
+    }
+    return (limit, cursor)
+}
+
+/// Decimal digits naming a positive 64-bit integer (no sign, fraction or exponent); nil otherwise. Also the cursor of
+/// a list in id order: the last id of the previous page.
+func positiveID(_ text: String) -> Int64? {
+    guard text.utf8.allSatisfy({ (0x30...0x39).contains($0) }) else { return nil }
+    return try? JSONNumber.identifier(text)
+}

@@ -792,7 +792,7 @@ struct SchedulingAPI: Sendable {
         try send("POST", path, account, body)
     }
 
-    private func send(_ method: String, _ path: String, _ account: Account?, _ body: String?) throws -> HTTPResponse {
+    func send(_ method: String, _ path: String, _ account: Account?, _ body: String? = nil) throws -> HTTPResponse {
         var headers: [String: String] = [:]
         if let account { headers["Authorization"] = "Bearer \(account.token)" }
         if body != nil { headers["Content-Type"] = "application/json" }

@@ -369,3 +369,92 @@ extension SchedulingTests {
         #expect(after.version == before.version && after.active == before.active)
     }
 }
+
+/// The v1 lists and deleting a cluster.
+extension SchedulingTests {
+    @Test func v1ListsPageThroughTheCallersClustersAndDeploymentsWithFilters() throws {
+        let owner = try api.register("v1-lists")
+        let clusters = try (1...3).map { try api.createCluster(owner, name: "list-\($0)", ram: 4, cpu: "2", gpu: 0) }
+        var ids: [Int64] = []
+        for (index, ram) in [3, 3, 1].enumerated() {
+            let response = try api.createDeployment(
+                owner, name: "item-\(index)", cluster: clusters[0], ram: Int64(ram), cpu: "1", gpu: 0, priority: 0)
+            ids.append(try #require(int(response.jsonObject?["id"]), "\(response.text)"))
+        }
+        // ram 3 runs, the next 3 waits, 1 runs beside the first.
+        func walk(_ path: String, limit: Int) throws -> [[String: Any]] {
+            var items: [[String: Any]] = []
+            var cursor: String?
+            repeat {
+                let separator = path.contains("?") ? "&" : "?"
+                let page = try api.getJSON(
+                    path + "\(separator)limit=\(limit)" + (cursor.map { "&cursor=\($0)" } ?? ""), owner)
+                let entries = try #require(page["items"] as? [[String: Any]], "\(page)")
+                #expect(entries.count <= limit)
+                items += entries
+                cursor = page["next_cursor"] as? String
+            } while cursor != nil && items.count < 100
+            return items
+        }
+        #expect(try walk("/v1/clusters", limit: 1).map { int($0["id"]) ?? 0 } == clusters)
+        let first = try #require(try walk("/v1/clusters", limit: 10).first)
+        #expect(first["name"] as? String == "list-1" && first["utilization"] is [String: Any], "\(first)")
+        #expect(try walk("/v1/deployments", limit: 2).map { int($0["id"]) ?? 0 } == ids)
+        #expect(try walk("/v1/deployments?status=Pending", limit: 2).map { int($0["id"]) ?? 0 } == [ids[1]])
+        #expect(
+            try walk("/v1/deployments?cluster_id=\(clusters[0])&status=Running", limit: 5).map { int($0["id"]) ?? 0 }
+                == [ids[0], ids[2]])
+        #expect(try walk("/v1/deployments?cluster_id=\(clusters[1])", limit: 5).isEmpty)
+        let item = try #require(try walk("/v1/deployments", limit: 5).first)
+        #expect(item["status"] as? String == "Running" && item["created_at"] is String, "\(item)")
+
+        let stranger = try api.register("v1-lists-stranger")
+        for path in ["/v1/clusters", "/v1/deployments"] {
+            let empty = try api.getJSON(path, stranger)
+            #expect((empty["items"] as? [Any])?.isEmpty == true && empty["next_cursor"] is NSNull, "\(empty)")
+            #expect(try stack.client.get(path).status == 401)
+        }
+        let bad = try api.get("/v1/deployments?status=Done&cluster_id=-1&limit=0&cursor=x", owner)
+        #expect(bad.status == 422, "\(bad.text)")
+        #expect(
+            Set(issues(bad).map { $0.loc.joined(separator: ".") })
+                == ["query.status", "query.cluster_id", "query.limit", "query.cursor"], "\(bad.text)")
+    }
+
+    @Test func aClusterIsDeletedOnlyWithNothingActiveAndTakesItsHistoryAlong() throws {
+        let owner = try api.register("v1-delete")
+        let cluster = try api.createCluster(owner, name: "doomed", ram: 4, cpu: "2", gpu: 0)
+        let running = try api.createDeployment(
+            owner, name: "r", cluster: cluster, ram: 3, cpu: "1", gpu: 0, priority: 0)
+        let waiting = try api.createDeployment(
+            owner, name: "w", cluster: cluster, ram: 3, cpu: "1", gpu: 0, priority: 0)
+        let runningID = try #require(int(running.jsonObject?["id"]))
+        let waitingID = try #require(int(waiting.jsonObject?["id"]))
+
+        let stranger = try api.register("v1-delete-stranger")
+        #expect(try api.send("DELETE", "/v1/clusters/\(cluster)", stranger).status == 404)
+        let refused = try api.send("DELETE", "/v1/clusters/\(cluster)", owner)
+        #expect(refused.status == 409, "\(refused.text)")
+        #expect(
+            refused.jsonObject?["detail"] as? String
+                == "Cluster has 2 pending or running deployments; complete or cancel them first")
+        #expect(try api.post("/v1/deployments/\(waitingID)/cancel", owner).status == 200)
+        #expect(try api.complete(owner, runningID).status == 200)
+
+        let deleted = try api.send("DELETE", "/v1/clusters/\(cluster)/", owner)
+        #expect(deleted.status == 204 && deleted.body.isEmpty, "\(deleted.text)")
+        for path in ["/v1/clusters/\(cluster)", "/v1/clusters/\(cluster)/queue", "/v1/deployments/\(runningID)"] {
+            #expect(try api.get(path, owner).status == 404, "\(path)")
+        }
+        #expect(try api.send("DELETE", "/v1/clusters/\(cluster)", owner).status == 404)
+        let database = try TestDatabase(stack.databaseURL)
+        #expect(try database.events(of: runningID).isEmpty)
+        let redis = RedisConnection(endpoint: .unix(path: stack.redisHost), database: 0)
+        #expect(try redis.command(["EXISTS"] + DeploymentQueue.keys(cluster)) == .integer(0))
+        // Its name is free again, and creating into the old id is a 404.
+        #expect(try api.createCluster(owner, name: "doomed", ram: 4, cpu: "2", gpu: 0) != cluster)
+        let orphan = try api.createDeployment(
+            owner, name: "late", cluster: cluster, ram: 1, cpu: "1", gpu: 0, priority: 0)
+        #expect(orphan.status == 404, "\(orphan.text)")
+    }
+}
