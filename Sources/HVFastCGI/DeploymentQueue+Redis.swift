@@ -284,6 +284,26 @@ struct DeploymentQueue {
         }
     }
 
+    /// The 1-based place of `waiting` among the cluster's pending deployments, if the snapshot is at `version`.
+    /// KEYS: pending, meta. ARGV: version, member.
+    private static let positionScript = RedisScript(
+        """
+        if redis.call('HGET', KEYS[2], 'version') ~= ARGV[1] then return false end
+        local rank = redis.call('ZRANK', KEYS[1], ARGV[2])
+        if not rank then return false end
+        return rank + 1
+        """)
+
+    /// The place of `waiting` in the queue as the snapshot of `version` has it; nil when the snapshot is at another
+    /// version (or missing, or Redis does not answer): the caller then counts in PostgreSQL.
+    func position(of waiting: ActiveDeployment, in cluster: Int64, atVersion version: Int64) -> Int64? {
+        let keys = DeploymentQueue.keys(cluster)
+        let reply = try? redis.evaluate(
+            DeploymentQueue.positionScript, keys: [keys[1], keys[2]],
+            arguments: [String(version), DeploymentQueue.member(waiting)])
+        return reply?.integer
+    }
+
     /// Up to `limit` deployments of the cluster's snapshot after `cursor`; nil when the cluster has no snapshot.
     ///
     /// Members sort by their 24-character key, so "every member after key K" is `[K` + `g` (a letter above every hex

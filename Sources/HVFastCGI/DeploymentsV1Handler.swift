@@ -4,12 +4,13 @@ import Domain
 /// position and why it waits), `GET /v1/deployments` (a page of them, filtered), `GET /v1/deployments/{id}/events`
 /// (its history) and `POST /v1/deployments/{id}/cancel`.
 ///
-/// Each answer is one statement, so it is one consistent snapshot: every change to a cluster is one transaction, and
-/// a pending deployment's position and reason are those of a settled cluster.
+/// Each answer comes from one consistent snapshot of PostgreSQL: every change to a cluster is one transaction, so a
+/// pending deployment's position and reason are those of a settled cluster.
 struct DeploymentsV1Handler {
     let database: Database
     let authenticator: Authenticator
     let scheduler: ClusterScheduler
+    let queue: DeploymentQueue
 
     var routes: [Route] {
         [
@@ -21,34 +22,37 @@ struct DeploymentsV1Handler {
     }
 
     /// The caller (no row: unknown user or revoked token) and the deployment `$3` in their scope, with, when it is
-    /// pending, its 1-based place among its cluster's pending deployments in scheduling order (two counts along
-    /// `deployments_pending_order`) and what the deployments ahead of it leave free: the capacity minus the running
-    /// requests of its priority or higher (`Scheduler.pendingReason`; along `deployments_running`).
+    /// pending, what the deployments ahead of it leave free (the capacity minus the running requests of its priority
+    /// or higher, along `deployments_running`; `Scheduler.pendingReason`), its cluster's version and its `seq`.
     private static let detail = Statement(
         name: "v1_deployment",
         sql: """
-            SELECT \(summaryColumns), free.ram, free.cpu, free.gpu, queue.position
+            SELECT \(summaryColumns), free.ram, free.cpu, free.gpu, c.version, d.seq
             FROM users u
             LEFT JOIN deployments d ON d.id = $3 AND \(ClusterScheduler.deploymentInScope)
+            LEFT JOIN clusters c ON c.id = d.cluster_id AND d.status = 'Pending'
             LEFT JOIN LATERAL (
                 SELECT c.total_ram - coalesce(sum(r.ram_required), 0) AS ram,
                        c.total_cpu - coalesce(sum(r.cpu_required), 0) AS cpu,
                        c.total_gpu - coalesce(sum(r.gpu_required), 0) AS gpu
-                FROM clusters c
-                LEFT JOIN deployments r ON r.cluster_id = c.id AND r.status = 'Running' AND r.priority >= d.priority
-                WHERE c.id = d.cluster_id AND d.status = 'Pending'
-                GROUP BY c.id
-            ) free ON true
-            LEFT JOIN LATERAL (
-                SELECT 1 + (SELECT count(*) FROM deployments p
-                            WHERE p.cluster_id = d.cluster_id AND p.status = 'Pending' AND p.priority > d.priority)
-                         + (SELECT count(*) FROM deployments p
-                            WHERE p.cluster_id = d.cluster_id AND p.status = 'Pending' AND p.priority = d.priority
-                              AND p.seq < d.seq) AS position
-                WHERE d.status = 'Pending'
-            ) queue ON true
+                FROM deployments r WHERE r.cluster_id = c.id AND r.status = 'Running' AND r.priority >= d.priority
+            ) free ON c.id IS NOT NULL
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
+
+    /// The place of a pending deployment of priority `$2` and `seq` `$3` among the pending deployments of cluster
+    /// `$1` in scheduling order: two counts along `deployments_pending_order`, as long as the queue ahead of it.
+    private static let position = Statement(
+        name: "v1_deployment_position",
+        sql: """
+            SELECT 1 + (SELECT count(*) FROM deployments p
+                        WHERE p.cluster_id = $1 AND p.status = 'Pending' AND p.priority > $2)
+                     + (SELECT count(*) FROM deployments p
+                        WHERE p.cluster_id = $1 AND p.status = 'Pending' AND p.priority = $2 AND p.seq < $3)
+            """)
+    private static let beginReadOnly = Statement(
+        name: "v1_begin_read_only", sql: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    private static let commit = Statement(name: "v1_commit", sql: "COMMIT")
 
     /// Columns 0…12 of `detail`, the part a list shows.
     private static let summaryColumns = """
@@ -99,15 +103,34 @@ struct DeploymentsV1Handler {
         return try detail(id, caller)
     }
 
+    /// The deployment with, when it waits, its place in the queue: from the Redis snapshot when the snapshot shows the
+    /// very version of the cluster PostgreSQL showed (a rank, O(log n) at any depth), else counted in PostgreSQL in
+    /// the same read-only snapshot (as long as the queue ahead of it).
     private func detail(_ id: Int64, _ caller: Caller) throws -> Response {
-        let result = try database.run { try $0.executeAsCaller(DeploymentsV1Handler.detail, caller, [String(id)]) }
-        guard let row = DeploymentRow(result, row: 0) else { throw HTTPError(404, "Deployment not found") }
+        let (result, row, position) = try database.run { connection -> (PostgresResult, DeploymentRow, Int64?) in
+            let parameters = [String(caller.id), String(caller.issuedAt), String(id)]
+            let result = try connection.pipeline([
+                (DeploymentsV1Handler.beginReadOnly, []), (DeploymentsV1Handler.detail, parameters),
+            ])[1]
+            defer { _ = try? connection.execute(DeploymentsV1Handler.commit) }
+            guard result.rowCount == 1 else { throw HTTPError.unauthorized }
+            guard let row = DeploymentRow(result, row: 0) else { throw HTTPError(404, "Deployment not found") }
+            guard let version = result.int(0, 16), let seq = result.int(0, 17) else { return (result, row, nil) }
+            let waiting = ActiveDeployment(
+                id: row.id, priority: row.priority, seq: seq, request: row.request, isRunning: false)
+            if let rank = queue.position(of: waiting, in: row.clusterID, atVersion: version) {
+                return (result, row, rank)
+            }
+            let counted = try connection.execute(
+                DeploymentsV1Handler.position, [String(row.clusterID), String(row.priority), String(seq)])
+            return (result, row, counted.int(0, 0))
+        }
         let reason = result.resources(13).flatMap { Scheduler.pendingReason(request: row.request, free: $0) }
         var response = Response.json { json in
             json.beginObject()
             DeploymentsV1Handler.writeSummary(row, result, 0, to: &json)
             json.key("queue_position")
-            json.value(result.int(0, 16))
+            json.value(position)
             json.key("pending_reason")
             json.value(reason)
             json.endObject()

@@ -56,6 +56,13 @@ extension SchedulingTests {
         let ramShort = "insufficient ram: needs 4, 2 free after the deployments ahead of it"
         try expectWaiting("low", position: 1, reason: ramShort, preemptions: 1)
         try expectWaiting("wait", position: 3, reason: ramShort, preemptions: 0)
+        // Positions come from the snapshot only when it shows the version PostgreSQL does; otherwise they are counted.
+        let redis = RedisConnection(endpoint: .unix(path: stack.redisHost), database: 0)
+        _ = try redis.command(["HSET", "hv:q:\(cluster):meta", "version", "999999"])
+        try expectWaiting("low2", position: 2, reason: ramShort, preemptions: 1)
+        try expectWaiting("wait", position: 3, reason: ramShort, preemptions: 0)
+        _ = try redis.command(["DEL"] + DeploymentQueue.keys(cluster))
+        try expectWaiting("wait", position: 3, reason: ramShort, preemptions: 0)
         let completed = try v1("high")
         #expect(completed["status"] as? String == "Completed", "\(completed)")
         #expect((completed["finished_at"] as? String)?.wholeMatch(of: timestamp) != nil, "\(completed)")
