@@ -7,8 +7,9 @@ same run on the same machine, because absolute numbers vary between machines.
     bench/run.py [--duration SECONDS] [--connections N] [--only GROUP,...] [--pg-stats] [--log-level LEVEL]
 
 Groups: base (GET /, /readyz), read (authenticated cluster read), login, create (creates that fit, into one cluster
-and over 10), queue (a cluster with 100,000 pending deployments against one with 100),
-mixed (10 clusters), scheduler (the Swift micro-benchmarks), memory. The nginx static ceiling is always measured.
+and over 10), queue (a cluster with 100,000 pending deployments against one with 100: creates, completions and
+the v1 reads of a deep queue), mixed (10 clusters), scheduler (the Swift micro-benchmarks), memory. The nginx static
+ceiling is always measured.
 Every write row also says where the machine's CPU went: how busy it was, CPU time per request for each part of the
 stack, and the rate that CPU time allows on this machine's cores (`cpu_profile`).
 
@@ -495,6 +496,21 @@ class Bench:
                               f" for {ok:,} completions; {len(ids) - running:,} small pending were available; queue"
                               f" head before the run is now {sampled}).")
             rows.append((f"4c. completion that admits, {before['Pending'][0]:,} pending", label, result, profile))
+        # (v1) reads that must not depend on depth either: the last deployment of the queue (its position is a rank
+        # in the snapshot), and the first page of the queue snapshot.
+        for label in ("deep", "shallow"):
+            cluster = shapes[label]
+            pending = self.counts(cluster)["Pending"][0]
+            last = self.stack.psql(f"SELECT id FROM deployments WHERE cluster_id = {cluster} AND status = 'Pending'"
+                                   " ORDER BY priority, seq DESC LIMIT 1")[0][0]
+            position = self.api("GET", f"/v1/deployments/{last}")["queue_position"]
+            self.notes.append(f"6 {label}: the last pending deployment ({last}) reads queue_position {position:,} of"
+                              f" {pending:,} pending.")
+            for name, path in ((f"6a. GET /v1/deployments/{{id}}, last of {pending:,} pending", f"/v1/deployments/{last}"),
+                               (f"6b. GET /v1/clusters/{{id}}/queue, {pending:,} pending", f"/v1/clusters/{cluster}/queue")):
+                url = self.stack.url(path)
+                wrk(url, 3, self.c, self.auth)
+                rows.append((name, label, wrk(url, self.d, self.c, self.auth), ""))
         out = []
         for name, label, result, profile in rows:
             targets = {"p99": 25, "no_errors": True}

@@ -83,23 +83,9 @@ struct ClustersV1Handler {
                 [String(caller.id), String(caller.issuedAt), String(after ?? 0), String(limit + 1)])
         }
         guard result.rowCount > 0 else { throw HTTPError.unauthorized }
-        let rows = (0..<result.rowCount).compactMap { row in ClusterRow(result, row: row, column: 0).map { (row, $0) } }
-        var response = Response.json { json in
-            json.beginObject()
-            json.key("items")
-            json.beginArray()
-            for (index, cluster) in rows.prefix(limit) {
-                json.beginObject()
-                ClustersV1Handler.writeSummary(cluster, result, index, to: &json)
-                json.endObject()
-            }
-            json.endArray()
-            json.key("next_cursor")
-            json.value(rows.count > limit ? String(rows[limit - 1].1.id) : nil)
-            json.endObject()
+        return pageResponse(result, limit: limit, for: caller) { row, json in
+            ClustersV1Handler.writeSummary(ClusterRow(result, row: row, column: 0)!, result, row, to: &json)
         }
-        response.userID = caller.id
-        return response
     }
 
     /// Deletes a cluster with nothing pending or running, with its finished deployments and their events (`409`

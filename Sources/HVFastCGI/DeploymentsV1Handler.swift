@@ -169,23 +169,9 @@ struct DeploymentsV1Handler {
                 ])
         }
         guard result.rowCount > 0 else { throw HTTPError.unauthorized }
-        let rows = (0..<result.rowCount).compactMap { row in DeploymentRow(result, row: row).map { (row, $0) } }
-        var response = Response.json { json in
-            json.beginObject()
-            json.key("items")
-            json.beginArray()
-            for (index, deployment) in rows.prefix(limit) {
-                json.beginObject()
-                DeploymentsV1Handler.writeSummary(deployment, result, index, to: &json)
-                json.endObject()
-            }
-            json.endArray()
-            json.key("next_cursor")
-            json.value(rows.count > limit ? String(rows[limit - 1].1.id) : nil)
-            json.endObject()
+        return pageResponse(result, limit: limit, for: caller) { row, json in
+            DeploymentsV1Handler.writeSummary(DeploymentRow(result, row: row)!, result, row, to: &json)
         }
-        response.userID = caller.id
-        return response
     }
 
     /// The seed object's members and the v1 timestamps and preemptions, from `summaryColumns` of `row`.
