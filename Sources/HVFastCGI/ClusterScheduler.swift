@@ -314,7 +314,7 @@ struct ClusterScheduler {
                     alsoStarts: plan.start.filter { $0 != 0 },
                     queuePosition: wouldRun ? nil : (cluster.int(0, 8) ?? 0) + 1,
                     pendingReason: wouldRun
-                        ? nil : Scheduler.pendingReason(request: request, free: capacity - cluster.resources(9)!))
+                        ? nil : Scheduler.pendingReason(request: request, free: cluster.resources(9)!))
             }
         }
     }
@@ -728,8 +728,9 @@ private enum Statements {
 
     /// The caller (no row: unknown user or revoked token) and the cluster `$3` (NULLs: not found or not theirs):
     /// its capacity, accounting, next `seq` and version, how many pending deployments have priority `$4` or higher
-    /// (a new one of that priority would wait behind them all) and the running requests of priority `$4` or higher
-    /// (what they leave free is what a new one could have without preempting anyone).
+    /// (a new one of that priority would wait behind them all) and what the running ones of priority `$4` or higher
+    /// leave free, which is what a new one could have without preempting anyone: by the accounting, `available` plus
+    /// the running requests below `$4`.
     static let clusterForWhatIf = Statement(
         name: "sched_cluster_for_what_if",
         sql: """
@@ -740,9 +741,10 @@ private enum Statements {
                    r.ram, r.cpu, r.gpu
             FROM users u LEFT JOIN clusters c ON c.id = $3 AND \(ClustersHandler.inScope)
             LEFT JOIN LATERAL (
-                SELECT coalesce(sum(d.ram_required), 0) AS ram, coalesce(sum(d.cpu_required), 0) AS cpu,
-                       coalesce(sum(d.gpu_required), 0) AS gpu
-                FROM deployments d WHERE d.cluster_id = c.id AND d.status = 'Running' AND d.priority >= $4
+                SELECT c.available_ram + coalesce(sum(d.ram_required), 0) AS ram,
+                       c.available_cpu + coalesce(sum(d.cpu_required), 0) AS cpu,
+                       c.available_gpu + coalesce(sum(d.gpu_required), 0) AS gpu
+                FROM deployments d WHERE d.cluster_id = c.id AND d.status = 'Running' AND d.priority < $4
             ) r ON c.id IS NOT NULL
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)

@@ -22,8 +22,10 @@ struct DeploymentsV1Handler {
     }
 
     /// The caller (no row: unknown user or revoked token) and the deployment `$3` in their scope, with, when it is
-    /// pending, what the deployments ahead of it leave free (the capacity minus the running requests of its priority
-    /// or higher, along `deployments_running`; `Scheduler.pendingReason`), its cluster's version and its `seq`.
+    /// pending, what the deployments ahead of it leave free (`Scheduler.pendingReason`), its cluster's version and its
+    /// `seq`. Free is the capacity minus the running requests of its priority or higher, which by the accounting is
+    /// `available` plus the running requests below its priority: the shorter read along `deployments_running`, as
+    /// waiting work mostly has lower priorities than running work.
     private static let detail = Statement(
         name: "v1_deployment",
         sql: """
@@ -32,10 +34,10 @@ struct DeploymentsV1Handler {
             LEFT JOIN deployments d ON d.id = $3 AND \(ClusterScheduler.deploymentInScope)
             LEFT JOIN clusters c ON c.id = d.cluster_id AND d.status = 'Pending'
             LEFT JOIN LATERAL (
-                SELECT c.total_ram - coalesce(sum(r.ram_required), 0) AS ram,
-                       c.total_cpu - coalesce(sum(r.cpu_required), 0) AS cpu,
-                       c.total_gpu - coalesce(sum(r.gpu_required), 0) AS gpu
-                FROM deployments r WHERE r.cluster_id = c.id AND r.status = 'Running' AND r.priority >= d.priority
+                SELECT c.available_ram + coalesce(sum(r.ram_required), 0) AS ram,
+                       c.available_cpu + coalesce(sum(r.cpu_required), 0) AS cpu,
+                       c.available_gpu + coalesce(sum(r.gpu_required), 0) AS gpu
+                FROM deployments r WHERE r.cluster_id = c.id AND r.status = 'Running' AND r.priority < d.priority
             ) free ON c.id IS NOT NULL
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
