@@ -497,7 +497,7 @@ class Bench:
                               f" head before the run is now {sampled}).")
             rows.append((f"4c. completion that admits, {before['Pending'][0]:,} pending", label, result, profile))
         # (v1) reads that must not depend on depth either: the last deployment of the queue (its position is a rank
-        # in the snapshot), and the first page of the queue snapshot.
+        # in the snapshot), the cluster (its counts are the snapshot's set sizes) and the queue's first page.
         for label in ("deep", "shallow"):
             cluster = shapes[label]
             pending = self.counts(cluster)["Pending"][0]
@@ -507,7 +507,8 @@ class Bench:
             self.notes.append(f"6 {label}: the last pending deployment ({last}) reads queue_position {position:,} of"
                               f" {pending:,} pending.")
             for name, path in ((f"6a. GET /v1/deployments/{{id}}, last of {pending:,} pending", f"/v1/deployments/{last}"),
-                               (f"6b. GET /v1/clusters/{{id}}/queue, {pending:,} pending", f"/v1/clusters/{cluster}/queue")):
+                               (f"6b. GET /v1/clusters/{{id}}, {pending:,} pending", f"/v1/clusters/{cluster}"),
+                               (f"6c. GET /v1/clusters/{{id}}/queue, {pending:,} pending", f"/v1/clusters/{cluster}/queue")):
                 url = self.stack.url(path)
                 wrk(url, 3, self.c, self.auth)
                 rows.append((name, label, wrk(url, self.d, self.c, self.auth), ""))

@@ -274,23 +274,22 @@ struct ClusterScheduler {
     /// - Throws: `HTTPError` 401/404/422 for the client, `ServiceUnavailable` when PostgreSQL is down.
     func whatIf(_ request: Resources, priority: Int32, in clusterID: Int64, by caller: Caller) throws -> WhatIf {
         try database.run { connection in
-            try transaction(connection) {
-                let results = try connection.pipeline([
-                    (Statements.beginReadOnly, []),
-                    (
-                        Statements.clusterForWhatIf,
-                        [String(caller.id), String(caller.issuedAt), String(clusterID), String(priority)]
-                    ),
-                    (
-                        Statements.runningFromTail,
-                        [
-                            String(clusterID), String(priority), String(Int32.min), String(Int64.max),
-                            String(Statements.readAhead),
-                        ]
-                    ),
-                    (Statements.pendingMinimum, [String(clusterID)]),
-                ])
-                let cluster = results[1]
+            let steps: [(Statement, [String?])] = [
+                (
+                    Statements.clusterForWhatIf,
+                    [String(caller.id), String(caller.issuedAt), String(clusterID), String(priority)]
+                ),
+                (
+                    Statements.runningFromTail,
+                    [
+                        String(clusterID), String(priority), String(Int32.min), String(Int64.max),
+                        String(Statements.readAhead),
+                    ]
+                ),
+                (Statements.pendingMinimum, [String(clusterID)]),
+            ]
+            return try connection.inSnapshot(steps) { results in
+                let cluster = results[0]
                 guard cluster.rowCount == 1 else { throw HTTPError.unauthorized }
                 guard let capacity = cluster.resources(0) else { throw HTTPError(404, "Cluster not found") }
                 do {
@@ -302,12 +301,11 @@ struct ClusterScheduler {
                 let new = ActiveDeployment(
                     id: 0, priority: priority, seq: cluster.int(0, 6)!, request: request, isRunning: false)
                 let read = Prefetched(
-                    running: results[2].deployments(running: true), smallestPending: results[3].resources(0))
+                    running: results[1].deployments(running: true), smallestPending: results[2].resources(0))
                 let plan = try plan(
                     adding: new, capacity: capacity, available: cluster.resources(3)!, read: read, cluster: clusterID,
                     connection
                 ).plan
-                try connection.execute(Statements.rollback)
                 let wouldRun = plan.start.contains(0)
                 return WhatIf(
                     version: cluster.int(0, 7) ?? 0, wouldRun: wouldRun, preempts: plan.preempt,
@@ -617,9 +615,6 @@ private enum Statements {
     /// Rows read ahead with the lock, before it is known how many are needed: usually one is.
     static let readAhead = 8
     static let begin = Statement(name: "sched_begin", sql: "BEGIN")
-    /// One snapshot for every statement of a dry run.
-    static let beginReadOnly = Statement(
-        name: "sched_begin_read_only", sql: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     static let commit = Statement(name: "sched_commit", sql: "COMMIT")
     static let rollback = Statement(name: "sched_rollback", sql: "ROLLBACK")
     /// Takes the cluster's lock, and sets `transactionSettings`.

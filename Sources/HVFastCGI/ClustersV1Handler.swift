@@ -2,8 +2,8 @@ import Domain
 
 /// The v1 cluster resources: `GET /v1/clusters/{id}` (the seed object with its tenant, creation time, how many
 /// deployments run and wait, and how full it is), `GET /v1/clusters` (a page of them), `DELETE /v1/clusters/{id}`,
-/// `GET /v1/clusters/{id}/queue` (its Redis queue snapshot, a page
-/// at a time, with the version it came from) and `POST /v1/clusters/{id}/what-if` (a dry run of a create).
+/// `GET /v1/clusters/{id}/queue` (its Redis queue snapshot, a page at a time, with the version it came from) and
+/// `POST /v1/clusters/{id}/what-if` (a dry run of a create).
 struct ClustersV1Handler {
     let database: Database
     let authenticator: Authenticator
@@ -21,15 +21,21 @@ struct ClustersV1Handler {
     }
 
     /// The caller (no row: unknown user or revoked token) and the cluster `$3` in their scope, with its tenant,
-    /// creation time and the sizes of its running set and queue (index-only counts, consistent with the rest).
+    /// creation time and version.
     private static let detail = Statement(
         name: "v1_cluster",
         sql: """
-            SELECT \(ClustersHandler.columns), c.organization_id, \(sqlUTC("c.created_at")),
-                   (SELECT count(*) FROM deployments r WHERE r.cluster_id = c.id AND r.status = 'Running'),
-                   (SELECT count(*) FROM deployments p WHERE p.cluster_id = c.id AND p.status = 'Pending')
+            SELECT \(ClustersHandler.columns), c.organization_id, \(sqlUTC("c.created_at")), c.version
             FROM users u LEFT JOIN clusters c ON c.id = $3 AND \(ClustersHandler.inScope)
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
+            """)
+
+    /// How many deployments of cluster `$1` run and wait: index-only counts, as long as the sets.
+    private static let sizes = Statement(
+        name: "v1_cluster_sizes",
+        sql: """
+            SELECT (SELECT count(*) FROM deployments r WHERE r.cluster_id = $1 AND r.status = 'Running'),
+                   (SELECT count(*) FROM deployments p WHERE p.cluster_id = $1 AND p.status = 'Pending')
             """)
 
     /// The caller (no row: unknown user or revoked token) and up to `$4` clusters of their scope after id `$3` (one
@@ -53,18 +59,31 @@ struct ClustersV1Handler {
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
 
+    /// The cluster with the sizes of its running set and queue: from the Redis snapshot when it shows the very
+    /// version PostgreSQL showed (O(1)), else counted in the same read-only snapshot of PostgreSQL.
     private func get(_ request: Request) throws -> Response {
         let caller = try authenticator.caller(request, now: unixTime())
         let id = try pathID(request)
-        let result = try database.run { try $0.executeAsCaller(ClustersV1Handler.detail, caller, [String(id)]) }
-        guard let cluster = ClusterRow(result, row: 0, column: 0) else { throw HTTPError(404, "Cluster not found") }
+        let parameters = [String(caller.id), String(caller.issuedAt), String(id)]
+        let (result, cluster, sizes) = try database.run { connection in
+            try connection.inSnapshot([(ClustersV1Handler.detail, parameters)]) { results in
+                let result = results[0]
+                guard result.rowCount == 1 else { throw HTTPError.unauthorized }
+                guard let cluster = ClusterRow(result, row: 0, column: 0), let version = result.int(0, 10) else {
+                    throw HTTPError(404, "Cluster not found")
+                }
+                if let sizes = queue.sizes(of: id, atVersion: version) { return (result, cluster, sizes) }
+                let counted = try connection.execute(ClustersV1Handler.sizes, [String(id)])
+                return (result, cluster, (counted.int(0, 0) ?? 0, counted.int(0, 1) ?? 0))
+            }
+        }
         var response = Response.json { json in
             json.beginObject()
             ClustersV1Handler.writeSummary(cluster, result, 0, to: &json)
             json.key("running_count")
-            json.value(result.int(0, 10) ?? 0)
+            json.value(sizes.running)
             json.key("pending_count")
-            json.value(result.int(0, 11) ?? 0)
+            json.value(sizes.pending)
             json.endObject()
         }
         response.userID = caller.id

@@ -54,6 +54,22 @@ final class Database {
     }
 }
 
+extension PostgresConnection {
+    private static let beginSnapshot = Statement(
+        name: "snapshot_begin", sql: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    private static let endSnapshot = Statement(name: "snapshot_end", sql: "COMMIT")
+
+    /// Sends `steps` in one round trip inside a read-only `REPEATABLE READ` transaction and runs `body` with their
+    /// results, before the transaction ends: whatever `body` reads on the connection sees the same snapshot.
+    ///
+    /// - Throws: `PostgresError`, or what `body` throws.
+    func inSnapshot<T>(_ steps: [(Statement, [String?])], _ body: ([PostgresResult]) throws -> T) throws -> T {
+        defer { _ = try? execute(PostgresConnection.endSnapshot) }
+        let results = try pipeline([(PostgresConnection.beginSnapshot, [])] + steps)
+        return try body(Array(results.dropFirst()))
+    }
+}
+
 /// A `timestamptz` column as RFC 3339 text in UTC with microseconds (`2026-12-01T05:30:00.123456Z`); NULL stays NULL.
 func sqlUTC(_ column: String) -> String {
     "to_char(\(column) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"

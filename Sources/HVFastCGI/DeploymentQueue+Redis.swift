@@ -304,6 +304,24 @@ struct DeploymentQueue {
         return reply?.integer
     }
 
+    /// How many deployments run and wait, if the snapshot is at `version`. KEYS: running, pending, meta. ARGV: version.
+    private static let sizesScript = RedisScript(
+        """
+        if redis.call('HGET', KEYS[3], 'version') ~= ARGV[1] then return false end
+        return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])}
+        """)
+
+    /// The sizes of the running set and the queue as the snapshot of `version` has them; nil as for `position`.
+    func sizes(of cluster: Int64, atVersion version: Int64) -> (running: Int64, pending: Int64)? {
+        let reply = try? redis.evaluate(
+            DeploymentQueue.sizesScript, keys: Array(DeploymentQueue.keys(cluster).prefix(3)),
+            arguments: [String(version)])
+        guard case .array(let sizes) = reply, sizes.count == 2, let running = sizes[0].integer,
+            let pending = sizes[1].integer
+        else { return nil }
+        return (running, pending)
+    }
+
     /// Up to `limit` deployments of the cluster's snapshot after `cursor`; nil when the cluster has no snapshot.
     ///
     /// Members sort by their 24-character key, so "every member after key K" is `[K` + `g` (a letter above every hex

@@ -52,9 +52,6 @@ struct DeploymentsV1Handler {
                      + (SELECT count(*) FROM deployments p
                         WHERE p.cluster_id = $1 AND p.status = 'Pending' AND p.priority = $2 AND p.seq < $3)
             """)
-    private static let beginReadOnly = Statement(
-        name: "v1_begin_read_only", sql: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-    private static let commit = Statement(name: "v1_commit", sql: "COMMIT")
 
     /// Columns 0…12 of `detail`, the part a list shows.
     private static let summaryColumns = """
@@ -111,21 +108,20 @@ struct DeploymentsV1Handler {
     private func detail(_ id: Int64, _ caller: Caller) throws -> Response {
         let (result, row, position) = try database.run { connection -> (PostgresResult, DeploymentRow, Int64?) in
             let parameters = [String(caller.id), String(caller.issuedAt), String(id)]
-            let result = try connection.pipeline([
-                (DeploymentsV1Handler.beginReadOnly, []), (DeploymentsV1Handler.detail, parameters),
-            ])[1]
-            defer { _ = try? connection.execute(DeploymentsV1Handler.commit) }
-            guard result.rowCount == 1 else { throw HTTPError.unauthorized }
-            guard let row = DeploymentRow(result, row: 0) else { throw HTTPError(404, "Deployment not found") }
-            guard let version = result.int(0, 16), let seq = result.int(0, 17) else { return (result, row, nil) }
-            let waiting = ActiveDeployment(
-                id: row.id, priority: row.priority, seq: seq, request: row.request, isRunning: false)
-            if let rank = queue.position(of: waiting, in: row.clusterID, atVersion: version) {
-                return (result, row, rank)
+            return try connection.inSnapshot([(DeploymentsV1Handler.detail, parameters)]) { results in
+                let result = results[0]
+                guard result.rowCount == 1 else { throw HTTPError.unauthorized }
+                guard let row = DeploymentRow(result, row: 0) else { throw HTTPError(404, "Deployment not found") }
+                guard let version = result.int(0, 16), let seq = result.int(0, 17) else { return (result, row, nil) }
+                let waiting = ActiveDeployment(
+                    id: row.id, priority: row.priority, seq: seq, request: row.request, isRunning: false)
+                if let rank = queue.position(of: waiting, in: row.clusterID, atVersion: version) {
+                    return (result, row, rank)
+                }
+                let counted = try connection.execute(
+                    DeploymentsV1Handler.position, [String(row.clusterID), String(row.priority), String(seq)])
+                return (result, row, counted.int(0, 0))
             }
-            let counted = try connection.execute(
-                DeploymentsV1Handler.position, [String(row.clusterID), String(row.priority), String(seq)])
-            return (result, row, counted.int(0, 0))
         }
         let reason = result.resources(13).flatMap { Scheduler.pendingReason(request: row.request, free: $0) }
         var response = Response.json { json in
