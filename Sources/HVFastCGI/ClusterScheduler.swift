@@ -261,8 +261,8 @@ struct ClusterScheduler {
         var version: Int64
         var wouldRun: Bool
         /// Running deployments it would preempt, and pending ones that would start beside it.
-        var preempts: [Int64]
-        var alsoStarts: [Int64]
+        var preempts: [Int64] = []
+        var alsoStarts: [Int64] = []
         /// Where it would wait, and why; nil when it would run.
         var queuePosition: Int64?
         var pendingReason: String?
@@ -306,13 +306,21 @@ struct ClusterScheduler {
                     adding: new, capacity: capacity, available: cluster.resources(3)!, read: read, cluster: clusterID,
                     connection
                 ).plan
-                let wouldRun = plan.start.contains(0)
+                let version = cluster.int(0, 7) ?? 0
+                guard !plan.start.contains(0) else {
+                    return WhatIf(
+                        version: version, wouldRun: true, preempts: plan.preempt,
+                        alsoStarts: plan.start.filter { $0 != 0 })
+                }
+                // Waiting, it would be last among its priority: behind every pending one of its priority or higher,
+                // counted by the snapshot when it shows this version (O(log n)), else in this PostgreSQL snapshot.
+                let ahead =
+                    try queue.waiting(atOrAbove: priority, in: clusterID, atVersion: version)
+                    ?? connection.execute(Statements.pendingAtOrAbove, [String(clusterID), String(priority)]).int(0, 0)
+                    ?? 0
                 return WhatIf(
-                    version: cluster.int(0, 7) ?? 0, wouldRun: wouldRun, preempts: plan.preempt,
-                    alsoStarts: plan.start.filter { $0 != 0 },
-                    queuePosition: wouldRun ? nil : (cluster.int(0, 8) ?? 0) + 1,
-                    pendingReason: wouldRun
-                        ? nil : Scheduler.pendingReason(request: request, free: cluster.resources(9)!))
+                    version: version, wouldRun: false, queuePosition: ahead + 1,
+                    pendingReason: Scheduler.pendingReason(request: request, free: cluster.resources(8)!))
             }
         }
     }
@@ -722,18 +730,14 @@ private enum Statements {
             """)
 
     /// The caller (no row: unknown user or revoked token) and the cluster `$3` (NULLs: not found or not theirs):
-    /// its capacity, accounting, next `seq` and version, how many pending deployments have priority `$4` or higher
-    /// (a new one of that priority would wait behind them all) and what the running ones of priority `$4` or higher
-    /// leave free, which is what a new one could have without preempting anyone: by the accounting, `available` plus
-    /// the running requests below `$4`.
+    /// its capacity, accounting, next `seq` and version, and what the running ones of priority `$4` or higher leave
+    /// free, which is what a new one could have without preempting anyone: by the accounting, `available` plus the
+    /// running requests below `$4`.
     static let clusterForWhatIf = Statement(
         name: "sched_cluster_for_what_if",
         sql: """
             SELECT c.total_ram, c.total_cpu, c.total_gpu, c.available_ram, c.available_cpu, c.available_gpu,
-                   c.next_seq, c.version,
-                   (SELECT count(*) FROM deployments p
-                    WHERE p.cluster_id = c.id AND p.status = 'Pending' AND p.priority >= $4),
-                   r.ram, r.cpu, r.gpu
+                   c.next_seq, c.version, r.ram, r.cpu, r.gpu
             FROM users u LEFT JOIN clusters c ON c.id = $3 AND \(ClustersHandler.inScope)
             LEFT JOIN LATERAL (
                 SELECT c.available_ram + coalesce(sum(d.ram_required), 0) AS ram,
@@ -754,6 +758,11 @@ private enum Statements {
             FROM users u LEFT JOIN clusters c ON c.id = $3 AND \(ClustersHandler.inScope)
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
+    /// How many pending deployments of cluster `$1` have priority `$2` or higher: an index-only count, as long as
+    /// they are many.
+    static let pendingAtOrAbove = Statement(
+        name: "sched_pending_at_or_above",
+        sql: "SELECT count(*) FROM deployments WHERE cluster_id = $1 AND status = 'Pending' AND priority >= $2")
     /// A cluster `$1` and its history, in the order the foreign keys need.
     static let deleteCluster = [
         Statement(name: "sched_delete_events", sql: "DELETE FROM deployment_events WHERE cluster_id = $1"),

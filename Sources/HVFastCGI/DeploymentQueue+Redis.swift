@@ -42,14 +42,19 @@ struct DeploymentQueue {
     }
 
     static func member(_ deployment: ActiveDeployment) -> String {
-        func hex(_ value: UInt64, width: Int) -> String {
-            let digits = String(value, radix: 16)
-            return String(repeating: "0", count: max(0, width - digits.count)) + digits
-        }
-        let rank = UInt64(Int64(Int32.max) - Int64(deployment.priority))
         let request = deployment.request
-        return hex(rank, width: 8) + hex(UInt64(deployment.seq), width: 16)
+        return priorityKey(deployment.priority) + hex(UInt64(deployment.seq), width: 16)
             + ":\(deployment.id):\(request.ram):\(request.cpu):\(request.gpu)"
+    }
+
+    /// The first 8 characters of the members of `priority`: higher priorities sort first.
+    static func priorityKey(_ priority: Int32) -> String {
+        hex(UInt64(Int64(Int32.max) - Int64(priority)), width: 8)
+    }
+
+    private static func hex(_ value: UInt64, width: Int) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: max(0, width - digits.count)) + digits
     }
 
     /// Lua shared by both scripts: applying one change's arguments (laid out as `apply`'s ARGV), and then every
@@ -301,6 +306,24 @@ struct DeploymentQueue {
         let reply = try? redis.evaluate(
             DeploymentQueue.positionScript, keys: [keys[1], keys[2]],
             arguments: [String(version), DeploymentQueue.member(waiting)])
+        return reply?.integer
+    }
+
+    /// How many pending members sort before ARGV[2], if the snapshot is at `version`. KEYS: pending, meta. ARGV:
+    /// version, exclusive bound.
+    private static let countScript = RedisScript(
+        """
+        if redis.call('HGET', KEYS[2], 'version') ~= ARGV[1] then return false end
+        return redis.call('ZLEXCOUNT', KEYS[1], '-', ARGV[2])
+        """)
+
+    /// How many pending deployments have `priority` or higher (a new one of that priority would wait behind them
+    /// all) as the snapshot of `version` has them; nil as for `position`.
+    func waiting(atOrAbove priority: Int32, in cluster: Int64, atVersion version: Int64) -> Int64? {
+        let keys = DeploymentQueue.keys(cluster)
+        let reply = try? redis.evaluate(
+            DeploymentQueue.countScript, keys: [keys[1], keys[2]],
+            arguments: [String(version), "(" + DeploymentQueue.priorityKey(priority) + "g"])
         return reply?.integer
     }
 
