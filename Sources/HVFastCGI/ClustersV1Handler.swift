@@ -51,14 +51,6 @@ struct ClustersV1Handler {
             ORDER BY c.id
             """)
 
-    /// The caller and whether the cluster `$3` is in their scope (`c.id`, NULL otherwise).
-    private static let visible = Statement(
-        name: "v1_cluster_visible",
-        sql: """
-            SELECT c.id FROM users u LEFT JOIN clusters c ON c.id = $3 AND \(ClustersHandler.inScope)
-            WHERE u.id = $1 AND u.tokens_valid_after <= $2
-            """)
-
     /// The cluster with the sizes of its running set and queue: from the Redis snapshot when it shows the very
     /// version PostgreSQL showed (O(1)), else counted in the same read-only snapshot of PostgreSQL.
     private func get(_ request: Request) throws -> Response {
@@ -149,7 +141,7 @@ struct ClustersV1Handler {
         var issues: [ValidationFailure.Issue] = []
         let (limit, cursor) = pageParameters(request, cursor: DeploymentQueue.Cursor.init, issues: &issues)
         guard issues.isEmpty else { throw ValidationFailure(issues) }
-        let found = try database.run { try $0.executeAsCaller(ClustersV1Handler.visible, caller, [String(id)]) }
+        let found = try database.run { try $0.executeAsCaller(ClustersV1Handler.detail, caller, [String(id)]) }
         guard found.int(0, 0) != nil else { throw HTTPError(404, "Cluster not found") }
         let page: DeploymentQueue.Page
         do {
