@@ -143,8 +143,8 @@ struct DeploymentsV1Handler {
         let caller = try authenticator.caller(request, now: unixTime())
         var issues: [ValidationFailure.Issue] = []
         let (limit, after) = pageParameters(request, cursor: positiveID, issues: &issues)
-        let cluster = request.query["cluster_id"].map(positiveID)
-        if case .some(nil) = cluster {
+        let cluster = request.query["cluster_id"].flatMap(positiveID)
+        if request.query["cluster_id"] != nil && cluster == nil {
             issues.append(
                 .init(
                     location: [.key("query"), .key("cluster_id")], message: "Input should be a positive integer",
@@ -163,7 +163,7 @@ struct DeploymentsV1Handler {
                 DeploymentsV1Handler.page,
                 [
                     String(caller.id), String(caller.issuedAt), String(after ?? 0), String(limit + 1),
-                    cluster.flatMap { $0.map(String.init) }, status,
+                    cluster.map { String($0) }, status,
                 ])
         }
         guard result.rowCount > 0 else { throw HTTPError.unauthorized }
