@@ -11,7 +11,7 @@ import Glibc
 final class Scoreboard {
     static let capacity = 1024
     /// Routes counted per slot: the router's by index, and `unmatchedRoute` for requests no route took.
-    static let routeCapacity = 32
+    static let routeCapacity = 64
     static let unmatchedRoute = routeCapacity - 1
     /// Upper bounds, in seconds, of the request-duration histogram's buckets; one more bucket counts the slower rest.
     static let bucketBounds: [Double] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
