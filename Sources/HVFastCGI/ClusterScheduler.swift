@@ -935,6 +935,14 @@ struct ClusterRecord {
             WHERE c.id = $1
             """)
 
+    /// - Throws: `PostgresError`.
+    static func read(_ cluster: Int64, _ connection: PostgresConnection) throws -> ClusterRecord? {
+        ClusterRecord(try connection.execute(statement, [String(cluster)]))
+    }
+}
+
+/// Decoding in an extension keeps the memberwise initializer (for tests that build a record by hand).
+extension ClusterRecord {
     /// Decodes `statement`'s rows; nil when there is no such cluster.
     init?(_ result: PostgresResult) {
         guard result.rowCount > 0, let version = result.int(0, 0), let capacity = result.resources(1),
@@ -946,11 +954,6 @@ struct ClusterRecord {
         active = (0..<result.rowCount).compactMap { row in
             result.int(row, 7) == nil ? nil : ActiveDeployment(result, row: row, from: 7, running: result.bool(row, 13))
         }
-    }
-
-    /// - Throws: `PostgresError`.
-    static func read(_ cluster: Int64, _ connection: PostgresConnection) throws -> ClusterRecord? {
-        ClusterRecord(try connection.execute(statement, [String(cluster)]))
     }
 }
 

@@ -133,8 +133,8 @@ struct ClustersV1Handler {
     }
 
     /// The snapshot page after `cursor`. A cluster without a snapshot (never published, or lost by Redis) gets one
-    /// rebuilt from PostgreSQL first; with Redis down the answer is `503`: the queue view is the snapshot, and the
-    /// deployments themselves still answer from PostgreSQL.
+    /// rebuilt from PostgreSQL first. With Redis down the same page comes from PostgreSQL: Redis down degrades, it
+    /// never fails a call (OPERATIONS.md).
     private func queuePage(_ request: Request) throws -> Response {
         let caller = try authenticator.caller(request, now: unixTime())
         let id = try pathID(request)
@@ -143,20 +143,11 @@ struct ClustersV1Handler {
         guard issues.isEmpty else { throw ValidationFailure(issues) }
         let found = try database.run { try $0.executeAsCaller(ClustersV1Handler.detail, caller, [String(id)]) }
         guard found.int(0, 0) != nil else { throw HTTPError(404, "Cluster not found") }
-        let page: DeploymentQueue.Page
-        do {
-            if let read = try queue.page(id, after: cursor, limit: limit) {
-                page = read
-            } else {
-                try queue.rebuild(id, from: database)
-                guard let rebuilt = try queue.page(id, after: cursor, limit: limit) else {
-                    throw ServiceUnavailable(dependency: "the queue snapshot")
-                }
-                page = rebuilt
-            }
-        } catch is RedisError {
-            throw ServiceUnavailable(dependency: "Redis")
+        var page = try snapshotPage(id, after: cursor, limit: limit)
+        if page == nil, let record = try database.run({ try ClusterRecord.read(id, $0) }) {
+            page = DeploymentQueue.page(of: record, after: cursor, limit: limit)
         }
+        guard let page else { throw HTTPError(404, "Cluster not found") }
         var response = Response.json { json in
             json.beginObject()
             json.key("cluster_id")
@@ -203,6 +194,19 @@ struct ClustersV1Handler {
         }
         response.userID = caller.id
         return response
+    }
+
+    /// The page from the Redis snapshot, rebuilt first when missing; nil when Redis does not answer.
+    private func snapshotPage(_ id: Int64, after cursor: DeploymentQueue.Cursor?, limit: Int) throws
+        -> DeploymentQueue.Page?
+    {
+        do {
+            if let page = try queue.page(id, after: cursor, limit: limit) { return page }
+            try queue.rebuild(id, from: database)
+            return try queue.page(id, after: cursor, limit: limit)
+        } catch is RedisError {
+            return nil
+        }
     }
 
     /// A dry run of a create from the request and priority of a deployment body (`name`, `image_path` and

@@ -245,6 +245,15 @@ struct DeploymentQueue {
             running = deployment.isRunning
         }
 
+        /// Whether `deployment` comes after this place in scheduling order (`ActiveDeployment.schedulesBefore` on
+        /// the key: priority, then running first, then `seq`).
+        func precedes(_ deployment: ActiveDeployment) -> Bool {
+            let other = Cursor(deployment)
+            if key.prefix(8) != other.key.prefix(8) { return key.prefix(8) < other.key.prefix(8) }
+            if running != other.running { return running }
+            return key.suffix(16) < other.key.suffix(16)
+        }
+
         private static func isHexDigit(_ byte: UInt8) -> Bool {
             (0x30...0x39).contains(byte) || (0x61...0x66).contains(byte)
         }
@@ -389,6 +398,24 @@ struct DeploymentQueue {
                 position += 1
                 return (deployment, position)
             }, next: more ? merged.last.map(Cursor.init) : nil)
+    }
+
+    /// The page `page(_:after:limit:)` would read, from a whole cluster as PostgreSQL has it: what the queue view
+    /// answers while Redis is down (reading every active deployment, as a snapshot rebuild does).
+    static func page(of record: ClusterRecord, after cursor: Cursor?, limit: Int) -> Page {
+        var entries: [(deployment: ActiveDeployment, position: Int64?)] = []
+        var pending: Int64 = 0
+        for deployment in record.active.sorted(by: { $0.schedulesBefore($1) }) {
+            if !deployment.isRunning { pending += 1 }
+            guard cursor?.precedes(deployment) ?? true else { continue }
+            entries.append((deployment, deployment.isRunning ? nil : pending))
+            if entries.count > limit { break }
+        }
+        let running = Int64(record.active.filter(\.isRunning).count)
+        return Page(
+            version: record.version, available: record.available, runningCount: running,
+            pendingCount: Int64(record.active.count) - running, entries: Array(entries.prefix(limit)),
+            next: entries.count > limit ? Cursor(entries[limit - 1].deployment) : nil)
     }
 
     /// Decodes a member (see the type's documentation); nil when it is not one.

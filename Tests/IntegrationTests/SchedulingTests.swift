@@ -492,10 +492,25 @@ struct SchedulingTests {
         #expect(completedFirst.status == 200, "\(completedFirst.text)")
         let lookup = try api.get("/deployments/get_deployment/?id=\(first)", owner)
         #expect(lookup.status == 200)
-        #expect(try api.get("/v1/deployments/\(first)", owner).status == 200)
-        // The queue view is the snapshot: without Redis it says so, and when to retry.
-        let queue = try api.get("/v1/clusters/\(cluster)/queue", owner)
-        #expect(queue.status == 503 && queue.header("Retry-After") == "1", "\(queue.text)")
+        // So does every v1 read: what would come from the snapshot is counted in PostgreSQL.
+        let waiting = try database.clusterState(cluster).active.first { !$0.isRunning }
+        for path in ["/v1/deployments/\(first)", "/v1/deployments/\(waiting?.id ?? first)", "/v1/clusters/\(cluster)"] {
+            let response = try api.get(path, owner)
+            #expect(response.status == 200, "\(path): \(response.text)")
+        }
+        if let waiting {
+            let object = try api.getJSON("/v1/deployments/\(waiting.id)", owner)
+            #expect(int(object["queue_position"]) != nil && object["pending_reason"] is String, "\(object)")
+        }
+        let whatIf = try api.postJSON(
+            "/v1/clusters/\(cluster)/what-if", owner,
+            #"{"ram_required":10,"cpu_required":1,"gpu_required":1,"priority":0}"#)
+        #expect(whatIf.status == 200, "\(whatIf.text)")
+        // The queue view comes from PostgreSQL while Redis is down, in the same order and shape.
+        let queue = try api.getJSON("/v1/clusters/\(cluster)/queue?limit=1000", owner)
+        let order = try database.clusterState(cluster).active.sorted { $0.schedulesBefore($1) }
+        #expect((queue["deployments"] as? [[String: Any]])?.map { int($0["id"]) ?? 0 } == order.map(\.id), "\(queue)")
+        #expect(int(queue["version"]) == (try database.clusterState(cluster).version))
 
         try stack.startRedis()
         redisStopped = false
