@@ -82,6 +82,7 @@ import Testing
             // A kept upstream connection pins a worker to one nginx connection (FASTCGI-NOTES.md).
             #expect(try matches(#"^\s*(fastcgi_keep_conn\s+on);"#, in: config).isEmpty, "\(path)")
             #expect(config.contains("error_page 413"), "\(path)")
+            #expect(config.contains("error_page 400 /__bad_request"), "\(path)")
         }
         let params = try text("nginx/fastcgi_params")
         for name in ["REQUEST_METHOD", "REQUEST_URI", "CONTENT_TYPE", "CONTENT_LENGTH", "REMOTE_ADDR", "REQUEST_ID"] {

@@ -61,6 +61,12 @@ struct SkeletonTests {
         #expect(tooLarge.jsonObject?["detail"] is String, "\(tooLarge.text)")
         #expect(isRequestID(tooLarge.header("X-Request-ID")), "\(tooLarge.headers)")
 
+        // A NUL in the URI: nginx refuses the request line itself, in the same shape.
+        let malformed = try stack.client.get("/v1/deployments/%00")
+        #expect(malformed.status == 400)
+        #expect(malformed.jsonObject?["detail"] as? String == "Bad Request", "\(malformed.text)")
+        #expect(isRequestID(malformed.header("X-Request-ID")), "\(malformed.headers)")
+
         let ok = try stack.client.get("/")
         #expect(isRequestID(ok.header("X-Request-ID")), "\(ok.headers)")
     }
