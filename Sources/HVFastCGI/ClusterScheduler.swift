@@ -901,8 +901,8 @@ private enum Statements {
             """)
 
     /// Every write of one change as one statement: the new deployment (a create), the deployment that ends (`$8`,
-    /// completed or cancelled as `$23`), the plan's starts and preemptions, the events and the cluster's accounting. Returns the new version and how many deployment rows
-    /// changed, which must be exactly the plan's. (`status || ''` keeps the planner from answering `id = ANY(…)` by
+    /// completed or cancelled as `$23`), the plan's starts and preemptions, the events and the cluster's accounting.
+    /// Returns the new version and how many deployment rows changed, which must be exactly the plan's. (`status || ''` keeps the planner from answering `id = ANY(…)` by
     /// scanning a whole status index in a generic plan: rows are looked up by primary key.)
     static let apply = Statement(
         name: "sched_apply",
