@@ -664,11 +664,10 @@ private enum Statements {
     /// (`.queue`: it does not fit in `available` plus the running requests below its priority, summed only in that
     /// case; by the accounting that is the capacity minus those at or above it). PostgreSQL prepares that sum's
     /// aggregate on every execution whether it runs or not, which cost 8–26 % of PostgreSQL's CPU per create that
-    /// fits (five alternated `make bench` pairs), so creates into clusters that have not been queueing use `createIfFits`,
-    /// the same statement without it. Nothing else
-    /// changes in either case (the proofs are on `Scheduler.plan(adding:to:)` and `startsWhenCreated`). No row when
-    /// the deployment would preempt (`.fullPass`), exceeds the cluster's total, or the caller or cluster does not
-    /// qualify.
+    /// fits (five alternated `make bench` pairs), so creates into clusters that have not been queueing use
+    /// `createIfFits`, the same statement without it. Nothing else changes in either case (the proofs are on
+    /// `Scheduler.plan(adding:to:)` and `startsWhenCreated`). No row when the deployment would preempt (`.fullPass`),
+    /// exceeds the cluster's total, or the caller or cluster does not qualify.
     static let createIfDecided = Statement(name: "sched_create_if_decided", sql: createSQL(deciding: true))
     /// `createIfDecided` for `.start` alone: no row unless the request fits in `available`.
     static let createIfFits = Statement(name: "sched_create_if_fits", sql: createSQL(deciding: false))
