@@ -20,13 +20,21 @@ struct ClusterScheduler {
     /// and the general path costs one more round trip when it would have. Either path is always correct. The same
     /// goes for the cheaper `createIfFits`, which answers only whether a request fits.
     final class PathHints {
-        /// Clusters whose last create on this worker preempted.
-        var preempting: Set<Int64> = []
-        /// Clusters whose last create on this worker waited: their creates ask `createIfDecided` whether to wait,
-        /// others only whether the request fits (`createIfFits`, which skips preparing the sum that decides waiting).
-        var waiting: Set<Int64> = []
+        /// What a cluster's last create on this worker did. After a preemption the next create goes straight to the
+        /// general path; after a wait it asks `createIfDecided` whether to wait; otherwise it asks `createIfFits`
+        /// only whether the request fits (skipping the preparation of the sum that decides waiting).
+        enum Create { case started, waited, preempted }
+        private var lastCreate: [Int64: Create] = [:]
         /// Whether the last completion on this worker found deployments waiting.
         var completionFoundQueue = false
+
+        func lastCreate(in cluster: Int64) -> Create { lastCreate[cluster] ?? .started }
+
+        func noteCreate(_ outcome: Create, in cluster: Int64) {
+            // Bounded: a worker that has seen many clusters starts over (hints are only a guess).
+            if lastCreate.count >= 1024 { lastCreate.removeAll() }
+            lastCreate[cluster] = outcome
+        }
     }
 
     /// A deployment request that passed validation.
@@ -52,17 +60,13 @@ struct ClusterScheduler {
     ///
     /// - Throws: `HTTPError` 401/404/409/422 for the client, `ServiceUnavailable` when PostgreSQL is down.
     func create(_ new: NewDeployment, in clusterID: Int64, by caller: Caller) throws -> DeploymentRow {
-        if !hints.preempting.contains(clusterID),
+        let last = hints.lastCreate(in: clusterID)
+        if last != .preempted,
             let (row, change) = try createIfDecided(
                 new, in: clusterID, by: caller,
-                using: hints.waiting.contains(clusterID) ? Statements.createIfDecided : Statements.createIfFits)
+                using: last == .waited ? Statements.createIfDecided : Statements.createIfFits)
         {
-            if change.addedPending.isEmpty {
-                hints.waiting.remove(clusterID)
-            } else {
-                if hints.waiting.count >= 1024 { hints.waiting.removeAll() }
-                hints.waiting.insert(clusterID)
-            }
+            hints.noteCreate(change.addedPending.isEmpty ? .started : .waited, in: clusterID)
             queue.publish(change, rebuildFrom: database)
             return row
         }
@@ -102,16 +106,8 @@ struct ClusterScheduler {
                     connection)
                 let status = plan.plan.start.contains(id) ? "Running" : "Pending"
                 // A create starts by preempting exactly when `decide` said `.fullPass`.
-                if plan.plan.preempt.isEmpty {
-                    hints.preempting.remove(clusterID)
-                } else {
-                    if hints.preempting.count >= 1024 { hints.preempting.removeAll() }
-                    hints.preempting.insert(clusterID)
-                }
-                if status == "Pending" {
-                    if hints.waiting.count >= 1024 { hints.waiting.removeAll() }
-                    hints.waiting.insert(clusterID)
-                }
+                hints.noteCreate(
+                    !plan.plan.preempt.isEmpty ? .preempted : status == "Pending" ? .waited : .started, in: clusterID)
                 let row: [String?] = [
                     cluster.string(0, 7), String(caller.id), new.name, new.imagePath, String(new.request.ram),
                     String(new.request.cpu), String(new.request.gpu), String(new.priority), status,
