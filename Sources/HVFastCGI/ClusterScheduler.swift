@@ -324,17 +324,29 @@ struct ClusterScheduler {
                         version: version, wouldRun: true, preempts: plan.preempt,
                         alsoStarts: plan.start.filter { $0 != 0 })
                 }
-                // Waiting, it would be last among its priority: behind every pending one of its priority or higher,
-                // counted by the snapshot when it shows this version (O(log n)), else in this PostgreSQL snapshot.
-                let ahead =
-                    try queue.waiting(atOrAbove: priority, in: clusterID, atVersion: version)
-                    ?? connection.execute(Statements.pendingAtOrAbove, [String(clusterID), String(priority)]).int(0, 0)
-                    ?? 0
+                // Waiting, it would be last among its priority: it would get the next `seq`.
+                let ahead = try pendingAhead(
+                    of: (priority, cluster.int(0, 6)!), in: clusterID, atVersion: version, connection)
                 return WhatIf(
                     version: version, wouldRun: false, queuePosition: ahead + 1,
                     pendingReason: Scheduler.pendingReason(request: request, free: cluster.resources(8)!))
             }
         }
+    }
+
+    /// How many pending deployments of `cluster` come before the place (`priority`, `seq`) in scheduling order: from
+    /// the snapshot when it shows `version` (O(log n)), else counted on `connection`, in the snapshot `version` was
+    /// read in (as long as the queue ahead).
+    ///
+    /// - Throws: `PostgresError`.
+    func pendingAhead(
+        of place: (priority: Int32, seq: Int64), in cluster: Int64, atVersion version: Int64,
+        _ connection: PostgresConnection
+    ) throws -> Int64 {
+        if let counts = queue.counts(of: cluster, atVersion: version, ahead: place) { return counts.pendingAhead }
+        return try connection.execute(
+            Statements.pendingAhead, [String(cluster), String(place.priority), String(place.seq)]
+        ).int(0, 0) ?? 0
     }
 
     /// Deletes the cluster `id` when nothing in it is pending or running, with its finished deployments and their
@@ -778,11 +790,16 @@ private enum Statements {
             FROM users u LEFT JOIN clusters c ON c.id = $3 AND \(ClustersHandler.inScope)
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
-    /// How many pending deployments of cluster `$1` have priority `$2` or higher: an index-only count, as long as
-    /// they are many.
-    static let pendingAtOrAbove = Statement(
-        name: "sched_pending_at_or_above",
-        sql: "SELECT count(*) FROM deployments WHERE cluster_id = $1 AND status = 'Pending' AND priority >= $2")
+    /// How many pending deployments of cluster `$1` come before priority `$2` and `seq` `$3` in scheduling order: two
+    /// index-only counts along `deployments_pending_order`.
+    static let pendingAhead = Statement(
+        name: "sched_pending_ahead",
+        sql: """
+            SELECT (SELECT count(*) FROM deployments
+                    WHERE cluster_id = $1 AND status = 'Pending' AND priority > $2)
+                 + (SELECT count(*) FROM deployments
+                    WHERE cluster_id = $1 AND status = 'Pending' AND priority = $2 AND seq < $3)
+            """)
     /// A cluster `$1` and its history, in the order the foreign keys need.
     static let deleteCluster = [
         Statement(name: "sched_delete_events", sql: "DELETE FROM deployment_events WHERE cluster_id = $1"),

@@ -64,9 +64,13 @@ struct ClustersV1Handler {
                 guard let cluster = ClusterRow(result, row: 0, column: 0), let version = result.int(0, 10) else {
                     throw HTTPError(404, "Cluster not found")
                 }
-                if let sizes = queue.sizes(of: id, atVersion: version) { return (result, cluster, sizes) }
+                if let counts = queue.counts(of: id, atVersion: version) { return (result, cluster, counts) }
                 let counted = try connection.execute(ClustersV1Handler.sizes, [String(id)])
-                return (result, cluster, (counted.int(0, 0) ?? 0, counted.int(0, 1) ?? 0))
+                return (
+                    result, cluster,
+                    DeploymentQueue.Counts(
+                        running: counted.int(0, 0) ?? 0, pending: counted.int(0, 1) ?? 0, pendingAhead: 0)
+                )
             }
         }
         var response = Response.json { json in

@@ -43,8 +43,14 @@ struct DeploymentQueue {
 
     static func member(_ deployment: ActiveDeployment) -> String {
         let request = deployment.request
-        return priorityKey(deployment.priority) + hex(UInt64(deployment.seq), width: 16)
+        return key(priority: deployment.priority, seq: deployment.seq)
             + ":\(deployment.id):\(request.ram):\(request.cpu):\(request.gpu)"
+    }
+
+    /// The first 24 characters of the member of a deployment of `priority` and `seq`: its place in scheduling order
+    /// among the members of one set.
+    static func key(priority: Int32, seq: Int64) -> String {
+        priorityKey(priority) + hex(UInt64(seq), width: 16)
     }
 
     /// The first 8 characters of the members of `priority`: higher priorities sort first.
@@ -298,60 +304,37 @@ struct DeploymentQueue {
         }
     }
 
-    /// The 1-based place of `waiting` among the cluster's pending deployments, if the snapshot is at `version`.
-    /// KEYS: pending, meta. ARGV: version, member.
-    private static let positionScript = RedisScript(
-        """
-        if redis.call('HGET', KEYS[2], 'version') ~= ARGV[1] then return false end
-        local rank = redis.call('ZRANK', KEYS[1], ARGV[2])
-        if not rank then return false end
-        return rank + 1
-        """)
-
-    /// The place of `waiting` in the queue as the snapshot of `version` has it; nil when the snapshot is at another
-    /// version (or missing, or Redis does not answer): the caller then counts in PostgreSQL.
-    func position(of waiting: ActiveDeployment, in cluster: Int64, atVersion version: Int64) -> Int64? {
-        let keys = DeploymentQueue.keys(cluster)
-        let reply = try? redis.evaluate(
-            DeploymentQueue.positionScript, keys: [keys[1], keys[2]],
-            arguments: [String(version), DeploymentQueue.member(waiting)])
-        return reply?.integer
+    /// What a read takes from a snapshot instead of counting in PostgreSQL: the sizes of its sets, and how many pending
+    /// deployments sort before a place.
+    struct Counts {
+        var running: Int64
+        var pending: Int64
+        var pendingAhead: Int64
     }
 
-    /// How many pending members sort before ARGV[2], if the snapshot is at `version`. KEYS: pending, meta. ARGV:
-    /// version, exclusive bound.
-    private static let countScript = RedisScript(
-        """
-        if redis.call('HGET', KEYS[2], 'version') ~= ARGV[1] then return false end
-        return redis.call('ZLEXCOUNT', KEYS[1], '-', ARGV[2])
-        """)
-
-    /// How many pending deployments have `priority` or higher (a new one of that priority would wait behind them
-    /// all) as the snapshot of `version` has them; nil as for `position`.
-    func waiting(atOrAbove priority: Int32, in cluster: Int64, atVersion version: Int64) -> Int64? {
-        let keys = DeploymentQueue.keys(cluster)
-        let reply = try? redis.evaluate(
-            DeploymentQueue.countScript, keys: [keys[1], keys[2]],
-            arguments: [String(version), "(" + DeploymentQueue.priorityKey(priority) + "g"])
-        return reply?.integer
-    }
-
-    /// How many deployments run and wait, if the snapshot is at `version`. KEYS: running, pending, meta. ARGV: version.
-    private static let sizesScript = RedisScript(
+    /// `Counts` if the snapshot is at `version`. KEYS: running, pending, meta. ARGV: version, the key of the place
+    /// (empty: none).
+    private static let countsScript = RedisScript(
         """
         if redis.call('HGET', KEYS[3], 'version') ~= ARGV[1] then return false end
-        return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])}
+        local ahead = 0
+        if ARGV[2] ~= '' then ahead = redis.call('ZLEXCOUNT', KEYS[2], '-', '(' .. ARGV[2]) end
+        return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), ahead}
         """)
 
-    /// The sizes of the running set and the queue as the snapshot of `version` has them; nil as for `position`.
-    func sizes(of cluster: Int64, atVersion version: Int64) -> (running: Int64, pending: Int64)? {
+    /// The counts as the snapshot of `version` has them, with the pending deployments before the place (`priority`,
+    /// `seq`) in scheduling order; nil when the snapshot is at another version (or missing, or Redis does not
+    /// answer): the caller then counts in PostgreSQL, in the snapshot it read `version` from.
+    func counts(of cluster: Int64, atVersion version: Int64, ahead place: (priority: Int32, seq: Int64)? = nil)
+        -> Counts?
+    {
         let reply = try? redis.evaluate(
-            DeploymentQueue.sizesScript, keys: Array(DeploymentQueue.keys(cluster).prefix(3)),
-            arguments: [String(version)])
-        guard case .array(let sizes) = reply, sizes.count == 2, let running = sizes[0].integer,
-            let pending = sizes[1].integer
+            DeploymentQueue.countsScript, keys: Array(DeploymentQueue.keys(cluster).prefix(3)),
+            arguments: [String(version), place.map { DeploymentQueue.key(priority: $0.priority, seq: $0.seq) } ?? ""])
+        guard case .array(let parts) = reply, parts.count == 3, let running = parts[0].integer,
+            let pending = parts[1].integer, let ahead = parts[2].integer
         else { return nil }
-        return (running, pending)
+        return Counts(running: running, pending: pending, pendingAhead: ahead)
     }
 
     /// Up to `limit` deployments of the cluster's snapshot after `cursor`; nil when the cluster has no snapshot.

@@ -10,7 +10,6 @@ struct DeploymentsV1Handler {
     let database: Database
     let authenticator: Authenticator
     let scheduler: ClusterScheduler
-    let queue: DeploymentQueue
 
     var routes: [Route] {
         [
@@ -40,17 +39,6 @@ struct DeploymentsV1Handler {
                 FROM deployments r WHERE r.cluster_id = c.id AND r.status = 'Running' AND r.priority < d.priority
             ) free ON c.id IS NOT NULL
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
-            """)
-
-    /// The place of a pending deployment of priority `$2` and `seq` `$3` among the pending deployments of cluster
-    /// `$1` in scheduling order: two counts along `deployments_pending_order`, as long as the queue ahead of it.
-    private static let position = Statement(
-        name: "v1_deployment_position",
-        sql: """
-            SELECT 1 + (SELECT count(*) FROM deployments p
-                        WHERE p.cluster_id = $1 AND p.status = 'Pending' AND p.priority > $2)
-                     + (SELECT count(*) FROM deployments p
-                        WHERE p.cluster_id = $1 AND p.status = 'Pending' AND p.priority = $2 AND p.seq < $3)
             """)
 
     /// Columns 0…12 of `detail`, the part a list shows.
@@ -113,14 +101,9 @@ struct DeploymentsV1Handler {
                 guard result.rowCount == 1 else { throw HTTPError.unauthorized }
                 guard let row = DeploymentRow(result, row: 0) else { throw HTTPError(404, "Deployment not found") }
                 guard let version = result.int(0, 16), let seq = result.int(0, 17) else { return (result, row, nil) }
-                let waiting = ActiveDeployment(
-                    id: row.id, priority: row.priority, seq: seq, request: row.request, isRunning: false)
-                if let rank = queue.position(of: waiting, in: row.clusterID, atVersion: version) {
-                    return (result, row, rank)
-                }
-                let counted = try connection.execute(
-                    DeploymentsV1Handler.position, [String(row.clusterID), String(row.priority), String(seq)])
-                return (result, row, counted.int(0, 0))
+                let ahead = try scheduler.pendingAhead(
+                    of: (row.priority, seq), in: row.clusterID, atVersion: version, connection)
+                return (result, row, ahead + 1)
             }
         }
         let reason = result.resources(13).flatMap { Scheduler.pendingReason(request: row.request, free: $0) }

@@ -48,9 +48,7 @@ func buildRouter(_ services: Services, openAPI: [UInt8], scoreboard: Scoreboard)
         + ClustersV1Handler(
             database: services.database, authenticator: authenticator, queue: queue, scheduler: scheduler
         ).routes
-        + DeploymentsV1Handler(
-            database: services.database, authenticator: authenticator, scheduler: scheduler, queue: queue
-        ).routes
+        + DeploymentsV1Handler(database: services.database, authenticator: authenticator, scheduler: scheduler).routes
         + [Route("GET", "/openapi.json") { _ in Response(status: 200, body: openAPI) }]
     return Router(routes + [MetricsHandler(scoreboard: scoreboard, routes: routes).route])
 }
