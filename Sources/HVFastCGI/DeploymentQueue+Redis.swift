@@ -229,39 +229,30 @@ struct DeploymentQueue {
         log.info("queue snapshot rebuilt", ["cluster_id": String(cluster), "version": String(record.version)])
     }
 
-    /// A place in scheduling order: the sort key of the last deployment of a page, to read the next page after it.
+    /// A place in scheduling order: that of the last deployment of a page, to read the next page after it.
     struct Cursor: Equatable {
-        /// The member's first 24 characters: `Int32.max − priority` and `seq` in hex.
-        var key: Substring
+        var priority: Int32
+        var seq: Int64
         var running: Bool
 
-        /// `<24 hex>R` or `<24 hex>P`: opaque to clients.
-        var text: String { key + (running ? "R" : "P") }
+        /// The members' key of the place and `R` or `P`: opaque to clients.
+        var text: String { DeploymentQueue.key(priority: priority, seq: seq) + (running ? "R" : "P") }
 
         init?(_ text: String) {
-            guard text.utf8.count == 25, text.utf8.prefix(24).allSatisfy(Cursor.isHexDigit),
-                let last = text.last, last == "R" || last == "P"
+            guard let last = text.last, last == "R" || last == "P",
+                let place = DeploymentQueue.place(ofKey: text.dropLast())
             else { return nil }
-            key = text.dropLast()
-            running = last == "R"
+            (priority, seq, running) = (place.priority, place.seq, last == "R")
         }
 
         init(_ deployment: ActiveDeployment) {
-            key = DeploymentQueue.member(deployment).prefix(24)
-            running = deployment.isRunning
+            (priority, seq, running) = (deployment.priority, deployment.seq, deployment.isRunning)
         }
 
-        /// Whether `deployment` comes after this place in scheduling order (`ActiveDeployment.schedulesBefore` on
-        /// the key: priority, then running first, then `seq`).
+        /// Whether `deployment` comes after this place in scheduling order.
         func precedes(_ deployment: ActiveDeployment) -> Bool {
-            let other = Cursor(deployment)
-            if key.prefix(8) != other.key.prefix(8) { return key.prefix(8) < other.key.prefix(8) }
-            if running != other.running { return running }
-            return key.suffix(16) < other.key.suffix(16)
-        }
-
-        private static func isHexDigit(_ byte: UInt8) -> Bool {
-            (0x30...0x39).contains(byte) || (0x61...0x66).contains(byte)
+            ActiveDeployment(id: 0, priority: priority, seq: seq, request: Resources(), isRunning: running)
+                .schedulesBefore(deployment)
         }
     }
 
@@ -346,8 +337,9 @@ struct DeploymentQueue {
     func page(_ cluster: Int64, after cursor: Cursor?, limit: Int) throws(RedisError) -> Page? {
         var bounds = ["-", "-"]
         if let cursor {
-            let priorityKey = cursor.key.prefix(8)
-            bounds = cursor.running ? ["[\(cursor.key)g", "[\(priorityKey)"] : ["[\(priorityKey)g", "[\(cursor.key)g"]
+            let key = DeploymentQueue.key(priority: cursor.priority, seq: cursor.seq)
+            let priorityKey = DeploymentQueue.priorityKey(cursor.priority)
+            bounds = cursor.running ? ["[\(key)g", "[\(priorityKey)"] : ["[\(priorityKey)g", "[\(key)g"]
         }
         let keys = DeploymentQueue.keys(cluster)
         let reply = try redis.evaluate(
@@ -404,12 +396,20 @@ struct DeploymentQueue {
     /// Decodes a member (see the type's documentation); nil when it is not one.
     static func deployment(_ member: String, running: Bool) -> ActiveDeployment? {
         let fields = member.split(separator: ":")
-        guard fields.count == 5, fields[0].utf8.count == 24, let rank = Int64(fields[0].prefix(8), radix: 16),
-            let seq = Int64(fields[0].dropFirst(8), radix: 16), let id = Int64(fields[1]), let ram = Int64(fields[2]),
-            let cpu = Int64(fields[3]), let gpu = Int64(fields[4]),
-            let priority = Int32(exactly: Int64(Int32.max) - rank)
+        guard fields.count == 5, let place = place(ofKey: fields[0]), let id = Int64(fields[1]),
+            let ram = Int64(fields[2]), let cpu = Int64(fields[3]), let gpu = Int64(fields[4])
         else { return nil }
         return ActiveDeployment(
-            id: id, priority: priority, seq: seq, request: Resources(ram: ram, cpu: cpu, gpu: gpu), isRunning: running)
+            id: id, priority: place.priority, seq: place.seq, request: Resources(ram: ram, cpu: cpu, gpu: gpu),
+            isRunning: running)
+    }
+
+    /// The priority and `seq` a member key (`key(priority:seq:)`: 24 lowercase hex digits) names; nil otherwise.
+    static func place(ofKey key: Substring) -> (priority: Int32, seq: Int64)? {
+        let isHexDigit = { (byte: UInt8) in (0x30...0x39).contains(byte) || (0x61...0x66).contains(byte) }
+        guard key.utf8.count == 24, key.utf8.allSatisfy(isHexDigit), let rank = Int64(key.prefix(8), radix: 16),
+            let seq = Int64(key.dropFirst(8), radix: 16)
+        else { return nil }
+        return (Int32(Int64(Int32.max) - rank), seq)
     }
 }
