@@ -157,11 +157,17 @@ extension JSONNumber {
 func pathID(_ request: Request) throws(ValidationFailure) -> Int64 {
     let text = request.pathParameters["id"] ?? ""
     do throws(ValidationError) {
-        guard !text.isEmpty, text.utf8.allSatisfy({ (0x30...0x39).contains($0) }) else {
+        guard isDecimal(text) else {
             throw ValidationError.invalidInteger
         }
         return try JSONNumber.identifier(text)
     } catch {
         throw ValidationFailure([.init(location: [.key("path"), .key("id")], message: error.msg, type: error.type)])
     }
+}
+
+/// Whether `text` is one or more ASCII decimal digits: what a number in a path or query string may be (no sign,
+/// fraction, exponent or other script's digits, which a JSON number or `Int(_:)` could take).
+func isDecimal(_ text: String) -> Bool {
+    !text.isEmpty && text.utf8.allSatisfy { (0x30...0x39).contains($0) }
 }

@@ -9,7 +9,7 @@ func pageParameters<Cursor>(
 ) -> (Int, Cursor?) {
     var limit = 100
     if let text = request.query["limit"] {
-        if text.utf8.allSatisfy({ (0x30...0x39).contains($0) }), let value = Int(text), (1...1000).contains(value) {
+        if isDecimal(text), let value = Int(text), (1...1000).contains(value) {
             limit = value
         } else {
             issues.append(
@@ -35,8 +35,7 @@ func pageParameters<Cursor>(
 /// Decimal digits naming a positive 64-bit integer (no sign, fraction or exponent); nil otherwise. Also the cursor of
 /// a list in id order: the last id of the previous page.
 func positiveID(_ text: String) -> Int64? {
-    guard text.utf8.allSatisfy({ (0x30...0x39).contains($0) }) else { return nil }
-    return try? JSONNumber.identifier(text)
+    isDecimal(text) ? try? JSONNumber.identifier(text) : nil
 }
 
 /// A page of a list in id order as `{"items": [...], "next_cursor"}`: the first `limit` rows of `result` whose column
