@@ -40,27 +40,28 @@ import Testing
 
 /// The queue view's page from PostgreSQL (Redis down) has the snapshot page's semantics.
 @Suite struct QueuePageTests {
+    /// 40 deployments of one cluster: both ends of the priority range and ties, running and pending ones of each
+    /// priority, `seq`s running against creation order.
+    private static let priorities: [Int32] = [.min, -1, 0, 1, .max]
+    private static let active: [ActiveDeployment] = (0..<40).map { (index: Int) -> ActiveDeployment in
+        ActiveDeployment(
+            id: Int64(index + 1), priority: priorities[index % 5], seq: Int64(40 - index), request: Resources(ram: 1),
+            isRunning: (index / 5) % 2 == 0)
+    }
+
     @Test func cursorsOrderLikeTheScheduler() {
-        var random = Seeded(state: 2026)
-        for _ in 0..<2000 {
-            let a = QueuePageTests.deployment(&random)
-            let b = QueuePageTests.deployment(&random)
-            guard a.seq != b.seq else { continue }
-            #expect(DeploymentQueue.Cursor(a).precedes(b) == a.schedulesBefore(b), "\(a) \(b)")
+        for a in QueuePageTests.active {
+            for b in QueuePageTests.active where a.id != b.id {
+                #expect(DeploymentQueue.Cursor(a).precedes(b) == a.schedulesBefore(b), "\(a) \(b)")
+            }
         }
     }
 
     @Test func pagesWalkTheClusterInSchedulingOrderWithQueuePositions() {
-        var random = Seeded(state: 2026)
-        let active = (1...40).map { seq in
-            var deployment = QueuePageTests.deployment(&random)
-            deployment.seq = Int64(seq)
-            deployment.id = Int64(seq) * 10
-            return deployment
-        }
         let record = ClusterRecord(
-            version: 7, capacity: Resources(ram: 100), available: Resources(ram: 3), active: active.shuffled())
-        let ordered = active.sorted { $0.schedulesBefore($1) }
+            version: 7, capacity: Resources(ram: 100), available: Resources(ram: 3),
+            active: QueuePageTests.active.reversed())
+        let ordered = QueuePageTests.active.sorted { $0.schedulesBefore($1) }
         for limit in [1, 3, 7, 40, 100] {
             var seen: [(deployment: ActiveDeployment, position: Int64?)] = []
             var cursor: DeploymentQueue.Cursor?
@@ -74,24 +75,5 @@ import Testing
             #expect(seen.map(\.deployment.id) == ordered.map(\.id), "limit \(limit)")
             #expect(seen.compactMap(\.position) == Array(1...Int64(ordered.filter { !$0.isRunning }.count)))
         }
-    }
-
-    private static func deployment(_ random: inout Seeded) -> ActiveDeployment {
-        ActiveDeployment(
-            id: .random(in: 1...1000, using: &random),
-            priority: [Int32.min, -1, 0, 1, .max].randomElement(using: &random)!,
-            seq: .random(in: 1...50, using: &random), request: Resources(ram: 1), isRunning: .random(using: &random))
-    }
-}
-
-/// SplitMix64, so that every run draws the same cases.
-private struct Seeded: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
