@@ -62,7 +62,7 @@ struct AccountV1Handler {
     private func me(_ request: Request) throws -> Response {
         let caller = try authenticator.caller(request, now: unixTime())
         let row = try database.run { try $0.executeAsCaller(AccountV1Handler.caller, caller, []) }
-        var response = Response.json { json in
+        return .json(for: caller.id) { json in
             json.beginObject()
             json.key("id")
             json.value(row.int(0, 0) ?? 0)
@@ -85,8 +85,6 @@ struct AccountV1Handler {
             }
             json.endObject()
         }
-        response.userID = caller.id
-        return response
     }
 
     private func logout(_ request: Request) throws -> Response {
@@ -96,9 +94,7 @@ struct AccountV1Handler {
             try $0.execute(AccountV1Handler.revoke, [String(caller.id), String(caller.issuedAt), String(now + 1)])
         }
         guard revoked.rowCount == 1 else { throw HTTPError.unauthorized }
-        var response = Response(status: 204, body: [])
-        response.userID = caller.id
-        return response
+        return Response(status: 204, body: [], userID: caller.id)
     }
 
     private func organization(_ request: Request) throws -> Response {
@@ -109,7 +105,7 @@ struct AccountV1Handler {
         guard rows.rowCount > 0 else { throw HTTPError.unauthorized }
         guard let id = rows.int(0, 1) else { throw HTTPError(404, "You do not belong to an organization") }
         let isAdmin = rows.string(0, 0) == "admin"
-        var response = Response.json { json in
+        return .json(for: caller.id) { json in
             json.beginObject()
             json.key("id")
             json.value(id)
@@ -136,8 +132,6 @@ struct AccountV1Handler {
             json.endArray()
             json.endObject()
         }
-        response.userID = caller.id
-        return response
     }
 
     private func rotateInviteCode(_ request: Request) throws -> Response {
@@ -150,13 +144,11 @@ struct AccountV1Handler {
         guard let current = row.string(0, 2) else {
             throw HTTPError(403, "Only an organization admin can rotate the invite code")
         }
-        var response = Response.json { json in
+        return .json(for: caller.id) { json in
             json.beginObject()
             json.key("invite_code")
             json.value(current)
             json.endObject()
         }
-        response.userID = caller.id
-        return response
     }
 }

@@ -66,9 +66,7 @@ struct ClustersHandler {
         let cluster = ClusterRow(
             id: id, name: name, total: Resources(ram: ram, cpu: cpu, gpu: gpu),
             available: Resources(ram: ram, cpu: cpu, gpu: gpu))
-        var response = Response.json { cluster.write(to: &$0) }
-        response.userID = caller.id
-        return response
+        return .json(for: caller.id) { cluster.write(to: &$0) }
     }
 
     private func get(_ request: Request) throws -> Response {
@@ -77,9 +75,7 @@ struct ClustersHandler {
         let cluster = try lookup.find(
             "cluster", by: caller, byID: ClustersHandler.byID, byName: ClustersHandler.byName, in: database,
             decode: { ClusterRow($0, row: 0, column: 0) }, nameOf: \.name)
-        var response = Response.json { cluster.write(to: &$0) }
-        response.userID = caller.id
-        return response
+        return .json(for: caller.id) { cluster.write(to: &$0) }
     }
 }
 

@@ -73,7 +73,7 @@ struct ClustersV1Handler {
                 )
             }
         }
-        var response = Response.json { json in
+        return .json(for: caller.id) { json in
             json.beginObject()
             ClustersV1Handler.writeSummary(cluster, result, 0, to: &json)
             json.key("running_count")
@@ -82,8 +82,6 @@ struct ClustersV1Handler {
             json.value(sizes.pending)
             json.endObject()
         }
-        response.userID = caller.id
-        return response
     }
 
     /// A page in id order. Items leave out `running_count` and `pending_count`, which cost two counts per item.
@@ -109,9 +107,7 @@ struct ClustersV1Handler {
         let caller = try authenticator.caller(request, now: unixTime())
         let id = try pathID(request)
         try scheduler.delete(id, by: caller)
-        var response = Response(status: 204, body: [])
-        response.userID = caller.id
-        return response
+        return Response(status: 204, body: [], userID: caller.id)
     }
 
     /// The seed object's members, `organization_id`, `created_at` (columns 8 and 9 of `row`) and `utilization`.
@@ -152,7 +148,7 @@ struct ClustersV1Handler {
             page = DeploymentQueue.page(of: record, after: cursor, limit: limit)
         }
         guard let page else { throw HTTPError(404, "Cluster not found") }
-        var response = Response.json { json in
+        return .json(for: caller.id) { json in
             json.beginObject()
             json.key("cluster_id")
             json.value(id)
@@ -196,8 +192,6 @@ struct ClustersV1Handler {
             json.value(page.next?.text)
             json.endObject()
         }
-        response.userID = caller.id
-        return response
     }
 
     /// The page from the Redis snapshot, rebuilt first when missing; nil when Redis does not answer.
@@ -227,7 +221,7 @@ struct ClustersV1Handler {
         guard let ram, let cpu, let gpu, let priority else { throw ValidationFailure(input.issues) }
         let outcome = try scheduler.whatIf(
             Resources(ram: ram, cpu: cpu, gpu: gpu), priority: priority, in: id, by: caller)
-        var response = Response.json { json in
+        return .json(for: caller.id) { json in
             json.beginObject()
             json.key("cluster_id")
             json.value(id)
@@ -247,8 +241,6 @@ struct ClustersV1Handler {
             json.value(outcome.pendingReason)
             json.endObject()
         }
-        response.userID = caller.id
-        return response
     }
 }
 

@@ -80,8 +80,6 @@ struct DeploymentsHandler {
     }
 
     private func respond(_ row: DeploymentRow, _ caller: Caller) -> Response {
-        var response = Response.json { row.write(to: &$0) }
-        response.userID = caller.id
-        return response
+        return .json(for: caller.id) { row.write(to: &$0) }
     }
 }

@@ -107,7 +107,7 @@ struct DeploymentsV1Handler {
             }
         }
         let reason = result.resources(13).flatMap { Scheduler.pendingReason(request: row.request, free: $0) }
-        var response = Response.json { json in
+        return .json(for: caller.id) { json in
             json.beginObject()
             DeploymentsV1Handler.writeSummary(row, result, 0, to: &json)
             json.key("queue_position")
@@ -116,8 +116,6 @@ struct DeploymentsV1Handler {
             json.value(reason)
             json.endObject()
         }
-        response.userID = caller.id
-        return response
     }
 
     /// A page in id order. Items leave out `queue_position` and `pending_reason`, which cost a count and a sum per
@@ -178,7 +176,7 @@ struct DeploymentsV1Handler {
         }
         guard result.rowCount > 0 else { throw HTTPError.unauthorized }
         guard result.int(0, 0) != nil else { throw HTTPError(404, "Deployment not found") }
-        var response = Response.json { json in
+        return .json(for: caller.id) { json in
             json.beginObject()
             json.key("deployment_id")
             json.value(id)
@@ -198,7 +196,5 @@ struct DeploymentsV1Handler {
             json.endArray()
             json.endObject()
         }
-        response.userID = caller.id
-        return response
     }
 }

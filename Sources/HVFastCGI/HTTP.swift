@@ -90,11 +90,11 @@ struct Response: Sendable {
     /// The authenticated caller, for the request log line; never sent.
     var userID: Int64?
 
-    /// A JSON response built by `build`.
-    static func json(_ status: Int = 200, _ build: (inout JSONWriter) -> Void) -> Response {
+    /// A JSON response built by `build`, answering `userID` (for the request log).
+    static func json(_ status: Int = 200, for userID: Int64? = nil, _ build: (inout JSONWriter) -> Void) -> Response {
         var writer = JSONWriter()
         build(&writer)
-        return Response(status: status, body: writer.bytes)
+        return Response(status: status, body: writer.bytes, userID: userID)
     }
 
     /// `{"detail": message}`, the FastAPI error shape.

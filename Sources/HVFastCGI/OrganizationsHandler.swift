@@ -74,7 +74,7 @@ struct OrganizationsHandler {
             throw HTTPError(409, "Organization with the given name already exists")
         }
         guard result.rowCount == 1, let id = result.int(0, 0) else { throw HTTPError.unauthorized }
-        var response = Response.json { json in
+        return .json(for: caller.id) { json in
             json.beginObject()
             json.key("id")
             json.value(id)
@@ -84,8 +84,6 @@ struct OrganizationsHandler {
             json.value(inviteCode)
             json.endObject()
         }
-        response.userID = caller.id
-        return response
     }
 
     private func join(_ request: Request) throws -> Response {
@@ -123,13 +121,11 @@ struct OrganizationsHandler {
             else { throw HTTPError(409, "User already belongs to an organization") }
             return joined
         }
-        var response = Response.json { json in
+        return .json(for: caller.id) { json in
             json.beginObject()
             json.key("message")
             json.value(message)
             json.endObject()
         }
-        response.userID = caller.id
-        return response
     }
 }

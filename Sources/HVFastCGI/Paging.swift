@@ -45,7 +45,7 @@ func pageResponse(
     _ result: PostgresResult, limit: Int, for caller: Caller, item: (Int, inout JSONWriter) -> Void
 ) -> Response {
     let rows = (0..<result.rowCount).filter { result.int($0, 0) != nil }
-    var response = Response.json { json in
+    return .json(for: caller.id) { json in
         json.beginObject()
         json.key("items")
         json.beginArray()
@@ -59,6 +59,4 @@ func pageResponse(
         json.value(rows.count > limit ? result.int(rows[limit - 1], 0).map { String($0) } : nil)
         json.endObject()
     }
-    response.userID = caller.id
-    return response
 }

@@ -48,7 +48,7 @@ struct UsersHandler {
         } catch let error as PostgresError where error.sqlState == .uniqueViolation {
             throw HTTPError(409, "Username already exists")
         }
-        var response = Response.json { json in
+        return .json(for: id) { json in
             json.beginObject()
             json.key("id")
             json.value(id)
@@ -58,8 +58,6 @@ struct UsersHandler {
             json.null()
             json.endObject()
         }
-        response.userID = id
-        return response
     }
 
     private func login(_ request: Request) throws -> Response {
@@ -94,7 +92,7 @@ struct UsersHandler {
         // A logout in this second revoked tokens issued up to it: this one is issued from the next second.
         let token = try signer.sign(
             subject: id, issuedAt: max(unixTime(), validAfter), lifetimeSeconds: tokenLifetime)
-        var response = Response.json { json in
+        return .json(for: id) { json in
             json.beginObject()
             json.key("id")
             json.value(id)
@@ -106,7 +104,5 @@ struct UsersHandler {
             json.value("bearer")
             json.endObject()
         }
-        response.userID = id
-        return response
     }
 }
