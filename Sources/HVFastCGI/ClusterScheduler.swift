@@ -52,10 +52,6 @@ struct ClusterScheduler {
         }
     }
 
-    /// A deployment the caller may see: their organization's, or their own when they have none.
-    static let deploymentInScope =
-        "(d.organization_id = u.organization_id OR (u.organization_id IS NULL AND d.organization_id IS NULL AND d.owner_id = u.id))"
-
     /// Creates a deployment in `clusterID` and schedules it.
     ///
     /// - Throws: `HTTPError` 401/404/409/422 for the client, `ServiceUnavailable` when PostgreSQL is down.
@@ -696,7 +692,7 @@ private enum Statements {
                            THEN 'Running'::deployment_status
                            \(deciding ? waits : "")
                        END AS status
-                FROM users u JOIN clusters c ON c.id = $3 AND \(ClustersHandler.inScope)
+                FROM users u JOIN clusters c ON c.id = $3 AND \(sqlInScope("c"))
                 WHERE u.id = $1 AND u.tokens_valid_after <= $2
                   AND $6 <= c.total_ram AND $7 <= c.total_cpu AND $8 <= c.total_gpu
             ), decided AS (
@@ -737,7 +733,7 @@ private enum Statements {
             WITH target AS (
                 SELECT d.id, d.name, d.cluster_id, d.image_path, d.ram_required, d.cpu_required, d.gpu_required,
                        d.priority, d.seq
-                FROM users u JOIN deployments d ON d.id = $3 AND \(ClusterScheduler.deploymentInScope)
+                FROM users u JOIN deployments d ON d.id = $3 AND \(sqlInScope("d"))
                 WHERE u.id = $1 AND u.tokens_valid_after <= $2 AND d.status = 'Running'
                   AND (SELECT min(p.ram_required) FROM deployments p
                        WHERE p.cluster_id = d.cluster_id AND p.status = 'Pending') IS NULL
@@ -770,7 +766,7 @@ private enum Statements {
         sql: """
             SELECT c.total_ram, c.total_cpu, c.total_gpu, c.available_ram, c.available_cpu, c.available_gpu,
                    c.next_seq, c.version, r.ram, r.cpu, r.gpu
-            FROM users u LEFT JOIN clusters c ON c.id = $3 AND \(ClustersHandler.inScope)
+            FROM users u LEFT JOIN clusters c ON c.id = $3 AND \(sqlInScope("c"))
             LEFT JOIN LATERAL (
                 SELECT c.available_ram + coalesce(sum(d.ram_required), 0) AS ram,
                        c.available_cpu + coalesce(sum(d.cpu_required), 0) AS cpu,
@@ -787,7 +783,7 @@ private enum Statements {
         sql: """
             SELECT c.id, (SELECT count(*) FROM deployments d
                           WHERE d.cluster_id = c.id AND d.status IN ('Pending', 'Running'))
-            FROM users u LEFT JOIN clusters c ON c.id = $3 AND \(ClustersHandler.inScope)
+            FROM users u LEFT JOIN clusters c ON c.id = $3 AND \(sqlInScope("c"))
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
     /// How many pending deployments of cluster `$1` come before priority `$2` and `seq` `$3` in scheduling order: two
@@ -815,7 +811,7 @@ private enum Statements {
             SELECT c.total_ram, c.total_cpu, c.total_gpu, c.available_ram, c.available_cpu, c.available_gpu,
                    c.next_seq, c.organization_id, c.version,
                    CASE WHEN c.id IS NOT NULL THEN nextval('deployments_id_seq') END
-            FROM users u LEFT JOIN clusters c ON c.id = $3 AND \(ClustersHandler.inScope)
+            FROM users u LEFT JOIN clusters c ON c.id = $3 AND \(sqlInScope("c"))
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
 
@@ -825,7 +821,7 @@ private enum Statements {
         name: "sched_lock_deployment",
         sql: """
             SELECT pg_advisory_xact_lock(d.cluster_id), \(transactionSettings)
-            FROM users u JOIN deployments d ON d.id = $3 AND \(ClusterScheduler.deploymentInScope)
+            FROM users u JOIN deployments d ON d.id = $3 AND \(sqlInScope("d"))
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
     /// The deployment and its cluster, read after the lock.
@@ -834,7 +830,7 @@ private enum Statements {
         sql: """
             SELECT d.id, d.name, d.cluster_id, d.image_path, d.ram_required, d.cpu_required, d.gpu_required, d.status,
                    d.priority, d.seq, c.available_ram, c.available_cpu, c.available_gpu
-            FROM users u LEFT JOIN deployments d ON d.id = $3 AND \(ClusterScheduler.deploymentInScope)
+            FROM users u LEFT JOIN deployments d ON d.id = $3 AND \(sqlInScope("d"))
             LEFT JOIN clusters c ON c.id = d.cluster_id
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)

@@ -15,9 +15,6 @@ struct ClustersHandler {
         ]
     }
 
-    /// A cluster the caller may see: their organization's, or their own when they have none.
-    static let inScope =
-        "(c.organization_id = u.organization_id OR (u.organization_id IS NULL AND c.organization_id IS NULL AND c.owner_id = u.id))"
     static let columns =
         "c.id, c.name, c.total_ram, c.total_cpu, c.total_gpu, c.available_ram, c.available_cpu, c.available_gpu"
 
@@ -38,7 +35,7 @@ struct ClustersHandler {
         Statement(
             name: "clusters_by_\(column)",
             sql: """
-                SELECT \(columns) FROM users u LEFT JOIN clusters c ON c.\(column) = $3 AND \(inScope)
+                SELECT \(columns) FROM users u LEFT JOIN clusters c ON c.\(column) = $3 AND \(sqlInScope("c"))
                 WHERE u.id = $1 AND u.tokens_valid_after <= $2
                 """)
     }

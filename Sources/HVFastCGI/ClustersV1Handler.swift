@@ -26,7 +26,7 @@ struct ClustersV1Handler {
         name: "v1_cluster",
         sql: """
             SELECT \(ClustersHandler.columns), c.organization_id, \(sqlUTC("c.created_at")), c.version
-            FROM users u LEFT JOIN clusters c ON c.id = $3 AND \(ClustersHandler.inScope)
+            FROM users u LEFT JOIN clusters c ON c.id = $3 AND \(sqlInScope("c"))
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
 
@@ -40,12 +40,12 @@ struct ClustersV1Handler {
 
     /// The caller (no row: unknown user or revoked token) and up to `$4` clusters of their scope after id `$3` (one
     /// row of NULLs when there are none).
-    private static let page = Statement(
+    static let page = Statement(
         name: "v1_clusters_page",
         sql: """
             SELECT \(ClustersHandler.columns), c.organization_id, \(sqlUTC("c.created_at"))
             FROM users u LEFT JOIN LATERAL (
-                SELECT * FROM clusters c WHERE \(ClustersHandler.inScope) AND c.id > $3 ORDER BY c.id LIMIT $4
+                SELECT * FROM clusters c WHERE \(sqlInScope("c")) AND c.id > $3 ORDER BY c.id LIMIT $4
             ) c ON true
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             ORDER BY c.id

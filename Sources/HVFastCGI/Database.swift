@@ -70,6 +70,13 @@ extension PostgresConnection {
     }
 }
 
+/// Whether the row of table alias `row` (a cluster or a deployment) is in the scope of the caller `u`: both have the
+/// same tenant key, the organization's id, or minus the owner's id for a user without one (ids are positive, so the
+/// two never meet). Names are unique per key, and lists walk an index on it in id order (migration 4).
+func sqlInScope(_ row: String) -> String {
+    "coalesce(\(row).organization_id, -\(row).owner_id) = coalesce(u.organization_id, -u.id)"
+}
+
 /// A `timestamptz` column as RFC 3339 text in UTC with microseconds (`2026-12-01T05:30:00.123456Z`); NULL stays NULL.
 func sqlUTC(_ column: String) -> String {
     "to_char(\(column) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"

@@ -24,7 +24,7 @@ struct DeploymentsHandler {
             sql: """
                 SELECT d.id, d.name, d.cluster_id, d.image_path, d.ram_required, d.cpu_required, d.gpu_required,
                        d.status, d.priority
-                FROM users u LEFT JOIN deployments d ON d.\(column) = $3 AND \(ClusterScheduler.deploymentInScope)
+                FROM users u LEFT JOIN deployments d ON d.\(column) = $3 AND \(sqlInScope("d"))
                 WHERE u.id = $1 AND u.tokens_valid_after <= $2
                 """)
     }

@@ -30,7 +30,7 @@ struct DeploymentsV1Handler {
         sql: """
             SELECT \(summaryColumns), free.ram, free.cpu, free.gpu, c.version, d.seq
             FROM users u
-            LEFT JOIN deployments d ON d.id = $3 AND \(ClusterScheduler.deploymentInScope)
+            LEFT JOIN deployments d ON d.id = $3 AND \(sqlInScope("d"))
             LEFT JOIN clusters c ON c.id = d.cluster_id AND d.status = 'Pending'
             LEFT JOIN LATERAL (
                 SELECT c.available_ram + coalesce(sum(r.ram_required), 0) AS ram,
@@ -49,13 +49,13 @@ struct DeploymentsV1Handler {
 
     /// The caller (no row: unknown user or revoked token) and up to `$4` deployments of their scope after id `$3`,
     /// of cluster `$5` and in status `$6` when given (one row of NULLs when there are none).
-    private static let page = Statement(
+    static let page = Statement(
         name: "v1_deployments_page",
         sql: """
             SELECT \(summaryColumns)
             FROM users u LEFT JOIN LATERAL (
                 SELECT * FROM deployments d
-                WHERE \(ClusterScheduler.deploymentInScope) AND d.id > $3
+                WHERE \(sqlInScope("d")) AND d.id > $3
                   AND ($5::bigint IS NULL OR d.cluster_id = $5)
                   AND ($6::deployment_status IS NULL OR d.status = $6::deployment_status)
                 ORDER BY d.id LIMIT $4
@@ -71,7 +71,7 @@ struct DeploymentsV1Handler {
         sql: """
             SELECT d.id, e.kind, \(sqlUTC("e.at")), e.caused_by
             FROM users u
-            LEFT JOIN deployments d ON d.id = $3 AND \(ClusterScheduler.deploymentInScope)
+            LEFT JOIN deployments d ON d.id = $3 AND \(sqlInScope("d"))
             LEFT JOIN deployment_events e ON e.deployment_id = d.id
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             ORDER BY e.id

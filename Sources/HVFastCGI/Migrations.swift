@@ -155,6 +155,20 @@ enum Migrations {
                     DROP CONSTRAINT deployment_events_caused_by_fkey,
                     ALTER COLUMN kind TYPE deployment_event_kind USING kind::deployment_event_kind;
                 """),
+        // Scope as one key per row (`sqlInScope`), so that names are unique per key and a tenant's list walks its own
+        // rows in id order: before, a list filtered the whole table's id order, so a tenant with a few rows paid for
+        // every other tenant's.
+        Migration(
+            version: 4, name: "tenant keys",
+            sql: """
+                DROP INDEX clusters_organization_name, clusters_personal_name,
+                    deployments_organization_name, deployments_personal_name;
+                CREATE UNIQUE INDEX clusters_tenant_name ON clusters ((coalesce(organization_id, -owner_id)), name);
+                CREATE INDEX clusters_tenant_id ON clusters ((coalesce(organization_id, -owner_id)), id);
+                CREATE UNIQUE INDEX deployments_tenant_name
+                    ON deployments ((coalesce(organization_id, -owner_id)), name);
+                CREATE INDEX deployments_tenant_id ON deployments ((coalesce(organization_id, -owner_id)), id);
+                """),
     ]
 
     static var latestVersion: Int { all.last?.version ?? 0 }

@@ -46,7 +46,7 @@ import Testing
 }
 
 /// Migration 3 changes column types under existing rows: a database at version 2 with clusters, deployments and
-/// events keeps every value, and the new constraints hold.
+/// events keeps every value through the later migrations, and the new constraints hold.
 @Suite(.serialized) struct MigrationUpgradeTests {
     @Test func version2DataSurvivesMigration3AndItsConstraintsHold() throws {
         let stack = try Stack()
@@ -67,7 +67,7 @@ import Testing
                 INSERT INTO deployment_events (deployment_id, cluster_id, kind, caused_by)
                     VALUES (1, 1, 'Queued', NULL), (1, 1, 'Started', NULL), (2, 1, 'Queued', NULL);
                 """)
-        #expect(try Migrations.migrate(connection) == [3])
+        #expect(try Migrations.migrate(connection) == Array(3...Migrations.latestVersion))
 
         let rows = try connection.unsafeExecute(
             script: "SELECT id, status::text, ram_required, name FROM deployments ORDER BY id")
@@ -89,8 +89,58 @@ import Testing
             "INSERT INTO deployment_events (deployment_id, cluster_id, kind) VALUES (1, 1, 'Vanished')",
             "UPDATE deployments SET ram_required = -1 WHERE id = 2",
             "UPDATE deployments SET name = '' WHERE id = 2",
+            "UPDATE deployments SET name = 'a' WHERE id = 2",  // names are unique per tenant
+            """
+            INSERT INTO clusters (owner_id, name, total_ram, total_cpu, total_gpu, available_ram, available_cpu,
+                                  available_gpu) VALUES (1, 'c', 1, 1, 1, 1, 1, 1)
+            """,
         ] {
             #expect(throws: PostgresError.self, "\(bad)") { try connection.unsafeExecute(script: bad) }
+        }
+    }
+}
+
+/// A tenant's v1 list walks its own rows: beside 5,000 deployments and 2,000 clusters of an organization, a user
+/// without one lists their two deployments and one cluster without PostgreSQL reading and discarding the others'.
+@Suite(.serialized) struct TenantIndexTests {
+    @Test func aListReadsOnlyItsTenantsRows() throws {
+        let stack = try Stack()
+        defer { stack.stop() }
+        try stack.start()
+        let connection = try PostgresConnection(url: try createDatabase(stack, prefix: "tenant"))
+        _ = try Migrations.migrate(connection)
+        try connection.unsafeExecute(
+            script: """
+                INSERT INTO organizations (id, name, invite_code) VALUES (1, 'acme', repeat('x', 22));
+                INSERT INTO users (id, username, password_hash, organization_id, role)
+                    VALUES (1, 'alice', 'x', 1, 'admin'), (2, 'bob', 'x', NULL, NULL);
+                INSERT INTO clusters (id, organization_id, owner_id, name, total_ram, total_cpu, total_gpu,
+                                      available_ram, available_cpu, available_gpu)
+                    SELECT i, 1, 1, 'c' || i, 10, 10, 0, 10, 10, 0 FROM generate_series(1, 2000) i;
+                INSERT INTO clusters (id, owner_id, name, total_ram, total_cpu, total_gpu, available_ram, available_cpu,
+                                      available_gpu)
+                    VALUES (2001, 2, 'mine', 10, 10, 0, 10, 10, 0);
+                INSERT INTO deployments (cluster_id, organization_id, owner_id, name, image_path, ram_required,
+                                         cpu_required, gpu_required, priority, status, seq)
+                    SELECT 1, 1, 1, 'd' || i, 'example.com/a', 1, 1, 0, 0, 'Pending', i FROM generate_series(1, 5000) i;
+                INSERT INTO deployments (cluster_id, owner_id, name, image_path, ram_required, cpu_required,
+                                         gpu_required, priority, status, seq)
+                    VALUES (2001, 2, 'a', 'example.com/a', 1, 1, 0, 0, 'Pending', 1),
+                           (2001, 2, 'b', 'example.com/b', 1, 1, 0, 0, 'Pending', 2);
+                ANALYZE;
+                """)
+        let bob = ["2", String(Int64.max), "0", "100"]
+        for (page, parameters, expected) in [
+            (DeploymentsV1Handler.page, bob + [nil, nil], 2), (ClustersV1Handler.page, bob, 1),
+        ] {
+            #expect(try connection.execute(page, parameters).rowCount == expected)
+            let plan = try connection.execute(
+                Statement(name: "explain_\(page.name)", sql: "EXPLAIN (ANALYZE, COSTS OFF) " + page.sql), parameters)
+            let lines = (0..<plan.rowCount).compactMap { plan.string($0, 0) }
+            let discarded = lines.compactMap { line in
+                line.split(separator: "Rows Removed by Filter: ").dropFirst().first.flatMap { Int($0) }
+            }
+            #expect(discarded.allSatisfy { $0 < 10 }, "\(page.name):\n\(lines.joined(separator: "\n"))")
         }
     }
 }
