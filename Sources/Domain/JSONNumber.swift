@@ -51,10 +51,14 @@ public enum JSONNumber {
     public static func text(_ value: Int64, decimals: Int) -> String {
         var unit: UInt64 = 1
         for _ in 0..<decimals { unit *= 10 }
-        let (whole, part) = value.magnitude.quotientAndRemainder(dividingBy: unit)
-        var fraction = String(part + unit).dropFirst()
-        while fraction.count > 1 && fraction.hasSuffix("0") { fraction.removeLast() }
-        return "\(value < 0 ? "-" : "")\(whole).\(fraction)"
+        let (whole, remainder) = value.magnitude.quotientAndRemainder(dividingBy: unit)
+        var (part, digits) = (remainder, decimals)
+        while digits > 1 && part % 10 == 0 {
+            part /= 10
+            digits -= 1
+        }
+        let fraction = String(part)
+        return "\(value < 0 ? "-" : "")\(whole).\(String(repeating: "0", count: digits - fraction.count))\(fraction)"
     }
 
     /// Parses the text of a number that must be integral.
