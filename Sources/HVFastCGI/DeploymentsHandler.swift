@@ -15,7 +15,7 @@ struct DeploymentsHandler {
     }
 
     private static let byID = read(where: "id")
-    private static let byName = read(where: "name")
+    static let byName = read(where: "name")
 
     /// The caller (no row: unknown user or revoked token) and the deployment whose `column` is `$3` in their scope.
     private static func read(where column: String) -> Statement {

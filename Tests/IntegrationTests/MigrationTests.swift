@@ -100,10 +100,11 @@ import Testing
     }
 }
 
-/// A tenant's v1 list walks its own rows: beside 5,000 deployments and 2,000 clusters of an organization, a user
-/// without one lists their two deployments and one cluster without PostgreSQL reading and discarding the others'.
+/// Scoped reads use the tenant indexes: beside 5,000 deployments and 2,000 clusters of an organization, a user without
+/// one lists their two deployments and one cluster, and either tenant finds a row by name, without PostgreSQL reading
+/// and discarding other rows.
 @Suite(.serialized) struct TenantIndexTests {
-    @Test func aListReadsOnlyItsTenantsRows() throws {
+    @Test func scopedReadsUseTheTenantIndexes() throws {
         let stack = try Stack()
         defer { stack.stop() }
         try stack.start()
@@ -129,18 +130,23 @@ import Testing
                            (2001, 2, 'b', 'example.com/b', 1, 1, 0, 0, 'Pending', 2);
                 ANALYZE;
                 """)
-        let bob = ["2", String(Int64.max), "0", "100"]
-        for (page, parameters, expected) in [
-            (DeploymentsV1Handler.page, bob + [nil, nil], 2), (ClustersV1Handler.page, bob, 1),
-        ] {
-            #expect(try connection.execute(page, parameters).rowCount == expected)
+        let (alice, bob) = (["1", String(Int64.max)], ["2", String(Int64.max)])
+        let reads: [(Statement, [String?], id: Int64)] = [
+            (DeploymentsV1Handler.page, bob + ["0", "100", nil, nil], 5001),
+            (ClustersV1Handler.page, bob + ["0", "100"], 2001),
+            (DeploymentsHandler.byName, bob + ["b"], 5002), (DeploymentsHandler.byName, alice + ["d4000"], 4000),
+            (ClustersHandler.byName, bob + ["mine"], 2001), (ClustersHandler.byName, alice + ["c1500"], 1500),
+        ]
+        for (statement, parameters, id) in reads {
+            #expect(try connection.execute(statement, parameters).int(0, 0) == id, "\(statement.name) \(parameters)")
             let plan = try connection.execute(
-                Statement(name: "explain_\(page.name)", sql: "EXPLAIN (ANALYZE, COSTS OFF) " + page.sql), parameters)
+                Statement(name: "explain_\(statement.name)", sql: "EXPLAIN (ANALYZE, COSTS OFF) " + statement.sql),
+                parameters)
             let lines = (0..<plan.rowCount).compactMap { plan.string($0, 0) }
             let discarded = lines.compactMap { line in
                 line.split(separator: "Rows Removed by Filter: ").dropFirst().first.flatMap { Int($0) }
             }
-            #expect(discarded.allSatisfy { $0 < 10 }, "\(page.name):\n\(lines.joined(separator: "\n"))")
+            #expect(discarded.allSatisfy { $0 < 10 }, "\(statement.name):\n\(lines.joined(separator: "\n"))")
         }
     }
 }
