@@ -91,7 +91,7 @@ struct ClustersV1Handler {
         let (limit, after) = pageParameters(request, cursor: positiveID, issues: &issues)
         guard issues.isEmpty else { throw ValidationFailure(issues) }
         let result = try database.run {
-            try $0.execute(
+            try $0.executePlannedForValues(
                 ClustersV1Handler.page,
                 [String(caller.id), String(caller.issuedAt), String(after ?? 0), String(limit + 1)])
         }

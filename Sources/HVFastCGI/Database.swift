@@ -59,6 +59,20 @@ extension PostgresConnection {
         name: "snapshot_begin", sql: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     private static let endSnapshot = Statement(name: "snapshot_end", sql: "COMMIT")
 
+    private static let customPlans = Statement(
+        name: "custom_plans", sql: "SELECT set_config('plan_cache_mode', 'force_custom_plan', true)")
+
+    /// Runs `statement` planned for these parameter values instead of from its cached generic plan, in one round trip
+    /// (the setting lasts for the pipeline's implicit transaction). For the list pages: a generic plan cannot see
+    /// that a filter is absent or how many rows a tenant has. Cached ones read and sorted a whole tenant's 27,000
+    /// deployments for every page (18 ms), or walked the whole table for a tenant with none (13 ms), where the
+    /// tenant's index gives a page in 0.15 ms. Planning each time costs ≈ 0.13 ms.
+    ///
+    /// - Throws: `PostgresError`.
+    func executePlannedForValues(_ statement: Statement, _ parameters: [String?]) throws -> PostgresResult {
+        try pipeline([(PostgresConnection.customPlans, []), (statement, parameters)])[1]
+    }
+
     /// Sends `steps` in one round trip inside a read-only `REPEATABLE READ` transaction and runs `body` with their
     /// results, before the transaction ends: whatever `body` reads on the connection sees the same snapshot.
     ///

@@ -140,7 +140,7 @@ struct DeploymentsV1Handler {
         }
         guard issues.isEmpty else { throw ValidationFailure(issues) }
         let result = try database.run {
-            try $0.execute(
+            try $0.executePlannedForValues(
                 DeploymentsV1Handler.page,
                 [
                     String(caller.id), String(caller.issuedAt), String(after ?? 0), String(limit + 1),

@@ -100,9 +100,10 @@ import Testing
     }
 }
 
-/// Scoped reads use the tenant indexes: beside 5,000 deployments and 2,000 clusters of an organization, a user without
-/// one lists their two deployments and one cluster, and either tenant finds a row by name, without PostgreSQL reading
-/// and discarding other rows.
+/// Scoped reads use the tenant indexes: beside an organization with 5,000 deployments and 2,000 clusters and three
+/// users with a cluster each and no deployment, every tenant reads a page of its list, or a row by name, without
+/// PostgreSQL reading more rows than the page holds. Generic plans fail this: with one tenant holding every
+/// deployment, the cached plan for a list walks the whole table's id order.
 @Suite(.serialized) struct TenantIndexTests {
     @Test func scopedReadsUseTheTenantIndexes() throws {
         let stack = try Stack()
@@ -113,40 +114,52 @@ import Testing
         try connection.unsafeExecute(
             script: """
                 INSERT INTO organizations (id, name, invite_code) VALUES (1, 'acme', repeat('x', 22));
-                INSERT INTO users (id, username, password_hash, organization_id, role)
-                    VALUES (1, 'alice', 'x', 1, 'admin'), (2, 'bob', 'x', NULL, NULL);
+                INSERT INTO users (id, username, password_hash, organization_id, role) VALUES (1, 'alice', 'x', 1, 'admin');
+                INSERT INTO users (id, username, password_hash) SELECT i, 'user' || i, 'x' FROM generate_series(2, 4) i;
                 INSERT INTO clusters (id, organization_id, owner_id, name, total_ram, total_cpu, total_gpu,
                                       available_ram, available_cpu, available_gpu)
                     SELECT i, 1, 1, 'c' || i, 10, 10, 0, 10, 10, 0 FROM generate_series(1, 2000) i;
                 INSERT INTO clusters (id, owner_id, name, total_ram, total_cpu, total_gpu, available_ram, available_cpu,
                                       available_gpu)
-                    VALUES (2001, 2, 'mine', 10, 10, 0, 10, 10, 0);
+                    SELECT 2000 + i, i, 'mine', 10, 10, 0, 10, 10, 0 FROM generate_series(2, 4) i;
                 INSERT INTO deployments (cluster_id, organization_id, owner_id, name, image_path, ram_required,
                                          cpu_required, gpu_required, priority, status, seq)
                     SELECT 1, 1, 1, 'd' || i, 'example.com/a', 1, 1, 0, 0, 'Pending', i FROM generate_series(1, 5000) i;
-                INSERT INTO deployments (cluster_id, owner_id, name, image_path, ram_required, cpu_required,
-                                         gpu_required, priority, status, seq)
-                    VALUES (2001, 2, 'a', 'example.com/a', 1, 1, 0, 0, 'Pending', 1),
-                           (2001, 2, 'b', 'example.com/b', 1, 1, 0, 0, 'Pending', 2);
                 ANALYZE;
                 """)
+        // The plan a worker's cache may settle on after a statement's first runs; the reads must not depend on it.
+        try connection.unsafeExecute(script: "SET plan_cache_mode = force_generic_plan")
         let (alice, bob) = (["1", String(Int64.max)], ["2", String(Int64.max)])
-        let reads: [(Statement, [String?], id: Int64)] = [
-            (DeploymentsV1Handler.page, bob + ["0", "100", nil, nil], 5001),
-            (ClustersV1Handler.page, bob + ["0", "100"], 2001),
-            (DeploymentsHandler.byName, bob + ["b"], 5002), (DeploymentsHandler.byName, alice + ["d4000"], 4000),
-            (ClustersHandler.byName, bob + ["mine"], 2001), (ClustersHandler.byName, alice + ["c1500"], 1500),
+        let reads: [(Statement, [String?], id: Int64?)] = [
+            (DeploymentsV1Handler.page, alice + ["0", "101", nil, nil], 1),
+            (DeploymentsV1Handler.page, alice + ["4000", "101", "1", "Pending"], 4001),
+            (DeploymentsV1Handler.page, bob + ["0", "101", nil, nil], nil),
+            (ClustersV1Handler.page, alice + ["0", "101"], 1), (ClustersV1Handler.page, bob + ["0", "101"], 2002),
+            (DeploymentsHandler.byName, bob + ["d1"], nil), (DeploymentsHandler.byName, alice + ["d4000"], 4000),
+            (ClustersHandler.byName, bob + ["mine"], 2002), (ClustersHandler.byName, alice + ["c1500"], 1500),
         ]
-        for (statement, parameters, id) in reads {
-            #expect(try connection.execute(statement, parameters).int(0, 0) == id, "\(statement.name) \(parameters)")
-            let plan = try connection.execute(
-                Statement(name: "explain_\(statement.name)", sql: "EXPLAIN (ANALYZE, COSTS OFF) " + statement.sql),
-                parameters)
+        // As the handlers run them: list pages planned for their values, lookups from the cached plan.
+        let lists = [DeploymentsV1Handler.page.name, ClustersV1Handler.page.name]
+        func run(_ statement: Statement, _ parameters: [String?], as handled: Statement) throws -> PostgresResult {
+            lists.contains(handled.name)
+                ? try connection.executePlannedForValues(statement, parameters)
+                : try connection.execute(statement, parameters)
+        }
+        for (index, (statement, parameters, id)) in reads.enumerated() {
+            // The plan of the very prepared statement the handlers execute, for these values.
+            let arguments = parameters.map { $0.map { $0.allSatisfy(\.isNumber) ? $0 : "'\($0)'" } ?? "NULL" }
+            let explain = Statement(
+                name: "explain_\(index)",
+                sql: "EXPLAIN (ANALYZE, COSTS OFF) EXECUTE \(statement.name)(\(arguments.joined(separator: ", ")))")
+            #expect(try run(statement, parameters, as: statement).int(0, 0) == id, "\(statement.name) \(parameters)")
+            let plan = try run(explain, [], as: statement)
             let lines = (0..<plan.rowCount).compactMap { plan.string($0, 0) }
-            let discarded = lines.compactMap { line in
-                line.split(separator: "Rows Removed by Filter: ").dropFirst().first.flatMap { Int($0) }
+            let counts = lines.flatMap { line in
+                [" rows=", "Rows Removed by Filter: "].compactMap { label in
+                    line.split(separator: label).dropFirst().first.flatMap { Int($0.prefix { $0.isNumber }) }
+                }
             }
-            #expect(discarded.allSatisfy { $0 < 10 }, "\(statement.name):\n\(lines.joined(separator: "\n"))")
+            #expect(counts.allSatisfy { $0 <= 101 }, "\(statement.name):\n\(lines.joined(separator: "\n"))")
         }
     }
 }
