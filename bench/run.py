@@ -8,7 +8,7 @@ same run on the same machine, because absolute numbers vary between machines.
 
 Groups: base (GET /, /readyz), read (authenticated cluster read), login, create (creates that fit, into one cluster
 and over 10), queue (a cluster with 100,000 pending deployments against one with 100: creates, completions and
-the v1 reads of a deep queue), mixed (10 clusters), scheduler (the Swift micro-benchmarks), memory. The nginx static
+the v1 reads of a deep queue and of a big and an empty tenant's list), mixed (10 clusters), scheduler (the Swift micro-benchmarks), memory. The nginx static
 ceiling is always measured.
 Every write row also says where the machine's CPU went: how busy it was, CPU time per request for each part of the
 stack, and the rate that CPU time allows on this machine's cores (`cpu_profile`).
@@ -523,6 +523,18 @@ class Bench:
             out.append(row)
         # Put each deep row next to its shallow one.
         out.sort(key=lambda row: (row.name[:3], 0 if hasattr(row, "baseline_of") else 1))
+        # (v1 lists) a page of this tenant's deployments, and of a tenant with none beside all of them: each walks
+        # its own tenant's index.
+        total = int(self.stack.psql("SELECT count(*) FROM deployments")[0][0])
+        other = f"bench{self.tag}b"
+        self.stack.request("POST", "/users/register/", {"username": other, "password": self.password})
+        _, login = self.stack.request("POST", "/users/login/", {"username": other, "password": self.password})
+        url = self.stack.url("/v1/deployments?limit=100")
+        for name, auth in ((f"6d. GET /v1/deployments?limit=100, a tenant of {total:,} deployments", self.auth),
+                           ("6d. the same for a tenant with none beside them", ("Authorization: Bearer " +
+                                                                                login["access_token"],))):
+            wrk(url, 3, self.c, auth)
+            out.append(Row(name, wrk(url, self.d, self.c, auth), self.c, {"p99": 25, "no_errors": True}))
         return out
 
     def mixed_rows(self, clusters=10):
