@@ -159,7 +159,8 @@ final class Master {
     }
 
     /// Runs migrations in a short-lived child so the master itself never opens a database connection.
-    /// PostgreSQL may still be starting: tries for about 30 seconds.
+    /// PostgreSQL may still be starting: tries for about 30 seconds while it cannot connect, but stops at once when
+    /// PostgreSQL refuses a migration (retrying cannot help).
     private static func migrate(_ configuration: Configuration, log: Log, signals: SignalPipe) throws {
         for attempt in 1...30 {
             fflush(nil)
@@ -175,16 +176,30 @@ final class Master {
                     _exit(0)
                 } catch {
                     log.error("migration failed", ["attempt": String(attempt), "error": error.message])
-                    _exit(1)
+                    _exit(error.connectionLost ? 1 : 2)
                 }
             }
             var status: Int32 = 0
             while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
             if status == 0 { return }
-            let stop = signals.wait(timeout: 1).contains { $0 == SIGTERM || $0 == SIGINT || $0 == SIGQUIT }
+            if status & 0x7F == 0 && (status >> 8) & 0xFF == 2 { throw MigrationRefused() }
+            // A second before the next attempt. The child's SIGCHLD is already in the pipe and must not cut it short
+            // (it once made the 30 attempts take 3 seconds).
+            let next = monotonicSeconds() + 1
+            var stop = false
+            repeat {
+                stop = signals.wait(timeout: max(0, next - monotonicSeconds())).contains {
+                    $0 == SIGTERM || $0 == SIGINT || $0 == SIGQUIT
+                }
+            } while !stop && monotonicSeconds() < next
             if stop { break }
         }
         throw SystemError("migrate the database", ECONNREFUSED)
+    }
+
+    /// PostgreSQL refused a migration, or the database was migrated by another build; the log has its message.
+    struct MigrationRefused: Error, CustomStringConvertible {
+        var description: String { "the database cannot be migrated (the log says why)" }
     }
 
     /// Writes our pid, refusing when the file names a master that is still running.

@@ -186,6 +186,8 @@ enum Migrations {
     private static let unlock = Statement(name: "migrations_unlock", sql: "SELECT pg_advisory_unlock($1)")
     private static let record = Statement(
         name: "migrations_record", sql: "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)")
+    private static let recorded = Statement(
+        name: "migrations_recorded", sql: "SELECT version, name FROM schema_migrations")
 
     /// Applies every migration the database lacks up to `target`, under an advisory lock so that masters starting
     /// together take turns; the second finds nothing left to do. Returns the versions it applied.
@@ -199,6 +201,19 @@ enum Migrations {
         try connection.execute(lock, [String(lockKey)])
         defer { _ = try? connection.execute(unlock, [String(lockKey)]) }
         try connection.unsafeExecute(script: createTable)
+        // A version recorded under another name was applied by a build whose migration of that number differs (one
+        // was reverted and its number reused, or the database belongs to another branch): refuse rather than build on
+        // a schema this build does not know.
+        let done = try connection.execute(recorded)
+        for row in 0..<done.rowCount {
+            guard let version = done.int(row, 0), let name = done.string(row, 1),
+                let known = all.first(where: { $0.version == version }), known.name != name
+            else { continue }
+            throw PostgresError(
+                sqlState: nil,
+                message: "the database has migration \(version) \"\(name)\", but this build's migration \(version)"
+                    + " is \"\(known.name)\": it was migrated by another build", connectionLost: false)
+        }
         let current = Int(try connection.execute(currentVersion).int(0, 0) ?? 0)
         var applied: [Int] = []
         for migration in all where migration.version > current && migration.version <= target {

@@ -100,6 +100,76 @@ import Testing
     }
 }
 
+/// A database migrated by another build (its migration 3 recorded under another name, as when a migration is reverted
+/// and its number reused) is refused, by `migrate` and by a starting master at its first attempt, instead of being
+/// migrated further or retried for 30 seconds.
+@Suite(.serialized) struct MigrationMismatchTests {
+    @Test func aMigrationRecordedUnderAnotherNameIsRefusedAtOnce() throws {
+        let stack = try Stack()
+        defer { stack.stop() }
+        try stack.start()
+        let url = try createDatabase(stack, prefix: "mismatch")
+        let connection = try PostgresConnection(url: url)
+        #expect(try Migrations.migrate(connection, upTo: 3) == [1, 2, 3])
+        try connection.unsafeExecute(
+            script: "UPDATE schema_migrations SET name = 'scheduling in PL/pgSQL' WHERE version = 3")
+        do {
+            _ = try Migrations.migrate(connection)
+            Issue.record("a mismatched migration was accepted")
+        } catch {
+            #expect(error.message.contains(#"migration 3 "scheduling in PL/pgSQL", but this build's migration 3 is"#))
+            #expect(!error.connectionLost)
+        }
+        let versions = try connection.unsafeExecute(script: "SELECT max(version) FROM schema_migrations")
+        #expect(versions.int(0, 0) == 3, "nothing more was applied")
+
+        let (pid, directory) = try startMaster(databaseURL: url)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let status = Spawn.wait(pid)
+        let error = (try? String(contentsOfFile: directory + "/err", encoding: .utf8)) ?? ""
+        #expect(status != 0 && status < 128, "\(status)")
+        #expect(error.components(separatedBy: "migration failed").count == 2, "one attempt:\n\(error)")
+        #expect(error.contains("it was migrated by another build"), "\(error)")
+        #expect(error.contains(#"msg="cannot start" error="the database cannot be migrated"#), "\(error)")
+    }
+}
+
+/// A master started before PostgreSQL accepts connections keeps trying for about 30 seconds and migrates once it
+/// can. Here PostgreSQL's socket appears 4 seconds after the start (the retries once took 3 seconds in all: the
+/// migrator's SIGCHLD cut every wait between them short).
+@Suite(.serialized) struct LatePostgreSQLTests {
+    @Test func aMasterStartedBeforePostgreSQLMigratesOnceItAnswers() throws {
+        let stack = try Stack()
+        defer { stack.stop() }
+        try stack.start()
+        let url = try createDatabase(stack, prefix: "late")
+        let host = try #require(url.range(of: "host=[^&]+", options: .regularExpression))
+        var template = Array("/tmp/hvt-socket.XXXXXX".utf8CString)
+        let socketFolder = String(cString: try #require(mkdtemp(&template)))
+        defer { try? FileManager.default.removeItem(atPath: socketFolder) }
+        var late = url
+        late.replaceSubrange(host, with: "host=" + socketFolder)
+
+        let (pid, directory) = try startMaster(databaseURL: late)
+        defer {
+            kill(pid, SIGTERM)
+            _ = Spawn.wait(pid)
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+        sleep(4)
+        try FileManager.default.createSymbolicLink(
+            atPath: socketFolder + "/.s.PGSQL.5432", withDestinationPath: url[host].dropFirst(5) + "/.s.PGSQL.5432")
+        let connection = try PostgresConnection(url: url)
+        let latest = Statement(name: "latest", sql: "SELECT max(version) FROM schema_migrations")
+        var version: Int64?
+        for _ in 0..<100 where version != Int64(Migrations.latestVersion) {
+            usleep(100_000)
+            version = (try? connection.execute(latest))?.int(0, 0)
+        }
+        #expect(version == Int64(Migrations.latestVersion))
+    }
+}
+
 /// Scoped reads use the tenant indexes: beside an organization with 5,000 deployments and 2,000 clusters and three
 /// users with a cluster each and no deployment, every tenant reads a page of its list, or a row by name, without
 /// PostgreSQL reading more rows than the page holds. Generic plans fail this: with one tenant holding every
@@ -162,6 +232,22 @@ import Testing
             #expect(counts.allSatisfy { $0 <= 101 }, "\(statement.name):\n\(lines.joined(separator: "\n"))")
         }
     }
+}
+
+/// Starts hypervisord on `databaseURL` in a fresh state folder (its stderr in `err` there), with an unreachable Redis.
+private func startMaster(databaseURL url: String) throws -> (pid: pid_t, directory: String) {
+    let binary =
+        ProcessInfo.processInfo.environment["HV_TEST_BINARY"]
+        ?? Stack.packageRoot.appendingPathComponent(".build/debug/hypervisord").path
+    var template = Array("/tmp/hvt-master.XXXXXX".utf8CString)
+    let directory = String(cString: try #require(mkdtemp(&template)))
+    let pid = try Spawn.spawn(
+        binary, [],
+        environment: [
+            "PATH": "/usr/bin:/bin", "HV_STATE_DIR": directory, "HV_WORKERS": "1",
+            "JWT_SECRET_KEY": String(repeating: "k", count: 48), "SQL_DB_URL": url, "REDIS_HOST": "127.0.0.1",
+        ], directory: directory, output: directory + "/out", error: directory + "/err")
+    return (pid, directory)
 }
 
 /// Creates an empty database in the stack's PostgreSQL and returns its libpq URL as the superuser.
