@@ -7,10 +7,8 @@ import Testing
 /// applied exactly once, and each master succeeds.
 @Suite(.serialized) struct MigrationTests {
     @Test func concurrentMigrationsOnAFreshDatabaseAllSucceedAndApplyEachVersionOnce() throws {
-        let stack = try Stack()
+        let (stack, url) = try freshDatabase("fresh")
         defer { stack.stop() }
-        try stack.start()
-        let url = try createDatabase(stack, prefix: "fresh")
 
         let results = ResultsBox()
         let group = DispatchGroup()
@@ -49,10 +47,9 @@ import Testing
 /// events keeps every value through the later migrations, and the new constraints hold.
 @Suite(.serialized) struct MigrationUpgradeTests {
     @Test func version2DataSurvivesMigration3AndItsConstraintsHold() throws {
-        let stack = try Stack()
+        let (stack, url) = try freshDatabase("upgrade")
         defer { stack.stop() }
-        try stack.start()
-        let connection = try PostgresConnection(url: try createDatabase(stack, prefix: "upgrade"))
+        let connection = try PostgresConnection(url: url)
         #expect(try Migrations.migrate(connection, upTo: 2) == [1, 2])
         try connection.unsafeExecute(
             script: """
@@ -105,10 +102,8 @@ import Testing
 /// migrated further or retried for 30 seconds.
 @Suite(.serialized) struct MigrationMismatchTests {
     @Test func aMigrationRecordedUnderAnotherNameIsRefusedAtOnce() throws {
-        let stack = try Stack()
+        let (stack, url) = try freshDatabase("mismatch")
         defer { stack.stop() }
-        try stack.start()
-        let url = try createDatabase(stack, prefix: "mismatch")
         let connection = try PostgresConnection(url: url)
         #expect(try Migrations.migrate(connection, upTo: 3) == [1, 2, 3])
         try connection.unsafeExecute(
@@ -139,10 +134,8 @@ import Testing
 /// migrator's SIGCHLD cut every wait between them short).
 @Suite(.serialized) struct LatePostgreSQLTests {
     @Test func aMasterStartedBeforePostgreSQLMigratesOnceItAnswers() throws {
-        let stack = try Stack()
+        let (stack, url) = try freshDatabase("late")
         defer { stack.stop() }
-        try stack.start()
-        let url = try createDatabase(stack, prefix: "late")
         let host = try #require(url.range(of: "host=[^&]+", options: .regularExpression))
         var template = Array("/tmp/hvt-socket.XXXXXX".utf8CString)
         let socketFolder = String(cString: try #require(mkdtemp(&template)))
@@ -176,10 +169,9 @@ import Testing
 /// deployment, the cached plan for a list walks the whole table's id order.
 @Suite(.serialized) struct TenantIndexTests {
     @Test func scopedReadsUseTheTenantIndexes() throws {
-        let stack = try Stack()
+        let (stack, url) = try freshDatabase("tenant")
         defer { stack.stop() }
-        try stack.start()
-        let connection = try PostgresConnection(url: try createDatabase(stack, prefix: "tenant"))
+        let connection = try PostgresConnection(url: url)
         _ = try Migrations.migrate(connection)
         try connection.unsafeExecute(
             script: """
@@ -250,12 +242,20 @@ private func startMaster(databaseURL url: String) throws -> (pid: pid_t, directo
     return (pid, directory)
 }
 
-/// Creates an empty database in the stack's PostgreSQL and returns its libpq URL as the superuser.
-private func createDatabase(_ stack: Stack, prefix: String) throws -> String {
-    let admin = try PostgresConnection(url: superuserURL(stack.databaseURL, database: "hypervisor"))
-    let name = "\(prefix)_\(getpid())_\(Int(Date().timeIntervalSince1970))"
-    try admin.unsafeExecute(script: "CREATE DATABASE \(name)")
-    return superuserURL(stack.databaseURL, database: name)
+/// A started private stack (stop it when done) and a fresh empty database in its PostgreSQL, as the superuser's libpq
+/// URL.
+private func freshDatabase(_ prefix: String) throws -> (Stack, String) {
+    let stack = try Stack()
+    do {
+        try stack.start()
+        let admin = try PostgresConnection(url: superuserURL(stack.databaseURL, database: "hypervisor"))
+        let name = "\(prefix)_\(getpid())_\(Int(Date().timeIntervalSince1970))"
+        try admin.unsafeExecute(script: "CREATE DATABASE \(name)")
+        return (stack, superuserURL(stack.databaseURL, database: name))
+    } catch {
+        stack.stop()
+        throw error
+    }
 }
 
 /// The stack's libpq URL for `database` as the `postgres` superuser (trusted on the private socket).
