@@ -192,7 +192,8 @@ enum Migrations {
     /// Applies every migration the database lacks up to `target`, under an advisory lock so that masters starting
     /// together take turns; the second finds nothing left to do. Returns the versions it applied.
     ///
-    /// - Throws: `PostgresError` when a migration fails (that migration is rolled back).
+    /// - Throws: `PostgresError` when a migration fails (that migration is rolled back), or when a recorded migration
+    ///   has another name than this build's of that number.
     static func migrate(_ connection: PostgresConnection, upTo target: Int = latestVersion) throws(PostgresError)
         -> [Int]
     {
