@@ -213,14 +213,10 @@ struct ClustersV1Handler {
         let caller = try authenticator.caller(request, now: unixTime())
         let id = try pathID(request)
         var input = try Input(request)
-        let ram = input.number("ram_required", JSONNumber.nonNegativeInt64)
-        let cpu = input.decimal("cpu_required", JSONNumber.millicores)
-        let gpu = input.number("gpu_required", JSONNumber.nonNegativeInt64)
-        let priority = input.number("priority", JSONNumber.int32)
+        let demand = input.deploymentRequest()
         try input.validate()
-        guard let ram, let cpu, let gpu, let priority else { throw ValidationFailure(input.issues) }
-        let outcome = try scheduler.whatIf(
-            Resources(ram: ram, cpu: cpu, gpu: gpu), priority: priority, in: id, by: caller)
+        guard let demand else { throw ValidationFailure(input.issues) }
+        let outcome = try scheduler.whatIf(demand.request, priority: demand.priority, in: id, by: caller)
         return .json(for: caller.id) { json in
             json.beginObject()
             json.key("cluster_id")

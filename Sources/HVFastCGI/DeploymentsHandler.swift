@@ -35,16 +35,11 @@ struct DeploymentsHandler {
         let name = input.string("name", Validation.name)
         let clusterID = input.number("cluster_id", JSONNumber.identifier)
         let image = input.string("image_path", Validation.imageReference)
-        let ram = input.number("ram_required", JSONNumber.nonNegativeInt64)
-        let cpu = input.decimal("cpu_required", JSONNumber.millicores)
-        let gpu = input.number("gpu_required", JSONNumber.nonNegativeInt64)
-        let priority = input.number("priority", JSONNumber.int32)
+        let demand = input.deploymentRequest()
         try input.validate()
-        guard let name, let clusterID, let image, let ram, let cpu, let gpu, let priority else {
-            throw ValidationFailure(input.issues)
-        }
+        guard let name, let clusterID, let image, let demand else { throw ValidationFailure(input.issues) }
         let new = ClusterScheduler.NewDeployment(
-            name: name, imagePath: image, request: Resources(ram: ram, cpu: cpu, gpu: gpu), priority: priority)
+            name: name, imagePath: image, request: demand.request, priority: demand.priority)
         let row: DeploymentRow
         do {
             row = try scheduler.create(new, in: clusterID, by: caller)

@@ -69,6 +69,17 @@ struct Input {
         return check(["body", name], text, rule)
     }
 
+    /// A deployment's request and priority: `ram_required`, `cpu_required` (CPUs, kept in millicores),
+    /// `gpu_required` and `priority`, as a create and a what-if read them; nil when any is missing or invalid.
+    mutating func deploymentRequest() -> (request: Resources, priority: Int32)? {
+        let ram = number("ram_required", JSONNumber.nonNegativeInt64)
+        let cpu = decimal("cpu_required", JSONNumber.millicores)
+        let gpu = number("gpu_required", JSONNumber.nonNegativeInt64)
+        let priority = number("priority", JSONNumber.int32)
+        guard let ram, let cpu, let gpu, let priority else { return nil }
+        return (Resources(ram: ram, cpu: cpu, gpu: gpu), priority)
+    }
+
     /// A required number field that may not be integral (`float_type` when it is not a number at all).
     mutating func decimal<T>(_ name: String, _ rule: (String) throws(ValidationError) -> T) -> T? {
         guard let value = required(name) else { return nil }
