@@ -759,20 +759,14 @@ private enum Statements {
 
     /// The caller (no row: unknown user or revoked token) and the cluster `$3` (NULLs: not found or not theirs):
     /// its capacity, accounting, next `seq` and version, and what the running ones of priority `$4` or higher leave
-    /// free, which is what a new one could have without preempting anyone: by the accounting, `available` plus the
-    /// running requests below `$4`.
+    /// free (`sqlFreeAtPriority`).
     static let clusterForWhatIf = Statement(
         name: "sched_cluster_for_what_if",
         sql: """
             SELECT c.total_ram, c.total_cpu, c.total_gpu, c.available_ram, c.available_cpu, c.available_gpu,
-                   c.next_seq, c.version, r.ram, r.cpu, r.gpu
+                   c.next_seq, c.version, free.ram, free.cpu, free.gpu
             FROM users u LEFT JOIN clusters c ON c.id = $3 AND \(sqlInScope("c"))
-            LEFT JOIN LATERAL (
-                SELECT c.available_ram + coalesce(sum(d.ram_required), 0) AS ram,
-                       c.available_cpu + coalesce(sum(d.cpu_required), 0) AS cpu,
-                       c.available_gpu + coalesce(sum(d.gpu_required), 0) AS gpu
-                FROM deployments d WHERE d.cluster_id = c.id AND d.status = 'Running' AND d.priority < $4
-            ) r ON c.id IS NOT NULL
+            LEFT JOIN \(sqlFreeAtPriority("c", "$4")) free ON c.id IS NOT NULL
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
 

@@ -91,6 +91,21 @@ func sqlInScope(_ row: String) -> String {
     "coalesce(\(row).organization_id, -\(row).owner_id) = coalesce(u.organization_id, -u.id)"
 }
 
+/// A `LATERAL` subquery giving `ram`, `cpu` and `gpu`: what the running deployments of cluster alias `cluster` at
+/// priority `priority` (an SQL expression) or higher leave free, which is what a deployment of that priority could
+/// have without preempting anyone. By the accounting that is `available` plus the running requests below it: the
+/// shorter read along `deployments_running`, as waiting work mostly has lower priorities than running work.
+func sqlFreeAtPriority(_ cluster: String, _ priority: String) -> String {
+    """
+    LATERAL (
+        SELECT \(cluster).available_ram + coalesce(sum(r.ram_required), 0) AS ram,
+               \(cluster).available_cpu + coalesce(sum(r.cpu_required), 0) AS cpu,
+               \(cluster).available_gpu + coalesce(sum(r.gpu_required), 0) AS gpu
+        FROM deployments r WHERE r.cluster_id = \(cluster).id AND r.status = 'Running' AND r.priority < \(priority)
+    )
+    """
+}
+
 /// A `timestamptz` column as RFC 3339 text in UTC with microseconds (`2026-12-01T05:30:00.123456Z`); NULL stays NULL.
 func sqlUTC(_ column: String) -> String {
     "to_char(\(column) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"

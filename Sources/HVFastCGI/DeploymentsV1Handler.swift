@@ -21,10 +21,8 @@ struct DeploymentsV1Handler {
     }
 
     /// The caller (no row: unknown user or revoked token) and the deployment `$3` in their scope, with, when it is
-    /// pending, what the deployments ahead of it leave free (`Scheduler.pendingReason`), its cluster's version and its
-    /// `seq`. Free is the capacity minus the running requests of its priority or higher, which by the accounting is
-    /// `available` plus the running requests below its priority: the shorter read along `deployments_running`, as
-    /// waiting work mostly has lower priorities than running work.
+    /// pending, what the deployments ahead of it leave free (`Scheduler.pendingReason`, `sqlFreeAtPriority`), its
+    /// cluster's version and its `seq`.
     private static let detail = Statement(
         name: "v1_deployment",
         sql: """
@@ -32,12 +30,7 @@ struct DeploymentsV1Handler {
             FROM users u
             LEFT JOIN deployments d ON d.id = $3 AND \(sqlInScope("d"))
             LEFT JOIN clusters c ON c.id = d.cluster_id AND d.status = 'Pending'
-            LEFT JOIN LATERAL (
-                SELECT c.available_ram + coalesce(sum(r.ram_required), 0) AS ram,
-                       c.available_cpu + coalesce(sum(r.cpu_required), 0) AS cpu,
-                       c.available_gpu + coalesce(sum(r.gpu_required), 0) AS gpu
-                FROM deployments r WHERE r.cluster_id = c.id AND r.status = 'Running' AND r.priority < d.priority
-            ) free ON c.id IS NOT NULL
+            LEFT JOIN \(sqlFreeAtPriority("c", "d.priority")) free ON c.id IS NOT NULL
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
 
