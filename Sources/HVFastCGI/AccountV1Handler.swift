@@ -99,10 +99,7 @@ struct AccountV1Handler {
 
     private func organization(_ request: Request) throws -> Response {
         let caller = try authenticator.caller(request, now: unixTime())
-        let rows = try database.run {
-            try $0.execute(AccountV1Handler.members, [String(caller.id), String(caller.issuedAt)])
-        }
-        guard rows.rowCount > 0 else { throw HTTPError.unauthorized }
+        let rows = try database.run { try $0.executeAsCaller(AccountV1Handler.members, caller, []) }
         guard let id = rows.int(0, 1) else { throw HTTPError(404, "You do not belong to an organization") }
         let isAdmin = rows.string(0, 0) == "admin"
         return .json(for: caller.id) { json in

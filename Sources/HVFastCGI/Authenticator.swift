@@ -29,13 +29,14 @@ struct Authenticator {
 func unixTime() -> Int64 { Int64(time(nil)) }
 
 extension PostgresConnection {
-    /// Runs a statement whose `$1, $2` are the caller's id and token issue time and which returns one row exactly
-    /// while that user exists and the token is not revoked (the caller's check costs no extra round trip).
+    /// Runs a statement whose `$1, $2` are the caller's id and token issue time and which returns rows (one, or one
+    /// per item of a list) exactly while that user exists and the token is not revoked (the caller's check costs no
+    /// extra round trip).
     ///
     /// - Throws: `HTTPError.unauthorized` when it returns no row; `PostgresError`.
     func executeAsCaller(_ statement: Statement, _ caller: Caller, _ parameters: [String?]) throws -> PostgresResult {
         let result = try execute(statement, [String(caller.id), String(caller.issuedAt)] + parameters)
-        guard result.rowCount == 1 else { throw HTTPError.unauthorized }
+        guard result.rowCount > 0 else { throw HTTPError.unauthorized }
         return result
     }
 }

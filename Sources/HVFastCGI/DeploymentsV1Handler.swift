@@ -164,10 +164,7 @@ struct DeploymentsV1Handler {
     private func events(_ request: Request) throws -> Response {
         let caller = try authenticator.caller(request, now: unixTime())
         let id = try pathID(request)
-        let result = try database.run {
-            try $0.execute(DeploymentsV1Handler.history, [String(caller.id), String(caller.issuedAt), String(id)])
-        }
-        guard result.rowCount > 0 else { throw HTTPError.unauthorized }
+        let result = try database.run { try $0.executeAsCaller(DeploymentsV1Handler.history, caller, [String(id)]) }
         guard result.int(0, 0) != nil else { throw HTTPError(404, "Deployment not found") }
         return .json(for: caller.id) { json in
             json.beginObject()
