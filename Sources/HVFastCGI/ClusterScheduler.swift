@@ -345,6 +345,18 @@ struct ClusterScheduler {
         ).int(0, 0) ?? 0
     }
 
+    /// How many deployments of `cluster` run and wait: the snapshot's set sizes when it shows `version` (O(1)), else
+    /// counted on `connection`, in the snapshot `version` was read in (index-only counts, as long as the sets).
+    ///
+    /// - Throws: `PostgresError`.
+    func sizes(of cluster: Int64, atVersion version: Int64, _ connection: PostgresConnection) throws
+        -> (running: Int64, pending: Int64)
+    {
+        if let counts = queue.counts(of: cluster, atVersion: version) { return (counts.running, counts.pending) }
+        let counted = try connection.execute(Statements.sizes, [String(cluster)])
+        return (counted.int(0, 0) ?? 0, counted.int(0, 1) ?? 0)
+    }
+
     /// Deletes the cluster `id` when nothing in it is pending or running, with its finished deployments and their
     /// events, under its lock (a create waiting for the lock then finds no cluster), and then its queue snapshot.
     ///
@@ -789,6 +801,13 @@ private enum Statements {
                     WHERE cluster_id = $1 AND status = 'Pending' AND priority > $2)
                  + (SELECT count(*) FROM deployments
                     WHERE cluster_id = $1 AND status = 'Pending' AND priority = $2 AND seq < $3)
+            """)
+    /// How many deployments of cluster `$1` run and wait.
+    static let sizes = Statement(
+        name: "sched_sizes",
+        sql: """
+            SELECT (SELECT count(*) FROM deployments r WHERE r.cluster_id = $1 AND r.status = 'Running'),
+                   (SELECT count(*) FROM deployments p WHERE p.cluster_id = $1 AND p.status = 'Pending')
             """)
     /// A cluster `$1` and its history, in the order the foreign keys need.
     static let deleteCluster = [

@@ -30,14 +30,6 @@ struct ClustersV1Handler {
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
 
-    /// How many deployments of cluster `$1` run and wait: index-only counts, as long as the sets.
-    private static let sizes = Statement(
-        name: "v1_cluster_sizes",
-        sql: """
-            SELECT (SELECT count(*) FROM deployments r WHERE r.cluster_id = $1 AND r.status = 'Running'),
-                   (SELECT count(*) FROM deployments p WHERE p.cluster_id = $1 AND p.status = 'Pending')
-            """)
-
     /// The caller (no row: unknown user or revoked token) and up to `$4` clusters of their scope after id `$3` (one
     /// row of NULLs when there are none).
     static let page = Statement(
@@ -64,13 +56,7 @@ struct ClustersV1Handler {
                 guard let cluster = ClusterRow(result, row: 0, column: 0), let version = result.int(0, 10) else {
                     throw HTTPError(404, "Cluster not found")
                 }
-                if let counts = queue.counts(of: id, atVersion: version) { return (result, cluster, counts) }
-                let counted = try connection.execute(ClustersV1Handler.sizes, [String(id)])
-                return (
-                    result, cluster,
-                    DeploymentQueue.Counts(
-                        running: counted.int(0, 0) ?? 0, pending: counted.int(0, 1) ?? 0, pendingAhead: 0)
-                )
+                return (result, cluster, try scheduler.sizes(of: id, atVersion: version, connection))
             }
         }
         return .json(for: caller.id) { json in
