@@ -347,6 +347,7 @@ struct DeploymentQueue {
         guard case .array(let parts) = reply, parts.count == 9, case .array(let running) = parts[7],
             case .array(let pending) = parts[8]
         else { return nil }
+        // The meta hash's values come back as strings: Lua's numbers are doubles and would round amounts above 2^53.
         func int(_ part: RedisReply) -> Int64 {
             switch part {
             case .integer(let value): value
