@@ -86,7 +86,7 @@ extension PostgresConnection {
 
 /// Whether the row of table alias `row` (a cluster or a deployment) is in the scope of the caller `u`: both have the
 /// same tenant key, the organization's id, or minus the owner's id for a user without one (ids are positive, so the
-/// two never meet). Names are unique per key, and lists walk an index on it in id order (migration 4).
+/// two never meet). Names are unique per key, and lists walk indexes on it in id order (migrations 4 and 5).
 func sqlInScope(_ row: String) -> String {
     "coalesce(\(row).organization_id, -\(row).owner_id) = coalesce(u.organization_id, -u.id)"
 }

@@ -40,22 +40,61 @@ struct DeploymentsV1Handler {
         d.priority, \(sqlUTC("d.created_at")), \(sqlUTC("d.started_at")), \(sqlUTC("d.finished_at")), d.preemptions
         """
 
-    /// The caller (no row: unknown user or revoked token) and up to `$4` deployments of their scope after id `$3`,
-    /// of cluster `$5` and in status `$6` when given (one row of NULLs when there are none).
-    static let page = Statement(
+    /// The caller (no row: unknown user or revoked token) and up to `$4` deployments of their scope after id `$3`, in
+    /// id order (one row of NULLs when there are none). Each combination of filters has a statement that walks an
+    /// index in that order (`page(cluster:status:)`).
+    private static func pageSQL(_ deployments: String) -> String {
+        """
+        SELECT \(summaryColumns)
+        FROM users u LEFT JOIN LATERAL (\(deployments)) d ON true
+        WHERE u.id = $1 AND u.tokens_valid_after <= $2
+        ORDER BY d.id
+        """
+    }
+
+    /// Unfiltered: the tenant's rows (`deployments_tenant_id`).
+    static let pageOfAll = Statement(
         name: "v1_deployments_page",
-        sql: """
-            SELECT \(summaryColumns)
-            FROM users u LEFT JOIN LATERAL (
-                SELECT * FROM deployments d
-                WHERE \(sqlInScope("d")) AND d.id > $3
-                  AND ($5::bigint IS NULL OR d.cluster_id = $5)
-                  AND ($6::deployment_status IS NULL OR d.status = $6::deployment_status)
-                ORDER BY d.id LIMIT $4
-            ) d ON true
-            WHERE u.id = $1 AND u.tokens_valid_after <= $2
-            ORDER BY d.id
-            """)
+        sql: pageSQL(
+            """
+            SELECT * FROM deployments d
+            WHERE \(sqlInScope("d")) AND d.id > $3
+            ORDER BY d.id LIMIT $4
+            """))
+
+    /// With `?cluster_id=` (`$5`) alone: the cluster's rows in `seq` order (`deployments_cluster_id_seq_key`), which
+    /// is their id order, since a create draws both under the cluster's lock. The walk starts after the cursor's
+    /// `seq`; a cursor that is not one of the cluster's deployments is reached by skipping the rows before it.
+    static let pageOfCluster = Statement(
+        name: "v1_deployments_page_cluster",
+        sql: pageSQL(
+            """
+            SELECT * FROM deployments d
+            WHERE d.cluster_id = $5 AND \(sqlInScope("d")) AND d.id > $3
+              AND d.seq > coalesce((SELECT s.seq FROM deployments s WHERE s.id = $3 AND s.cluster_id = $5), 0)
+            ORDER BY d.seq LIMIT $4
+            """))
+
+    /// With `?status=` (`$5`), and `?cluster_id=` (`$6`) when given: the tenant's rows of that status
+    /// (`deployments_tenant_status`), the cluster filter applied along the way.
+    static let pageOfStatus = Statement(
+        name: "v1_deployments_page_status",
+        sql: pageSQL(
+            """
+            SELECT * FROM deployments d
+            WHERE \(sqlInScope("d")) AND d.status = $5::deployment_status AND d.id > $3
+              AND ($6::bigint IS NULL OR d.cluster_id = $6)
+            ORDER BY d.id LIMIT $4
+            """))
+
+    /// The statement for these filters, and its parameters after the first four.
+    static func page(cluster: Int64?, status: String?) -> (Statement, [String?]) {
+        switch (cluster, status) {
+        case (nil, nil): (pageOfAll, [])
+        case (let cluster?, nil): (pageOfCluster, [String(cluster)])
+        case (_, let status?): (pageOfStatus, [status, cluster.map { String($0) }])
+        }
+    }
 
     /// The caller, whether the deployment `$3` is in their scope (`d.id`, NULL otherwise), and its events oldest
     /// first (one row of NULL event columns when it has none).
@@ -132,13 +171,11 @@ struct DeploymentsV1Handler {
                     message: "Input should be 'Pending', 'Running', 'Completed' or 'Cancelled'", type: "enum"))
         }
         guard issues.isEmpty else { throw ValidationFailure(issues) }
+        let (statement, filters) = DeploymentsV1Handler.page(cluster: cluster, status: status)
         let result = try database.run {
             try $0.executePlannedForValues(
-                DeploymentsV1Handler.page,
-                [
-                    String(caller.id), String(caller.issuedAt), String(after ?? 0), String(limit + 1),
-                    cluster.map { String($0) }, status,
-                ])
+                statement,
+                [String(caller.id), String(caller.issuedAt), String(after ?? 0), String(limit + 1)] + filters)
         }
         guard result.rowCount > 0 else { throw HTTPError.unauthorized }
         return pageResponse(result, limit: limit, for: caller) { row, json in

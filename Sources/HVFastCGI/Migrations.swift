@@ -169,6 +169,15 @@ enum Migrations {
                     ON deployments ((coalesce(organization_id, -owner_id)), name);
                 CREATE INDEX deployments_tenant_id ON deployments ((coalesce(organization_id, -owner_id)), id);
                 """),
+        // A tenant's deployments by status in id order, beside their id order alone: a list filtered by status walks
+        // that status's rows. Before, the filter was applied along the tenant's whole id order, so
+        // `?status=Running` beside 100,000 pending deployments read them all.
+        Migration(
+            version: 5, name: "tenant status keys",
+            sql: """
+                CREATE INDEX deployments_tenant_status
+                    ON deployments ((coalesce(organization_id, -owner_id)), status, id);
+                """),
     ]
 
     static var latestVersion: Int { all.last?.version ?? 0 }

@@ -187,21 +187,40 @@ import Testing
                 INSERT INTO deployments (cluster_id, organization_id, owner_id, name, image_path, ram_required,
                                          cpu_required, gpu_required, priority, status, seq)
                     SELECT 1, 1, 1, 'd' || i, 'example.com/a', 1, 1, 0, 0, 'Pending', i FROM generate_series(1, 5000) i;
+                INSERT INTO deployments (cluster_id, organization_id, owner_id, name, image_path, ram_required,
+                                         cpu_required, gpu_required, priority, status, seq, finished_at)
+                    SELECT 2, 1, 1, 'r' || i, 'example.com/a', 1, 1, 0, 0, 'Running'::deployment_status, i, NULL::timestamptz
+                    FROM generate_series(1, 3) i
+                    UNION ALL
+                    SELECT 3, 1, 1, 'f' || i, 'example.com/a', 1, 1, 0, 0, 'Completed'::deployment_status, i, now()
+                    FROM generate_series(1, 3) i;
                 ANALYZE;
                 """)
         // The plan a worker's cache may settle on after a statement's first runs; the reads must not depend on it.
         try connection.unsafeExecute(script: "SET plan_cache_mode = force_generic_plan")
         let (alice, bob) = (["1", String(Int64.max)], ["2", String(Int64.max)])
         let reads: [(Statement, [String?], id: Int64?)] = [
-            (DeploymentsV1Handler.page, alice + ["0", "101", nil, nil], 1),
-            (DeploymentsV1Handler.page, alice + ["4000", "101", "1", "Pending"], 4001),
-            (DeploymentsV1Handler.page, bob + ["0", "101", nil, nil], nil),
+            (DeploymentsV1Handler.pageOfAll, alice + ["0", "101"], 1),
+            (DeploymentsV1Handler.pageOfAll, alice + ["4999", "101"], 5000),
+            (DeploymentsV1Handler.pageOfAll, bob + ["0", "101"], nil),
+            // A filter that matches few of the tenant's 5,006 deployments reads those few.
+            (DeploymentsV1Handler.pageOfStatus, alice + ["0", "101", "Running", nil], 5001),
+            (DeploymentsV1Handler.pageOfStatus, alice + ["5001", "101", "Running", "2"], 5002),
+            (DeploymentsV1Handler.pageOfStatus, alice + ["4000", "101", "Pending", "1"], 4001),
+            (DeploymentsV1Handler.pageOfStatus, alice + ["0", "101", "Completed", "3"], 5004),
+            (DeploymentsV1Handler.pageOfCluster, alice + ["0", "101", "3"], 5004),
+            (DeploymentsV1Handler.pageOfCluster, alice + ["5004", "101", "3"], 5005),
+            (DeploymentsV1Handler.pageOfCluster, alice + ["4000", "101", "1"], 4001),
+            (DeploymentsV1Handler.pageOfCluster, bob + ["0", "101", "3"], nil),
             (ClustersV1Handler.page, alice + ["0", "101"], 1), (ClustersV1Handler.page, bob + ["0", "101"], 2002),
             (DeploymentsHandler.byName, bob + ["d1"], nil), (DeploymentsHandler.byName, alice + ["d4000"], 4000),
             (ClustersHandler.byName, bob + ["mine"], 2002), (ClustersHandler.byName, alice + ["c1500"], 1500),
         ]
         // As the handlers run them: list pages planned for their values, lookups from the cached plan.
-        let lists = [DeploymentsV1Handler.page.name, ClustersV1Handler.page.name]
+        let lists = [
+            DeploymentsV1Handler.pageOfAll, DeploymentsV1Handler.pageOfStatus, DeploymentsV1Handler.pageOfCluster,
+            ClustersV1Handler.page,
+        ].map(\.name)
         func run(_ statement: Statement, _ parameters: [String?], as handled: Statement) throws -> PostgresResult {
             lists.contains(handled.name)
                 ? try connection.executePlannedForValues(statement, parameters)

@@ -381,6 +381,15 @@ struct SchedulingTests {
         let rows = try database.query(
             "SELECT id, status, preemptions FROM deployments WHERE cluster_id = $1 ORDER BY id", [String(cluster)])
         #expect(rows.rowCount == report.creates)
+        // Id and `seq` are both drawn under the cluster's lock, so they rise together: the cluster-filtered list
+        // walks `seq` order and relies on it being id order.
+        let outOfOrder = try database.query(
+            """
+            SELECT count(*) FROM (
+                SELECT id, lag(id) OVER (ORDER BY seq) AS previous FROM deployments WHERE cluster_id = $1
+            ) d WHERE previous > id
+            """, [String(cluster)])
+        #expect(outOfOrder.int(0, 0) == 0, "ids out of seq order under concurrent creates")
         var completedInDatabase: Set<Int64> = []
         let histories = try database.eventsByDeployment(cluster: cluster)
         for row in 0..<rows.rowCount {

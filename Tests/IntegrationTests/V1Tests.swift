@@ -430,6 +430,7 @@ extension SchedulingTests {
         #expect(
             try walk("/v1/deployments?cluster_id=\(clusters[0])&status=Running", limit: 5).map { int($0["id"]) ?? 0 }
                 == [ids[0], ids[2]])
+        #expect(try walk("/v1/deployments?cluster_id=\(clusters[0])", limit: 2).map { int($0["id"]) ?? 0 } == ids)
         #expect(try walk("/v1/deployments?cluster_id=\(clusters[1])", limit: 5).isEmpty)
         let item = try #require(try walk("/v1/deployments", limit: 5).first)
         #expect(item["status"] as? String == "Running" && item["created_at"] is String, "\(item)")
