@@ -529,10 +529,19 @@ class Bench:
         other = f"bench{self.tag}b"
         self.stack.request("POST", "/users/register/", {"username": other, "password": self.password})
         _, login = self.stack.request("POST", "/users/login/", {"username": other, "password": self.password})
-        url = self.stack.url("/v1/deployments?limit=100")
-        for name, auth in ((f"6d. GET /v1/deployments?limit=100, a tenant of {total:,} deployments", self.auth),
-                           ("6d. the same for a tenant with none beside them", ("Authorization: Bearer " +
-                                                                                login["access_token"],))):
+        other_auth = ("Authorization: Bearer " + login["access_token"],)
+        shallow = self.counts(shapes["shallow"])
+        pages = (
+            (f"6d. GET /v1/deployments?limit=100, a tenant of {total:,} deployments", "", self.auth),
+            ("6d. the same for a tenant with none beside them", "", other_auth),
+            # Filters that drop most of the tenant's rows: each walks its own index, not the tenant's id order.
+            (f"6e. the same, ?cluster_id= of {sum(n for n, _ in shallow.values()):,} of them (the shallow cluster)",
+             f"&cluster_id={shapes['shallow']}", self.auth),
+            (f"6e. the same, ?status=Completed ({sum(self.counts(c)['Completed'][0] for c in shapes.values()):,} of"
+             " them)", "&status=Completed", self.auth),
+        )
+        for name, filters, auth in pages:
+            url = self.stack.url("/v1/deployments?limit=100" + filters)
             wrk(url, 3, self.c, auth)
             out.append(Row(name, wrk(url, self.d, self.c, auth), self.c, {"p99": 25, "no_errors": True}))
         return out
