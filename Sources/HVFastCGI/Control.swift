@@ -13,7 +13,7 @@ public func hvctl(arguments: [String]) -> Int32 {
           status                  the workers and the requests served so far (hypervisord's /metrics)
           fsck [--repair]         every cluster's accounting, scheduling state and Redis snapshot against its
                                   deployments; --repair recomputes wrong accounting, brings the cluster to the
-                                  policy's state and rebuilds wrong snapshots
+                                  policy's state and rebuilds wrong or missing snapshots
           snapshots rebuild [ID…] rebuild the Redis queue snapshots of the given clusters (all without IDs)
         """
     var words = Array(arguments.dropFirst())
@@ -165,6 +165,7 @@ struct Control {
     func fsck(repair: Bool) -> Int32 {
         guard let connection = connect() else { return 1 }
         var problems = 0
+        var absent = 0  // not a fault: snapshots are rebuilt from PostgreSQL on demand
         var unrepaired = 0
         do {
             let ids = try clusterIDs(connection)
@@ -200,7 +201,21 @@ struct Control {
                     }
                 }
                 if repaired, let fresh = try ClusterRecord.read(id, connection) { record = fresh }
-                if !snapshotWrong, let finding = try snapshotFinding(id, record) {
+                var check = snapshotWrong ? .matches : try checkSnapshot(id, record)
+                if case .behind = check {
+                    // Workers publish just after their commit: give a change in flight a moment to arrive.
+                    sleep(1)
+                    if let fresh = try ClusterRecord.read(id, connection) {
+                        record = fresh
+                        check = try checkSnapshot(id, record)
+                    }
+                }
+                switch check {
+                case .matches: break
+                case .absent:
+                    absent += 1
+                    snapshotWrong = repair
+                case .behind(let finding), .wrong(let finding):
                     problems += 1
                     print("cluster \(id): Redis snapshot \(finding)")
                     snapshotWrong = true
@@ -215,6 +230,11 @@ struct Control {
                     }
                 }
             }
+            if absent > 0 && !repair {
+                print(
+                    "clusters without a Redis snapshot yet (Redis restarted empty): \(absent); each is built at its"
+                        + " next change or read, `hvctl snapshots rebuild` builds them now")
+            }
             print("\(ids.count) clusters checked, \(problems) problems" + (repair ? ", \(unrepaired) left" : ""))
         } catch {
             print("fsck stopped: \(error)")
@@ -228,8 +248,13 @@ struct Control {
         return (0..<all.rowCount).compactMap { all.int($0, 0) }
     }
 
-    /// What is wrong with the snapshot of `cluster` in Redis, or nil when it holds exactly `record`.
-    private func snapshotFinding(_ cluster: Int64, _ record: ClusterRecord) throws -> String? {
+    private enum SnapshotCheck {
+        case matches, absent
+        case behind(String), wrong(String)
+    }
+
+    /// How the snapshot of `cluster` in Redis compares with `record`.
+    private func checkSnapshot(_ cluster: Int64, _ record: ClusterRecord) throws -> SnapshotCheck {
         let version = record.version
         let redis = services.redis
         let keys = DeploymentQueue.keys(cluster)
@@ -237,24 +262,30 @@ struct Control {
         do {
             stored = try redis.command(["HGET", keys[2], "version"])
         } catch {
-            return "not readable (\(error))"
+            return .wrong("not readable (\(error))")
         }
         guard case .string(let text) = stored, let snapshotVersion = Int64(text) else {
-            return version == 0 ? nil : "missing"  // a cluster gets its snapshot with its first change
+            return version == 0 ? .matches : .absent  // a cluster gets its snapshot with its first change
         }
-        guard snapshotVersion == version else { return "at version \(snapshotVersion), PostgreSQL at \(version)" }
+        if snapshotVersion < version { return .behind("at version \(snapshotVersion), PostgreSQL at \(version)") }
+        guard snapshotVersion == version else {
+            return .wrong("at version \(snapshotVersion), PostgreSQL at \(version)")
+        }
         for (key, running) in [(keys[0], true), (keys[1], false)] {
             let expected = record.active.filter { $0.isRunning == running }.map(DeploymentQueue.member).sorted()
-            guard case .array(let members) = try redis.command(["ZRANGE", key, "0", "-1"]) else { return "unreadable" }
+            guard case .array(let members) = try redis.command(["ZRANGE", key, "0", "-1"]) else {
+                return .wrong("unreadable")
+            }
             let actual = members.compactMap { if case .string(let member) = $0 { member } else { nil } }
             if actual != expected {
                 let kind = running ? "running" : "pending"
-                return actual.count == expected.count
-                    ? "lists other \(kind) deployments than PostgreSQL"
-                    : "lists \(actual.count) \(kind), PostgreSQL \(expected.count)"
+                return .wrong(
+                    actual.count == expected.count
+                        ? "lists other \(kind) deployments than PostgreSQL"
+                        : "lists \(actual.count) \(kind), PostgreSQL \(expected.count)")
             }
         }
-        return nil
+        return .matches
     }
 
     func rebuildSnapshots(_ ids: [Int64]) -> Int32 {

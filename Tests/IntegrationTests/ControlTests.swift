@@ -99,6 +99,18 @@ struct ControlTests {
         let rebuilt = try stack.hvctl("snapshots", "rebuild", String(cluster))
         #expect(rebuilt.status == 0, "\(rebuilt.output)")
         #expect(try stack.hvctl("fsck").status == 0)
+
+        // No snapshot at all (Redis restarted empty) is a state the service rebuilds on demand, not a fault.
+        _ = try redis.command(["DEL"] + DeploymentQueue.keys(cluster))
+        let absent = try stack.hvctl("fsck")
+        #expect(absent.status == 0, "\(absent.output)")
+        #expect(
+            absent.output.contains("clusters without a Redis snapshot yet (Redis restarted empty): "),
+            "\(absent.output)")
+        let built = try stack.hvctl("fsck", "--repair")
+        #expect(built.output.contains("cluster \(cluster): Redis snapshot rebuilt"), "\(built.output)")
+        let version = try redis.command(["HGET", DeploymentQueue.keys(cluster)[2], "version"])
+        #expect(version != .null, "\(version)")
     }
 
     @Test func fsckFindsAStateThatIsNotThePolicysAndRepairSettlesIt() throws {
