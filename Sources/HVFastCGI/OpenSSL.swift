@@ -115,20 +115,6 @@ final class HMAC {
         }
         return length
     }
-
-    /// Computes the tag of `message`.
-    ///
-    /// Throws `CryptoError.macFailed` if OpenSSL fails. The corresponding OpenSSL function is `EVP_MAC_final`.
-    func authenticationCode(for message: [UInt8]) throws(CryptoError) -> [UInt8] {
-        var tag = [UInt8](repeating: 0, count: digest.byteCount)
-        // Array's withUnsafe… methods rethrow untyped errors, so the typed error travels out as a Result.
-        let length = message.withUnsafeBytes { bytes in
-            tag.withUnsafeMutableBytes { out in Result { () throws(CryptoError) in try authenticate(bytes, into: out) }
-            }
-        }
-        tag.removeLast(tag.count - (try length.get()))
-        return tag
-    }
 }
 
 /// Returns `count` bytes from OpenSSL's CSPRNG (which reseeds itself after `fork`).

@@ -2,6 +2,17 @@ import Testing
 
 @testable import HVFastCGI
 
+extension HMAC {
+    /// The tag of `message` as an array, for comparing with test vectors.
+    func authenticationCode(for message: [UInt8]) throws -> [UInt8] {
+        var tag = [UInt8](repeating: 0, count: digest.byteCount)
+        let length = try message.withUnsafeBytes { bytes in
+            try tag.withUnsafeMutableBytes { out in try authenticate(bytes, into: out) }
+        }
+        return Array(tag.prefix(length))
+    }
+}
+
 private func hex(_ text: String) -> [UInt8] {
     var bytes: [UInt8] = []
     var index = text.startIndex
