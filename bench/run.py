@@ -14,7 +14,7 @@ Every write row also says where the machine's CPU went: how busy it was, CPU tim
 stack, and the rate that CPU time allows on this machine's cores (`cpu_profile`).
 
 Environment: HV_BENCH_BINARY (default .build/release/hypervisord), HV_BENCH_SCHEDULER (default SchedulerBenchmark
-next to it), HV_WORKERS (default 8).
+next to it), HV_WORKERS (passed to the pool; unset: its default, 4 × cores).
 """
 import argparse
 import hashlib
@@ -595,7 +595,7 @@ def main():
             raise SystemExit(f"{path} is missing: build first (swift build -c release), or set HV_BENCH_BINARY")
 
     # Recycling is off so that the memory check watches the same processes over the whole run.
-    stack = Stack({"HV_MAX_REQUESTS": "0", "HV_WORKERS": os.environ.get("HV_WORKERS", "8")}, args.pg_stats,
+    stack = Stack({"HV_MAX_REQUESTS": "0"}, args.pg_stats,
                   args.log_level)
     rows = []
     started = time.time()
@@ -640,8 +640,8 @@ def main():
 
 
 def print_table(rows, ceiling, connections, duration):
-    print(f"\nwrk through nginx, {duration} s per row, {os.cpu_count()} cores, HV_WORKERS="
-          f"{os.environ.get('HV_WORKERS', '8')}\n")
+    workers = os.environ.get("HV_WORKERS") or f"{4 * os.cpu_count()} (the default)"
+    print(f"\nwrk through nginx, {duration} s per row, {os.cpu_count()} cores, HV_WORKERS={workers}\n")
     print("| benchmark | conns | req/s | × ceiling | p50 ms | p99 ms | non-2xx | target |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     baselines = {row.baseline_key: row.result for row in rows if hasattr(row, "baseline_key")}
