@@ -356,7 +356,7 @@ final class Stack: @unchecked Sendable {
 
     /// Runs `hvctl` (built next to the hypervisord binary) with the service's configuration, in the state folder;
     /// returns its exit status and what it printed.
-    func hvctl(_ arguments: String...) throws -> (status: Int32, output: String) {
+    func hvctl(_ arguments: [String]) throws -> (status: Int32, output: String) {
         let outputPath = NSTemporaryDirectory() + "hvt-hvctl-\(UUID().uuidString).out"
         defer { try? FileManager.default.removeItem(atPath: outputPath) }
         let pid = try Spawn.spawn(
