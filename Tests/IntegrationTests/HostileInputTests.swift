@@ -115,6 +115,11 @@ private struct HostileRequests {
         ("GET", "/openapi.json", [:]),
     ]
 
+    /// The routes that change a cluster.
+    private static let changes = routes.filter {
+        ["/deployments/create/", "/deployments/complete/", "/v1/deployments/{id}/cancel"].contains($0.1)
+    }
+
     /// Values of every JSON type, and the edges of numbers and strings.
     private static let values = [
         "0", "-1", "1", "2147483647", "2147483648", "-2147483649", "9223372036854775807", "9223372036854775808",
@@ -136,11 +141,8 @@ private struct HostileRequests {
 
     func next(clusters: [Int64], deployments: [Int64], using random: inout SchedulingRandom) -> Request {
         // A third of the requests change a cluster, so the scheduler sees enough of them to be tested.
-        let changes = Self.routes.filter {
-            ["/deployments/create/", "/deployments/complete/", "/v1/deployments/{id}/cancel"].contains($0.1)
-        }
         let (method, route, template) =
-            (Int.random(in: 0..<3, using: &random) == 0 ? changes : Self.routes).randomElement(using: &random)!
+            (Int.random(in: 0..<3, using: &random) == 0 ? Self.changes : Self.routes).randomElement(using: &random)!
         let knownIDs = (clusters + deployments).map(String.init)
         let idTexts = knownIDs + ["0", "-1", "9223372036854775807", "99999999999999999999", "abc", "1.5", "%20", "1e3"]
         let id = idTexts.randomElement(using: &random)!
@@ -168,12 +170,8 @@ private struct HostileRequests {
         if ["/clusters/get_cluster/", "/deployments/get_deployment/", "/deployments/complete/"].contains(route) {
             fields = [:]
         }
-        var body =
-            fields.isEmpty
-            ? ""
-            : "{"
-                + fields.sorted { $0.key < $1.key }.map { "\"\($0)\":\($1)" }.joined(
-                    separator: ",") + "}"
+        let members = fields.sorted { $0.key < $1.key }.map { "\"\($0)\":\($1)" }
+        var body = members.isEmpty ? "" : "{" + members.joined(separator: ",") + "}"
         if Int.random(in: 0..<10, using: &random) == 0 { body = Self.malformed.randomElement(using: &random)! }
 
         var path = route.replacingOccurrences(of: "{id}", with: id)
