@@ -184,6 +184,45 @@ public enum Scheduler {
         return AffectedPart(snapshot: ClusterSnapshot(capacity: capacity, active: runningBelowHead), cursor: completed)
     }
 
+    /// A preempting create decided from two look-ups, as the service's one-statement path decides it in SQL: `lowest`
+    /// is the lowest-ordered running deployment below `new`'s priority and `smallestPending` is no more than any
+    /// pending request in every dimension (nil: none). When `new` does not fit in `available` but fits once `lowest`
+    /// is out, and the smallest pending request does not fit in what that swap leaves, the plan starts `new` and
+    /// preempts `lowest`, and nothing else. Nil otherwise: the general path decides.
+    ///
+    /// This is `partForPreempting` with a tail of one, then `addPending` stopping before it reads the queue: the pass
+    /// over `new` and `lowest` with `available + lowest` admits `new` and not `lowest` (`new` did not fit in
+    /// `available`), so the headroom after `lowest` is `available + lowest − new`, where no pending request fits.
+    public static func planSwapping(
+        _ new: ActiveDeployment, available: Resources, lowest: ActiveDeployment, smallestPending: Resources?
+    ) -> SchedulingPlan? {
+        let room = available + lowest.request
+        guard !new.request.fits(in: available), new.request.fits(in: room) else { return nil }
+        if let smallestPending, smallestPending.fits(in: room - new.request) { return nil }
+        return SchedulingPlan(start: [new.id], preempt: [lowest.id], preemptedBy: [lowest.id: new.id])
+    }
+
+    /// A completion decided at the queue head, as the service's one-statement path decides it in SQL: `head` is the
+    /// first pending deployment ordered after `completed` (nil: none, and nothing can start), no running deployment
+    /// has a lower priority than `head`, and `smallestOtherPending` is no more than any other pending request in every
+    /// dimension (nil: none). The pass admits `head` when it fits in what the completion frees; when the smallest
+    /// other request does not fit in what is left then, the plan is that and nothing else. Nil otherwise: the general
+    /// path decides.
+    ///
+    /// This is `partForCompleting` with no running deployment below the head, then `addPending`: its room is
+    /// `available + completed`, the head comes first, and no other pending deployment fits in what the head leaves.
+    public static func planAtQueueHead(
+        after completed: ActiveDeployment, available: Resources, head: ActiveDeployment?,
+        smallestOtherPending: Resources?
+    ) -> SchedulingPlan? {
+        guard let head else { return SchedulingPlan() }
+        var room = available + completed.request
+        let starts = head.request.fits(in: room)
+        if starts { room = room - head.request }
+        if let smallestOtherPending, smallestOtherPending.fits(in: room) { return nil }
+        return SchedulingPlan(start: starts ? [head.id] : [])
+    }
+
     /// Adds to `part` the pending deployments ordered after its cursor that may start, batch by batch in scheduling
     /// order: `load(after, room)` gives the next ones after `after` that fit in `room`, empty when none do.
     /// `smallest` is no more than any pending request in every dimension (nil: the queue is empty).

@@ -15,18 +15,22 @@ struct ClusterScheduler {
     /// Which path this worker tries first; see `PathHints`.
     let hints = PathHints()
 
-    /// What recent changes on this worker needed, to pick the path that probably applies: the one-round-trip path
-    /// (`createIfDecided`, `completeIfQueueEmpty`) costs a wasted round trip under the lock when it does not apply,
-    /// and the general path costs one more round trip when it would have. Either path is always correct. The same
-    /// goes for the cheaper `createIfFits`, which answers only whether a request fits.
+    /// What recent changes on this worker needed, to pick the path that probably applies: a one-round-trip path
+    /// (`createIfFits`, `createIfDecided`, `createSwapping`, `completeIfQueueEmpty`, `completeAtQueueHead`) costs a
+    /// wasted round trip under the lock when it does not apply, and the general path costs one more round trip when
+    /// it would have. Either path is always correct. Each statement prepares only what its own case needs, since
+    /// PostgreSQL prepares every subquery of a statement on every execution, run or not.
     final class PathHints {
-        /// What a cluster's last create on this worker did. After a preemption the next create goes straight to the
-        /// general path; after a wait it asks `createIfDecided` whether to wait; otherwise it asks `createIfFits`
-        /// only whether the request fits (skipping the preparation of the sum that decides waiting).
-        enum Create { case started, waited, preempted }
+        /// What a cluster's last create on this worker did, which picks the next one's statement: after a start
+        /// `createIfFits` (does it fit?), after a wait `createIfDecided` (does it fit, or must it wait?), after a
+        /// start that preempted one deployment and nothing else `createSwapping`, after any other preemption the
+        /// general path.
+        enum Create { case started, waited, swapped, preempted }
         private var lastCreate: [Int64: Create] = [:]
-        /// Whether the last completion on this worker found deployments waiting.
-        var completionFoundQueue = false
+        /// What the last completion on this worker found: nothing pending (`completeIfQueueEmpty`), a queue head with
+        /// no running deployment below its priority (`completeAtQueueHead`), or a cluster the general path plans.
+        enum Completion { case queueEmpty, headDecides, planned }
+        var lastCompletion = Completion.queueEmpty
 
         func lastCreate(in cluster: Int64) -> Create { lastCreate[cluster] ?? .started }
 
@@ -56,13 +60,17 @@ struct ClusterScheduler {
     ///
     /// - Throws: `HTTPError` 401/404/409/422 for the client, `ServiceUnavailable` when PostgreSQL is down.
     func create(_ new: NewDeployment, in clusterID: Int64, by caller: Caller) throws -> DeploymentRow {
-        let last = hints.lastCreate(in: clusterID)
-        if last != .preempted,
-            let (row, change) = try createIfDecided(
-                new, in: clusterID, by: caller,
-                using: last == .waited ? Statements.createIfDecided : Statements.createIfFits)
-        {
-            hints.noteCreate(change.addedPending.isEmpty ? .started : .waited, in: clusterID)
+        let decided: (DeploymentRow, DeploymentQueue.Change)?
+        switch hints.lastCreate(in: clusterID) {
+        case .started: decided = try createIfDecided(new, in: clusterID, by: caller, using: Statements.createIfFits)
+        case .waited: decided = try createIfDecided(new, in: clusterID, by: caller, using: Statements.createIfDecided)
+        case .swapped: decided = try createSwapping(new, in: clusterID, by: caller)
+        case .preempted: decided = nil
+        }
+        if let (row, change) = decided {
+            hints.noteCreate(
+                !change.removedRunning.isEmpty ? .swapped : change.addedPending.isEmpty ? .started : .waited,
+                in: clusterID)
             queue.publish(change, rebuildFrom: database)
             return row
         }
@@ -102,8 +110,11 @@ struct ClusterScheduler {
                     connection)
                 let status = plan.plan.start.contains(id) ? "Running" : "Pending"
                 // A create starts by preempting exactly when `decide` said `.fullPass`.
+                let swapped = plan.plan.start == [id] && plan.plan.preempt.count == 1
                 hints.noteCreate(
-                    !plan.plan.preempt.isEmpty ? .preempted : status == "Pending" ? .waited : .started, in: clusterID)
+                    swapped
+                        ? .swapped : !plan.plan.preempt.isEmpty ? .preempted : status == "Pending" ? .waited : .started,
+                    in: clusterID)
                 let row: [String?] = [
                     cluster.string(0, 7), String(caller.id), new.name, new.imagePath, String(new.request.ram),
                     String(new.request.cpu), String(new.request.gpu), String(new.priority), status,
@@ -145,6 +156,34 @@ struct ClusterScheduler {
         return (new.row(id: id, in: clusterID, status: status), change)
     }
 
+    /// `Scheduler.planSwapping` done entirely inside PostgreSQL in one round trip, like `createIfDecided`: the new
+    /// deployment starts and the lowest-ordered running one below its priority goes back to the queue. Returns nil,
+    /// having changed nothing, when that is not the plan; the full path then decides.
+    private func createSwapping(_ new: NewDeployment, in clusterID: Int64, by caller: Caller) throws -> (
+        DeploymentRow, DeploymentQueue.Change
+    )? {
+        let created = try inOneRoundTrip(
+            (Statements.lock, [String(clusterID)]),
+            (
+                Statements.createSwapping,
+                [
+                    String(caller.id), String(caller.issuedAt), String(clusterID), new.name, new.imagePath,
+                    String(new.request.ram), String(new.request.cpu), String(new.request.gpu), String(new.priority),
+                ]
+            ))
+        guard created.rowCount == 1, let id = created.int(0, 0), let seq = created.int(0, 1),
+            let available = created.resources(3)
+        else { return nil }
+        let victim = ActiveDeployment(created, row: 0, from: 6, running: true)
+        var change = DeploymentQueue.Change(cluster: clusterID, version: created.int(0, 2) ?? 0, available: available)
+        change.addedRunning = [
+            ActiveDeployment(id: id, priority: new.priority, seq: seq, request: new.request, isRunning: true)
+        ]
+        change.removedRunning = [victim]
+        change.addedPending = [victim.with(running: false)]
+        return (new.row(id: id, in: clusterID, status: "Running"), change)
+    }
+
     /// `BEGIN`, `lock`, `statement` and `COMMIT`, then `Statements.durable`, in one round trip: the one-round-trip
     /// paths. Returns `statement`'s rows.
     private func inOneRoundTrip(_ lock: (Statement, [String?]), _ statement: (Statement, [String?])) throws
@@ -182,7 +221,13 @@ struct ClusterScheduler {
     ///
     /// - Throws: `HTTPError` 401/404/409 for the client, `ServiceUnavailable` when PostgreSQL is down.
     func complete(_ id: Int64, by caller: Caller) throws -> DeploymentRow {
-        if !hints.completionFoundQueue, let (row, change) = try completeIfQueueEmpty(id, by: caller) {
+        let decided: (DeploymentRow, DeploymentQueue.Change)?
+        switch hints.lastCompletion {
+        case .queueEmpty: decided = try completeIfQueueEmpty(id, by: caller)
+        case .headDecides: decided = try completeAtQueueHead(id, by: caller)
+        case .planned: decided = nil
+        }
+        if let (row, change) = decided {
             queue.publish(change, rebuildFrom: database)
             return row
         }
@@ -231,10 +276,12 @@ struct ClusterScheduler {
                 let prefetched = Prefetched(
                     running: results[4].deployments(running: true), smallestPending: results[5].resources(0),
                     pending: results[3].deployments(running: false))
-                hints.completionFoundQueue = prefetched.smallestPending != nil
                 let snapshot = try loadForCompleting(
                     ended, available: available, read: prefetched, cluster: found.clusterID, connection)
                 let plan = Scheduler.plan(for: snapshot)
+                hints.lastCompletion =
+                    prefetched.smallestPending == nil
+                    ? .queueEmpty : prefetched.running.isEmpty && plan.start.count <= 1 ? .headDecides : .planned
                 let change = try apply(
                     PlannedChange(plan: plan, snapshot: snapshot), available: freed, write: .end(ended, ending),
                     cluster: found.clusterID, connection)
@@ -261,6 +308,29 @@ struct ClusterScheduler {
         change.removedRunning = [
             ActiveDeployment(id: id, priority: row.priority, seq: seq, request: row.request, isRunning: true)
         ]
+        return (row, change)
+    }
+
+    /// `Scheduler.planAtQueueHead` done entirely inside PostgreSQL in one round trip, like `completeIfQueueEmpty`: the
+    /// completion admits the queue head when it fits, and nothing else. Returns nil, having changed nothing, when that
+    /// is not the plan (including every error case); the general path then decides and answers.
+    private func completeAtQueueHead(_ id: Int64, by caller: Caller) throws -> (DeploymentRow, DeploymentQueue.Change)?
+    {
+        let parameters = [String(caller.id), String(caller.issuedAt), String(id)]
+        let done = try inOneRoundTrip(
+            (Statements.lockDeployment, parameters), (Statements.completeAtQueueHead, parameters))
+        guard done.rowCount == 1, let row = DeploymentRow(done, row: 0), let seq = done.int(0, 9),
+            let available = done.resources(11)
+        else { return nil }
+        var change = DeploymentQueue.Change(cluster: row.clusterID, version: done.int(0, 10) ?? 0, available: available)
+        change.removedRunning = [
+            ActiveDeployment(id: id, priority: row.priority, seq: seq, request: row.request, isRunning: true)
+        ]
+        if done.bool(0, 20) {
+            let head = ActiveDeployment(done, row: 0, from: 14, running: false)
+            change.removedPending = [head]
+            change.addedRunning = [head.with(running: true)]
+        }
         return (row, change)
     }
 
@@ -769,6 +839,126 @@ private enum Statements {
             FROM target t, completed, updated u
             """)
 
+    /// `Scheduler.planSwapping` in one statement read after the lock, like `createIfDecided`: when the request does not
+    /// fit in `available` but fits once the lowest-ordered running deployment below its priority (one step along
+    /// `deployments_running`) is out, and the smallest pending request (`pendingMinimumSQL`) does not fit in what that
+    /// leaves, it inserts the deployment as running, puts that one back in the queue, and writes the events
+    /// (`Queued`, `Started`, `Preempted` naming the new one) and the cluster's accounting. Returns the new id, `seq`,
+    /// version and `available_*`, then the preempted deployment (`id, priority, seq, ram/cpu/gpu_required`). No row
+    /// when that is not the plan or the caller or cluster does not qualify.
+    static let createSwapping = Statement(
+        name: "sched_create_swapping",
+        sql: """
+            WITH cluster AS (
+                SELECT c.id, c.organization_id, c.next_seq, c.available_ram, c.available_cpu, c.available_gpu
+                FROM users u JOIN clusters c ON c.id = $3 AND \(sqlInScope("c"))
+                WHERE u.id = $1 AND u.tokens_valid_after <= $2
+                  AND NOT ($6 <= c.available_ram AND $7 <= c.available_cpu AND $8 <= c.available_gpu)
+            ), swap AS (
+                SELECT v.*, c.available_ram + v.ram_required - $6 AS room_ram,
+                       c.available_cpu + v.cpu_required - $7 AS room_cpu,
+                       c.available_gpu + v.gpu_required - $8 AS room_gpu
+                FROM cluster c CROSS JOIN LATERAL (
+                    SELECT r.id, r.priority, r.seq, r.ram_required, r.cpu_required, r.gpu_required FROM deployments r
+                    WHERE r.cluster_id = c.id AND r.status = 'Running' AND r.priority < $9
+                    ORDER BY r.priority, r.seq DESC LIMIT 1
+                ) v
+            ), decided AS (
+                SELECT * FROM swap s
+                WHERE s.room_ram >= 0 AND s.room_cpu >= 0 AND s.room_gpu >= 0
+                  AND NOT coalesce(\(smallestFitsSQL(cluster: "$3") { "s.room_\($0)" }), false)
+            ), inserted AS (
+                INSERT INTO deployments (id, cluster_id, organization_id, owner_id, name, image_path, ram_required,
+                                         cpu_required, gpu_required, priority, status, seq, started_at)
+                SELECT nextval('deployments_id_seq'), c.id, c.organization_id, $1, $4, $5, $6, $7, $8, $9, 'Running',
+                       c.next_seq, now()
+                FROM cluster c, decided
+                RETURNING id, seq
+            ), preempted AS (
+                UPDATE deployments d SET status = 'Pending', preemptions = d.preemptions + 1
+                FROM decided v WHERE d.id = v.id AND d.status = 'Running'
+            ), events AS (
+                INSERT INTO deployment_events (deployment_id, cluster_id, kind, caused_by)
+                SELECT CASE WHEN k.kind = 'Preempted' THEN v.id ELSE i.id END, $3, k.kind,
+                       CASE WHEN k.kind = 'Preempted' THEN i.id END
+                FROM inserted i, decided v,
+                     unnest('{Queued,Started,Preempted}'::deployment_event_kind[]) WITH ORDINALITY AS k(kind, n)
+                ORDER BY k.n
+            ), updated AS (
+                UPDATE clusters c
+                SET available_ram = v.room_ram, available_cpu = v.room_cpu, available_gpu = v.room_gpu,
+                    next_seq = c.next_seq + 1, version = c.version + 1
+                FROM decided v WHERE c.id = $3
+                RETURNING c.version
+            )
+            SELECT i.id, i.seq, u.version, v.room_ram, v.room_cpu, v.room_gpu,
+                   v.id, v.priority, v.seq, v.ram_required, v.cpu_required, v.gpu_required
+            FROM inserted i, updated u, decided v
+            """)
+
+    /// `Scheduler.planAtQueueHead` in one statement read after the lock, like `completeIfQueueEmpty`: completes the
+    /// running deployment `$3` of the caller's scope when no running deployment is below the priority of the queue
+    /// head after it (one step along `deployments_pending_order`, then one along `deployments_running`), starts the
+    /// head when it fits in what the completion frees, and the smallest other pending request does not fit in what is
+    /// left. Returns the completed row, its `seq`, the cluster's new version and `available_*`, then the head
+    /// (`id, priority, seq, ram/cpu/gpu_required`, NULLs: none) and whether it started. No row otherwise.
+    static let completeAtQueueHead = Statement(
+        name: "sched_complete_at_queue_head",
+        sql: """
+            WITH target AS (
+                SELECT d.id, d.name, d.cluster_id, d.image_path, d.ram_required, d.cpu_required, d.gpu_required,
+                       d.priority, d.seq, c.available_ram + d.ram_required AS room_ram,
+                       c.available_cpu + d.cpu_required AS room_cpu, c.available_gpu + d.gpu_required AS room_gpu
+                FROM users u JOIN deployments d ON d.id = $3 AND \(sqlInScope("d"))
+                JOIN clusters c ON c.id = d.cluster_id
+                WHERE u.id = $1 AND u.tokens_valid_after <= $2 AND d.status = 'Running'
+            ), head AS (
+                SELECT t.*, h.id AS head_id, h.priority AS head_priority, h.seq AS head_seq,
+                       h.ram_required AS head_ram, h.cpu_required AS head_cpu, h.gpu_required AS head_gpu,
+                       coalesce(h.ram_required <= t.room_ram AND h.cpu_required <= t.room_cpu
+                                AND h.gpu_required <= t.room_gpu, false) AS starts
+                FROM target t LEFT JOIN LATERAL (
+                    SELECT p.id, p.priority, p.seq, p.ram_required, p.cpu_required, p.gpu_required FROM deployments p
+                    WHERE p.cluster_id = t.cluster_id AND p.status = 'Pending' AND p.priority <= t.priority
+                    ORDER BY p.priority DESC, p.seq LIMIT 1
+                ) h ON true
+            ), planned AS (
+                SELECT h.*, h.room_ram - CASE WHEN h.starts THEN h.head_ram ELSE 0 END AS left_ram,
+                       h.room_cpu - CASE WHEN h.starts THEN h.head_cpu ELSE 0 END AS left_cpu,
+                       h.room_gpu - CASE WHEN h.starts THEN h.head_gpu ELSE 0 END AS left_gpu
+                FROM head h
+            ), decided AS (
+                SELECT * FROM planned x
+                WHERE x.head_id IS NULL
+                   OR (NOT EXISTS (SELECT FROM deployments r
+                                   WHERE r.cluster_id = x.cluster_id AND r.status = 'Running'
+                                     AND r.priority < x.head_priority)
+                       AND NOT coalesce(\(smallestFitsSQL(cluster: "x.cluster_id", except: "x.head_id") { "x.left_\($0)" }),
+                                        false))
+            ), completed AS (
+                UPDATE deployments d SET status = 'Completed', finished_at = now()
+                FROM decided x WHERE d.id = x.id AND d.status = 'Running'
+            ), started AS (
+                UPDATE deployments d SET status = 'Running', started_at = now()
+                FROM decided x WHERE x.starts AND d.id = x.head_id AND d.status = 'Pending'
+            ), events AS (
+                INSERT INTO deployment_events (deployment_id, cluster_id, kind)
+                SELECT x.id, x.cluster_id, 'Completed'::deployment_event_kind FROM decided x
+                UNION ALL
+                SELECT x.head_id, x.cluster_id, 'Started'::deployment_event_kind FROM decided x WHERE x.starts
+            ), updated AS (
+                UPDATE clusters c
+                SET available_ram = x.left_ram, available_cpu = x.left_cpu, available_gpu = x.left_gpu,
+                    version = c.version + 1
+                FROM decided x WHERE c.id = x.cluster_id
+                RETURNING c.version
+            )
+            SELECT x.id, x.name, x.cluster_id, x.image_path, x.ram_required, x.cpu_required, x.gpu_required,
+                   'Completed', x.priority, x.seq, u.version, x.left_ram, x.left_cpu, x.left_gpu,
+                   x.head_id, x.head_priority, x.head_seq, x.head_ram, x.head_cpu, x.head_gpu, x.starts
+            FROM decided x, updated u
+            """)
+
     /// The caller (no row: unknown user or revoked token) and the cluster `$3` (NULLs: not found or not theirs):
     /// its capacity, accounting, next `seq` and version, and what the running ones of priority `$4` or higher leave
     /// free (`sqlFreeAtPriority`).
@@ -893,6 +1083,14 @@ private enum Statements {
     static let pendingMinimumForCompletion = Statement(
         name: "sched_pending_minimum_for_completion",
         sql: pendingMinimumSQL(cluster: "(SELECT d.cluster_id FROM deployments d WHERE d.id = $1)"))
+    /// Whether the smallest pending request of `cluster` (besides the deployment `except`) fits in `room(dimension)`
+    /// in every dimension, NULL when nothing is pending: like `pendingMinimum`, three index look-ups.
+    private static func smallestFitsSQL(cluster: String, except: String? = nil, room: (String) -> String) -> String {
+        ["ram", "cpu", "gpu"].map { dimension in
+            "(SELECT min(\(dimension)_required) FROM deployments WHERE cluster_id = \(cluster) AND status = 'Pending'"
+                + (except.map { " AND id <> \($0)" } ?? "") + ") <= \(room(dimension))"
+        }.joined(separator: " AND ")
+    }
     private static func pendingMinimumSQL(cluster: String) -> String {
         "SELECT "
             + ["ram", "cpu", "gpu"].map {

@@ -317,6 +317,46 @@ extension ClusterSnapshot {
         #expect(runningLeftOut > 0)
     }
 
+    @Test func swappingWithTheLowestRunningDeploymentMatchesTheFullPass() {
+        var swaps = 0
+        for seed in 0..<Self.runs * 4 {
+            var rng = SplitMix64(seed: seed)
+            let settled = RandomCluster.settled(&rng)
+            let new = RandomCluster.newDeployment(for: settled, &rng)
+            let below = settled.running.filter { $0.priority < new.priority }
+            guard let lowest = below.max(by: { $0.schedulesBefore($1) }) else { continue }
+            guard
+                let plan = Scheduler.planSwapping(
+                    new, available: settled.available, lowest: lowest, smallestPending: settled.smallestPending)
+            else { continue }
+            swaps += 1
+            #expect(plan == ReferenceScheduler.plan(for: settled.adding(new)), "seed \(seed)")
+        }
+        #expect(swaps > 100)
+    }
+
+    @Test func completionDecidedAtTheQueueHeadMatchesTheFullPass() {
+        var admitted = 0
+        var nothing = 0
+        for seed in 0..<Self.runs * 4 {
+            var rng = SplitMix64(seed: seed)
+            let settled = RandomCluster.settled(&rng)
+            guard let completed = settled.running.randomElement(using: &rng) else { continue }
+            let full = settled.removing(id: completed.id)
+            let head = full.pending.filter { completed.schedulesBefore($0) }.min { $0.schedulesBefore($1) }
+            if let head, full.running.contains(where: { $0.priority < head.priority }) { continue }
+            let others = head.map { full.removing(id: $0.id) } ?? full
+            guard
+                let plan = Scheduler.planAtQueueHead(
+                    after: completed, available: settled.available, head: head,
+                    smallestOtherPending: others.smallestPending)
+            else { continue }
+            if plan.start.isEmpty { nothing += 1 } else { admitted += 1 }
+            #expect(plan == ReferenceScheduler.plan(for: full), "seed \(seed)")
+        }
+        #expect(admitted > 100 && nothing > 100)
+    }
+
     /// Creates, completes and cancels deployments at random, always through the paths the service uses.
     static func simulate(seed: UInt64, steps: Int) -> [ClusterSnapshot] {
         var rng = SplitMix64(seed: seed)

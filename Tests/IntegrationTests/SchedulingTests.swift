@@ -260,7 +260,7 @@ struct SchedulingTests {
             let placeholder: Int64 = -1
             let new = ActiveDeployment(
                 id: placeholder, priority: priority, seq: before.nextSeq, request: request, isRunning: false)
-            let plan = Scheduler.plan(for: ClusterSnapshot(capacity: before.capacity, active: before.active + [new]))
+            let plan = Scheduler.plan(for: before.snapshot.adding(new))
             if !plan.preempt.isEmpty { preemptingRounds += 1 }
 
             let response = try api.createDeployment(
@@ -268,45 +268,119 @@ struct SchedulingTests {
                 cpu: JSONNumber.text(millicores: request.cpu), gpu: request.gpu, priority: priority)
             #expect(response.status == 200, "\(response.text)")
             let id = try #require(int(response.jsonObject?["id"]))
-            func real(_ planned: Int64) -> Int64 { planned == placeholder ? id : planned }
             #expect(
                 response.jsonObject?["status"] as? String == (plan.start.contains(placeholder) ? "Running" : "Pending"))
-
             let after = try database.clusterState(cluster)
-            let beforeStatus = Dictionary(uniqueKeysWithValues: before.active.map { ($0.id, $0.isRunning) })
-            let afterStatus = Dictionary(uniqueKeysWithValues: after.active.map { ($0.id, $0.isRunning) })
-            #expect(Set(afterStatus.keys) == Set(beforeStatus.keys).union([id]), "round \(round): active set")
-            let changed = Set(beforeStatus.keys.filter { beforeStatus[$0] != afterStatus[$0] })
-            #expect(changed == Set(plan.start + plan.preempt).subtracting([placeholder]), "round \(round): \(plan)")
-            #expect(afterStatus[id] == plan.start.contains(placeholder))
-
-            let requests = Dictionary(uniqueKeysWithValues: (before.active + [new]).map { ($0.id, $0.request) })
-            let started = plan.start.map { requests[$0]! }.reduce(Resources(), +)
-            let preempted = plan.preempt.map { requests[$0]! }.reduce(Resources(), +)
-            #expect(after.available == before.available - started + preempted, "round \(round): accounting")
-            #expect(after.available == after.capacity - after.runningSum)
-            #expect(after.version == before.version + 1)
             #expect(after.nextSeq == before.nextSeq + 1)
             #expect(after.active.first { $0.id == id }?.seq == before.nextSeq)
-            #expect(Scheduler.plan(for: after.snapshot) == SchedulingPlan(), "round \(round): not settled after")
-
-            // The transaction's events: Queued for the new one, Started per start, Preempted naming the preemptor.
-            let written = try database.query(
-                "SELECT deployment_id, kind, caused_by FROM deployment_events WHERE id > $1 ORDER BY id",
-                [String(lastEvent)])
-            var actual: [String] = []
-            for row in 0..<written.rowCount {
-                actual.append(
-                    "\(written.int(row, 0)!) \(written.string(row, 1)!) \(written.int(row, 2).map(String.init) ?? "-")")
-            }
-            var planned = ["\(id) Queued -"]
-            planned += plan.start.map { "\(real($0)) Started -" }
-            planned += plan.preempt.map {
-                "\(real($0)) Preempted \(plan.preemptedBy[$0].map(real).map(String.init) ?? "-")"
-            }
-            #expect(actual.sorted() == planned.sorted(), "round \(round)")
+            try expectExactly(
+                plan.renaming(placeholder, to: id), created: new.renamed(to: id), before: before, after: after,
+                eventsAfter: lastEvent, database, "round \(round)")
         }
         #expect(preemptingRounds >= 3, "the scenario should preempt in most rounds")
+    }
+
+    /// The shapes of `make bench`'s queue rows, which the one-statement paths decide (`createSwapping`,
+    /// `completeAtQueueHead`), mixed with sizes that make them refuse (a swap that would leave room for someone
+    /// waiting, a head that does not fit, a completion that admits several): every change must be exactly the
+    /// reference's plan, whichever path the worker took. Repeated, so that every worker's hint has moved to those paths.
+    @Test func swapsAndCompletionsAtTheQueueHeadApplyExactlyThePlan() throws {
+        let owner = try api.register("sched-swap")
+        let cluster = try api.createCluster(owner, name: "swap", ram: 12, cpu: "12", gpu: 1)
+        let database = try TestDatabase(stack.databaseURL)
+        var random = SchedulingRandom(seed: 0x5EED_0002)
+        for index in 0..<12 {
+            let response = try api.createDeployment(
+                owner, name: "swap-fill-\(index)", cluster: cluster, ram: 1, cpu: "1", gpu: 0, priority: 1)
+            #expect(response.status == 200, "\(response.text)")
+        }
+        for index in 0..<3 {
+            let response = try api.createDeployment(
+                owner, name: "swap-big-\(index)", cluster: cluster, ram: 12, cpu: "12", gpu: 1, priority: 0)
+            #expect(response.jsonObject?["status"] as? String == "Pending", "\(response.text)")
+        }
+        var outcomes: [String: Int] = [:]
+        for round in 0..<60 {
+            let before = try database.clusterState(cluster)
+            let lastEvent = try database.query("SELECT coalesce(max(id), 0) FROM deployment_events").int(0, 0) ?? 0
+            let running = before.active.filter(\.isRunning).sorted { $0.id < $1.id }
+            if round % 2 == 1, let target = running.first {
+                let plan = Scheduler.plan(for: before.snapshot.removing(target.id))
+                let response = try api.complete(owner, target.id)
+                #expect(response.status == 200, "\(response.text)")
+                try expectExactly(
+                    plan, completed: target, before: before, after: try database.clusterState(cluster),
+                    eventsAfter: lastEvent, database, "round \(round): completing \(target.id)")
+                outcomes["completion starting \(plan.start.count)", default: 0] += 1
+                continue
+            }
+            // Mostly one slot at a priority above everything, as in the bench; sometimes smaller or bigger.
+            let ram = Int64.random(in: 0..<5, using: &random) == 0 ? Int64.random(in: 1...3, using: &random) : 1
+            let request = Resources(ram: ram, cpu: 1000, gpu: 0)
+            let new = ActiveDeployment(
+                id: -1, priority: Int32(10 + round), seq: before.nextSeq, request: request, isRunning: false)
+            let plan = Scheduler.plan(for: before.snapshot.adding(new))
+            let response = try api.createDeployment(
+                owner, name: "swap-\(round)", cluster: cluster, ram: ram, cpu: "1", gpu: 0, priority: new.priority)
+            #expect(response.status == 200, "\(response.text)")
+            let id = try #require(int(response.jsonObject?["id"]))
+            try expectExactly(
+                plan.renaming(-1, to: id), created: new.renamed(to: id), before: before,
+                after: try database.clusterState(cluster), eventsAfter: lastEvent, database, "round \(round)")
+            outcomes["create starting \(plan.start.count), preempting \(plan.preempt.count)", default: 0] += 1
+        }
+        #expect((outcomes["create starting 1, preempting 1"] ?? 0) >= 15, "\(outcomes)")
+        #expect((outcomes["completion starting 1"] ?? 0) >= 15, "\(outcomes)")
+        #expect(outcomes.count >= 4, "the sizes should also make the one-statement paths refuse: \(outcomes)")
+        try expectRedisMatches(cluster, database)
+    }
+
+    /// Expects `after` to be `before` with exactly `plan` and the change itself applied: `created` inserted (running
+    /// when the plan starts it) or `completed` gone; the accounting, one version step, a settled cluster, and exactly
+    /// the change's events after the event `lastEvent`.
+    private func expectExactly(
+        _ plan: SchedulingPlan, created: ActiveDeployment? = nil, completed: ActiveDeployment? = nil,
+        before: ClusterState, after: ClusterState, eventsAfter lastEvent: Int64, _ database: TestDatabase,
+        _ context: String, sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
+        let beforeStatus = Dictionary(uniqueKeysWithValues: before.active.map { ($0.id, $0.isRunning) })
+        let afterStatus = Dictionary(uniqueKeysWithValues: after.active.map { ($0.id, $0.isRunning) })
+        var active = Set(beforeStatus.keys)
+        if let created { active.insert(created.id) }
+        if let completed { active.remove(completed.id) }
+        #expect(Set(afterStatus.keys) == active, "\(context): active set", sourceLocation: sourceLocation)
+        let changed = Set(
+            afterStatus.compactMap { id, running in beforeStatus[id].flatMap { $0 == running ? nil : id } })
+        #expect(
+            changed == Set(plan.start + plan.preempt).subtracting(created.map { [$0.id] } ?? []),
+            "\(context): \(plan)", sourceLocation: sourceLocation)
+        if let created {
+            #expect(afterStatus[created.id] == plan.start.contains(created.id), sourceLocation: sourceLocation)
+        }
+        let requests = Dictionary(
+            uniqueKeysWithValues: (before.active + (created.map { [$0] } ?? [])).map { ($0.id, $0.request) })
+        let started = plan.start.map { requests[$0]! }.reduce(Resources(), +)
+        let preempted = plan.preempt.map { requests[$0]! }.reduce(Resources(), +)
+        #expect(
+            after.available == before.available + (completed?.request ?? Resources()) - started + preempted,
+            "\(context): accounting", sourceLocation: sourceLocation)
+        #expect(after.available == after.capacity - after.runningSum, sourceLocation: sourceLocation)
+        #expect(after.version == before.version + 1, sourceLocation: sourceLocation)
+        #expect(
+            Scheduler.plan(for: after.snapshot) == SchedulingPlan(), "\(context): not settled after",
+            sourceLocation: sourceLocation)
+
+        // Queued for a new deployment, Completed for a completed one, Started per start, Preempted naming its cause.
+        let written = try database.query(
+            "SELECT deployment_id, kind, caused_by FROM deployment_events WHERE id > $1 ORDER BY id",
+            [String(lastEvent)])
+        let actual = (0..<written.rowCount).map {
+            "\(written.int($0, 0)!) \(written.string($0, 1)!) \(written.int($0, 2).map(String.init) ?? "-")"
+        }
+        var planned = created.map { ["\($0.id) Queued -"] } ?? completed.map { ["\($0.id) Completed -"] } ?? []
+        planned += plan.start.map { "\($0) Started -" }
+        planned += plan.preempt.map { "\($0) Preempted \(plan.preemptedBy[$0].map(String.init) ?? "-")" }
+        #expect(actual.sorted() == planned.sorted(), "\(context): events", sourceLocation: sourceLocation)
     }
 
     // MARK: - Concurrency on one cluster
@@ -985,6 +1059,32 @@ struct ClusterState {
 
     var snapshot: ClusterSnapshot { ClusterSnapshot(capacity: capacity, active: active) }
     var runningSum: Resources { active.filter(\.isRunning).map(\.request).reduce(Resources(), +) }
+}
+
+extension ClusterSnapshot {
+    func adding(_ deployment: ActiveDeployment) -> ClusterSnapshot {
+        ClusterSnapshot(capacity: capacity, active: active + [deployment])
+    }
+
+    func removing(_ id: Int64) -> ClusterSnapshot {
+        ClusterSnapshot(capacity: capacity, active: active.filter { $0.id != id })
+    }
+}
+
+extension ActiveDeployment {
+    func renamed(to id: Int64) -> ActiveDeployment {
+        ActiveDeployment(id: id, priority: priority, seq: seq, request: request, isRunning: isRunning)
+    }
+}
+
+extension SchedulingPlan {
+    /// The plan with the deployment `old` (a placeholder for one not created yet) called `new`.
+    func renaming(_ old: Int64, to new: Int64) -> SchedulingPlan {
+        func rename(_ id: Int64) -> Int64 { id == old ? new : id }
+        return SchedulingPlan(
+            start: start.map(rename), preempt: preempt.map(rename),
+            preemptedBy: Dictionary(uniqueKeysWithValues: preemptedBy.map { (rename($0.key), rename($0.value)) }))
+    }
 }
 
 extension TestDatabase {
