@@ -326,6 +326,9 @@ struct ClusterScheduler {
         change.removedRunning = [
             ActiveDeployment(id: id, priority: row.priority, seq: seq, request: row.request, isRunning: true)
         ]
+        // Without a queue head the queue is most likely empty: the next completion takes the statement that prepares
+        // nothing else.
+        if done.int(0, 14) == nil { hints.lastCompletion = .queueEmpty }
         if done.bool(0, 20) {
             let head = ActiveDeployment(done, row: 0, from: 14, running: false)
             change.removedPending = [head]
