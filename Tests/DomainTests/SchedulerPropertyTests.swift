@@ -43,6 +43,18 @@ enum RandomCluster {
         )
     }
 
+    /// A settled cluster, one of its running deployments, the cluster once that one completed, and the first pending
+    /// deployment ordered after it (the queue head the completion meets); nil when nothing runs.
+    static func completion(_ rng: inout SplitMix64) -> (
+        settled: ClusterSnapshot, completed: ActiveDeployment, after: ClusterSnapshot, head: ActiveDeployment?
+    )? {
+        let settled = RandomCluster.settled(&rng)
+        guard let completed = settled.running.randomElement(using: &rng) else { return nil }
+        let after = settled.removing(id: completed.id)
+        let head = after.pending.filter { completed.schedulesBefore($0) }.min { $0.schedulesBefore($1) }
+        return (settled, completed, after, head)
+    }
+
     static func request(fitting capacity: Resources, _ rng: inout SplitMix64) -> Resources {
         Resources(
             ram: .random(in: 0...capacity.ram, using: &rng),
@@ -294,11 +306,8 @@ extension ClusterSnapshot {
         var runningLeftOut = 0
         for seed in 0..<Self.runs * 2 {
             var rng = SplitMix64(seed: seed)
-            let settled = RandomCluster.settled(&rng)
-            guard let completed = settled.running.randomElement(using: &rng) else { continue }
-            let full = settled.removing(id: completed.id)
+            guard let (settled, completed, full, head) = RandomCluster.completion(&rng) else { continue }
             let batchSize = Int.random(in: 1...3, using: &rng)
-            let head = settled.pending.filter { completed.schedulesBefore($0) }.min { $0.schedulesBefore($1) }
             let below = head.map { head in settled.running.filter { $0.priority < head.priority } } ?? []
             let part = Scheduler.partForCompleting(
                 completed, available: settled.available, head: head, runningBelowHead: below)
@@ -340,10 +349,7 @@ extension ClusterSnapshot {
         var nothing = 0
         for seed in 0..<Self.runs * 4 {
             var rng = SplitMix64(seed: seed)
-            let settled = RandomCluster.settled(&rng)
-            guard let completed = settled.running.randomElement(using: &rng) else { continue }
-            let full = settled.removing(id: completed.id)
-            let head = full.pending.filter { completed.schedulesBefore($0) }.min { $0.schedulesBefore($1) }
+            guard let (settled, completed, full, head) = RandomCluster.completion(&rng) else { continue }
             if let head, full.running.contains(where: { $0.priority < head.priority }) { continue }
             let others = head.map { full.removing(id: $0.id) } ?? full
             guard
