@@ -844,7 +844,7 @@ private enum Statements {
 
     /// `Scheduler.planSwapping` in one statement read after the lock, like `createIfDecided`: when the request does not
     /// fit in `available` but fits once the lowest-ordered running deployment below its priority (one step along
-    /// `deployments_running`) is out, and the smallest pending request (`pendingMinimumSQL`) does not fit in what that
+    /// `deployments_running`) is out, and the smallest pending request (`smallestFitsSQL`) does not fit in what that
     /// leaves, it inserts the deployment as running, puts that one back in the queue, and writes the events
     /// (`Queued`, `Started`, `Preempted` naming the new one) and the cluster's accounting. Returns the new id, `seq`,
     /// version and `available_*`, then the preempted deployment (`id, priority, seq, ram/cpu/gpu_required`). No row
