@@ -25,7 +25,18 @@ struct ClusterScheduler {
         /// `createIfFits` (does it fit?), after a wait `createIfDecided` (does it fit, or must it wait?), after a
         /// start that preempted one deployment and nothing else `createSwapping`, after any other preemption the
         /// general path.
-        enum Create { case started, waited, swapped, preempted }
+        enum Create {
+            case started, waited, swapped, preempted
+
+            /// What the create whose change this is did. A create that preempts always starts.
+            init(_ change: DeploymentQueue.Change) {
+                if change.removedRunning.isEmpty {
+                    self = change.addedPending.isEmpty ? .started : .waited
+                } else {
+                    self = change.removedRunning.count == 1 && change.addedRunning.count == 1 ? .swapped : .preempted
+                }
+            }
+        }
         private var lastCreate: [Int64: Create] = [:]
         /// What the last completion on this worker found: nothing pending (`completeIfQueueEmpty`), a queue head with
         /// no running deployment below its priority (`completeAtQueueHead`), or a cluster the general path plans.
@@ -60,24 +71,29 @@ struct ClusterScheduler {
     ///
     /// - Throws: `HTTPError` 401/404/409/422 for the client, `ServiceUnavailable` when PostgreSQL is down.
     func create(_ new: NewDeployment, in clusterID: Int64, by caller: Caller) throws -> DeploymentRow {
-        let decided: (DeploymentRow, DeploymentQueue.Change)?
-        switch hints.lastCreate(in: clusterID) {
-        case .started: decided = try createIfDecided(new, in: clusterID, by: caller, using: Statements.createIfFits)
-        case .waited: decided = try createIfDecided(new, in: clusterID, by: caller, using: Statements.createIfDecided)
-        case .swapped: decided = try createSwapping(new, in: clusterID, by: caller)
-        case .preempted: decided = nil
-        }
-        if let (row, change) = decided {
-            hints.noteCreate(
-                !change.removedRunning.isEmpty ? .swapped : change.addedPending.isEmpty ? .started : .waited,
-                in: clusterID)
-            queue.publish(change, rebuildFrom: database)
-            return row
-        }
-        let (row, change) = try database.run { connection in
+        let statement: Statement? =
+            switch hints.lastCreate(in: clusterID) {
+            case .started: Statements.createIfFits
+            case .waited: Statements.createIfDecided
+            case .swapped: Statements.createSwapping
+            case .preempted: nil
+            }
+        let (row, change) =
+            try statement.flatMap { try createInOneRoundTrip(new, in: clusterID, by: caller, using: $0) }
+            ?? createPlanned(new, in: clusterID, by: caller)
+        hints.noteCreate(PathHints.Create(change), in: clusterID)
+        queue.publish(change, rebuildFrom: database)
+        return row
+    }
+
+    /// The general path of `create`: reads what the plan needs under the lock, plans in the worker, and writes.
+    private func createPlanned(_ new: NewDeployment, in clusterID: Int64, by caller: Caller) throws -> (
+        DeploymentRow, DeploymentQueue.Change
+    ) {
+        try database.run { connection in
             try transaction(connection) { () throws -> (DeploymentRow, DeploymentQueue.Change) in
-                // Everything a preempting create reads, in the round trip that takes the lock (the slow path is
-                // taken only when `createIfDecided` found that the create would preempt).
+                // Everything a preempting create reads, in the round trip that takes the lock (this path is taken when
+                // no one-round-trip statement applied, usually because the create preempts).
                 let results = try connection.pipeline([
                     (Statements.begin, []),
                     (Statements.lock, [String(clusterID)]),
@@ -109,12 +125,6 @@ struct ClusterScheduler {
                     adding: deployment, capacity: capacity, available: available, read: read, cluster: clusterID,
                     connection)
                 let status = plan.plan.start.contains(id) ? "Running" : "Pending"
-                // A create starts by preempting exactly when `decide` said `.fullPass`.
-                let swapped = plan.plan.start == [id] && plan.plan.preempt.count == 1
-                hints.noteCreate(
-                    swapped
-                        ? .swapped : !plan.plan.preempt.isEmpty ? .preempted : status == "Pending" ? .waited : .started,
-                    in: clusterID)
                 let row: [String?] = [
                     cluster.string(0, 7), String(caller.id), new.name, new.imagePath, String(new.request.ram),
                     String(new.request.cpu), String(new.request.gpu), String(new.priority), status,
@@ -125,14 +135,13 @@ struct ClusterScheduler {
                 return (new.row(id: id, in: clusterID, status: status), change)
             }
         }
-        queue.publish(change, rebuildFrom: database)
-        return row
     }
 
-    /// `Scheduler.decide`'s `.start` and `.queue` cases done entirely inside PostgreSQL, in one round trip: `BEGIN`,
-    /// the lock, `Statements.createIfDecided` (read after the lock) and `COMMIT`, so the lock is never held across a
-    /// client round trip. Returns nil, having changed nothing, when it does not apply; the full path then decides.
-    private func createIfDecided(
+    /// A create decided and written entirely inside PostgreSQL in one round trip: `BEGIN`, the lock, `statement`
+    /// (`createIfFits`, `createIfDecided` or `createSwapping`, read after the lock) and `COMMIT`, so the lock is never
+    /// held across a client round trip. Returns nil, having changed nothing, when the statement's case does not
+    /// apply; the general path then decides.
+    private func createInOneRoundTrip(
         _ new: NewDeployment, in clusterID: Int64, by caller: Caller, using statement: Statement
     ) throws -> (DeploymentRow, DeploymentQueue.Change)? {
         let created = try inOneRoundTrip(
@@ -153,35 +162,12 @@ struct ClusterScheduler {
         var change = DeploymentQueue.Change(
             cluster: clusterID, version: created.int(0, 2) ?? 0, available: created.resources(3) ?? Resources())
         if running { change.addedRunning = [deployment] } else { change.addedPending = [deployment] }
+        if created.int(0, 7) != nil {
+            let preempted = ActiveDeployment(created, row: 0, from: 7, running: true)
+            change.removedRunning = [preempted]
+            change.addedPending = [preempted.with(running: false)]
+        }
         return (new.row(id: id, in: clusterID, status: status), change)
-    }
-
-    /// `Scheduler.planSwapping` done entirely inside PostgreSQL in one round trip, like `createIfDecided`: the new
-    /// deployment starts and the lowest-ordered running one below its priority goes back to the queue. Returns nil,
-    /// having changed nothing, when that is not the plan; the full path then decides.
-    private func createSwapping(_ new: NewDeployment, in clusterID: Int64, by caller: Caller) throws -> (
-        DeploymentRow, DeploymentQueue.Change
-    )? {
-        let created = try inOneRoundTrip(
-            (Statements.lock, [String(clusterID)]),
-            (
-                Statements.createSwapping,
-                [
-                    String(caller.id), String(caller.issuedAt), String(clusterID), new.name, new.imagePath,
-                    String(new.request.ram), String(new.request.cpu), String(new.request.gpu), String(new.priority),
-                ]
-            ))
-        guard created.rowCount == 1, let id = created.int(0, 0), let seq = created.int(0, 1),
-            let available = created.resources(3)
-        else { return nil }
-        let victim = ActiveDeployment(created, row: 0, from: 6, running: true)
-        var change = DeploymentQueue.Change(cluster: clusterID, version: created.int(0, 2) ?? 0, available: available)
-        change.addedRunning = [
-            ActiveDeployment(id: id, priority: new.priority, seq: seq, request: new.request, isRunning: true)
-        ]
-        change.removedRunning = [victim]
-        change.addedPending = [victim.with(running: false)]
-        return (new.row(id: id, in: clusterID, status: "Running"), change)
     }
 
     /// `BEGIN`, `lock`, `statement` and `COMMIT`, then `Statements.durable`, in one round trip: the one-round-trip
@@ -221,13 +207,13 @@ struct ClusterScheduler {
     ///
     /// - Throws: `HTTPError` 401/404/409 for the client, `ServiceUnavailable` when PostgreSQL is down.
     func complete(_ id: Int64, by caller: Caller) throws -> DeploymentRow {
-        let decided: (DeploymentRow, DeploymentQueue.Change)?
-        switch hints.lastCompletion {
-        case .queueEmpty: decided = try completeIfQueueEmpty(id, by: caller)
-        case .headDecides: decided = try completeAtQueueHead(id, by: caller)
-        case .planned: decided = nil
-        }
-        if let (row, change) = decided {
+        let statement: Statement? =
+            switch hints.lastCompletion {
+            case .queueEmpty: Statements.completeIfQueueEmpty
+            case .headDecides: Statements.completeAtQueueHead
+            case .planned: nil
+            }
+        if let statement, let (row, change) = try completeInOneRoundTrip(id, by: caller, using: statement) {
             queue.publish(change, rebuildFrom: database)
             return row
         }
@@ -292,33 +278,14 @@ struct ClusterScheduler {
         return row
     }
 
-    /// A completion with nobody waiting in its cluster, done entirely inside PostgreSQL in one round trip: with an
-    /// empty queue the pass over the cluster admits exactly the running set without `completed`, so the only changes
-    /// are its own. Returns nil, having changed nothing, when it does not apply (including every error case); the
-    /// general path then decides and answers.
-    private func completeIfQueueEmpty(_ id: Int64, by caller: Caller) throws -> (
+    /// A completion decided and written entirely inside PostgreSQL in one round trip, like `createInOneRoundTrip`:
+    /// `statement` is `completeIfQueueEmpty` or `completeAtQueueHead`. Returns nil, having changed nothing, when the
+    /// statement's case does not apply (including every error case); the general path then decides and answers.
+    private func completeInOneRoundTrip(_ id: Int64, by caller: Caller, using statement: Statement) throws -> (
         DeploymentRow, DeploymentQueue.Change
     )? {
         let parameters = [String(caller.id), String(caller.issuedAt), String(id)]
-        let done = try inOneRoundTrip(
-            (Statements.lockDeployment, parameters), (Statements.completeIfQueueEmpty, parameters))
-        guard done.rowCount == 1, let row = DeploymentRow(done, row: 0), let seq = done.int(0, 9) else { return nil }
-        var change = DeploymentQueue.Change(
-            cluster: row.clusterID, version: done.int(0, 10) ?? 0, available: done.resources(11) ?? Resources())
-        change.removedRunning = [
-            ActiveDeployment(id: id, priority: row.priority, seq: seq, request: row.request, isRunning: true)
-        ]
-        return (row, change)
-    }
-
-    /// `Scheduler.planAtQueueHead` done entirely inside PostgreSQL in one round trip, like `completeIfQueueEmpty`: the
-    /// completion admits the queue head when it fits, and nothing else. Returns nil, having changed nothing, when that
-    /// is not the plan (including every error case); the general path then decides and answers.
-    private func completeAtQueueHead(_ id: Int64, by caller: Caller) throws -> (DeploymentRow, DeploymentQueue.Change)?
-    {
-        let parameters = [String(caller.id), String(caller.issuedAt), String(id)]
-        let done = try inOneRoundTrip(
-            (Statements.lockDeployment, parameters), (Statements.completeAtQueueHead, parameters))
+        let done = try inOneRoundTrip((Statements.lockDeployment, parameters), (statement, parameters))
         guard done.rowCount == 1, let row = DeploymentRow(done, row: 0), let seq = done.int(0, 9),
             let available = done.resources(11)
         else { return nil }
@@ -328,7 +295,7 @@ struct ClusterScheduler {
         ]
         // Without a queue head the queue is most likely empty: the next completion takes the statement that prepares
         // nothing else.
-        if done.int(0, 14) == nil { hints.lastCompletion = .queueEmpty }
+        hints.lastCompletion = done.int(0, 14) == nil ? .queueEmpty : .headDecides
         if done.bool(0, 20) {
             let head = ActiveDeployment(done, row: 0, from: 14, running: false)
             change.removedPending = [head]
@@ -757,6 +724,9 @@ private enum Statements {
     /// `createIfFits`, the same statement without it. Nothing else changes in either case (the proofs are on
     /// `Scheduler.plan(adding:to:)` and `startsWhenCreated`). No row when the deployment would preempt (`.fullPass`),
     /// exceeds the cluster's total, or the caller or cluster does not qualify.
+    ///
+    /// Like every one-round-trip create, it returns the new id, `seq`, version, `available_*` and status, then the
+    /// deployment it preempted (`id, priority, seq, ram/cpu/gpu_required`; NULLs here).
     static let createIfDecided = Statement(name: "sched_create_if_decided", sql: createSQL(deciding: true))
     /// `createIfDecided` for `.start` alone: no row unless the request fits in `available`.
     static let createIfFits = Statement(name: "sched_create_if_fits", sql: createSQL(deciding: false))
@@ -804,14 +774,18 @@ private enum Statements {
                 FROM decided d WHERE c.id = d.id
                 RETURNING c.version, c.available_ram, c.available_cpu, c.available_gpu
             )
-            SELECT i.id, i.seq, u.version, u.available_ram, u.available_cpu, u.available_gpu, i.status
+            SELECT i.id, i.seq, u.version, u.available_ram, u.available_cpu, u.available_gpu, i.status,
+                   NULL, NULL, NULL, NULL, NULL, NULL
             FROM inserted i, updated u
             """
     }
 
     /// `completeIfQueueEmpty`, read after the lock: completes the running deployment `$3` of the caller's scope when
-    /// its cluster has nothing pending (the `min()` is one look-up in `deployments_pending_ram`), and returns the row,
-    /// its `seq`, and the cluster's new version and `available_*`. No row otherwise.
+    /// its cluster has nothing pending (the `min()` is one look-up in `deployments_pending_ram`). No row otherwise.
+    ///
+    /// Like every one-round-trip completion, it returns the row, its `seq`, the cluster's new version and
+    /// `available_*`, then the queue head (`id, priority, seq, ram/cpu/gpu_required`; NULLs here) and whether it
+    /// started.
     static let completeIfQueueEmpty = Statement(
         name: "sched_complete_if_queue_empty",
         sql: """
@@ -838,7 +812,8 @@ private enum Statements {
                 RETURNING c.version, c.available_ram, c.available_cpu, c.available_gpu
             )
             SELECT t.id, t.name, t.cluster_id, t.image_path, t.ram_required, t.cpu_required, t.gpu_required,
-                   'Completed', t.priority, t.seq, u.version, u.available_ram, u.available_cpu, u.available_gpu
+                   'Completed', t.priority, t.seq, u.version, u.available_ram, u.available_cpu, u.available_gpu,
+                   NULL, NULL, NULL, NULL, NULL, NULL, false
             FROM target t, completed, updated u
             """)
 
@@ -846,9 +821,9 @@ private enum Statements {
     /// fit in `available` but fits once the lowest-ordered running deployment below its priority (one step along
     /// `deployments_running`) is out, and the smallest pending request (`smallestFitsSQL`) does not fit in what that
     /// leaves, it inserts the deployment as running, puts that one back in the queue, and writes the events
-    /// (`Queued`, `Started`, `Preempted` naming the new one) and the cluster's accounting. Returns the new id, `seq`,
-    /// version and `available_*`, then the preempted deployment (`id, priority, seq, ram/cpu/gpu_required`). No row
-    /// when that is not the plan or the caller or cluster does not qualify.
+    /// (`Queued`, `Started`, `Preempted` naming the new one) and the cluster's accounting. Returns what
+    /// `createIfDecided` returns, with the preempted deployment. No row when that is not the plan or the caller or
+    /// cluster does not qualify.
     static let createSwapping = Statement(
         name: "sched_create_swapping",
         sql: """
@@ -894,7 +869,7 @@ private enum Statements {
                 FROM decided v WHERE c.id = $3
                 RETURNING c.version
             )
-            SELECT i.id, i.seq, u.version, v.room_ram, v.room_cpu, v.room_gpu,
+            SELECT i.id, i.seq, u.version, v.room_ram, v.room_cpu, v.room_gpu, 'Running',
                    v.id, v.priority, v.seq, v.ram_required, v.cpu_required, v.gpu_required
             FROM inserted i, updated u, decided v
             """)
@@ -903,8 +878,7 @@ private enum Statements {
     /// running deployment `$3` of the caller's scope when no running deployment is below the priority of the queue
     /// head after it (one step along `deployments_pending_order`, then one along `deployments_running`), starts the
     /// head when it fits in what the completion frees, and the smallest other pending request does not fit in what is
-    /// left. Returns the completed row, its `seq`, the cluster's new version and `available_*`, then the head
-    /// (`id, priority, seq, ram/cpu/gpu_required`, NULLs: none) and whether it started. No row otherwise.
+    /// left. Returns what `completeIfQueueEmpty` returns, with the head (NULLs: none). No row otherwise.
     static let completeAtQueueHead = Statement(
         name: "sched_complete_at_queue_head",
         sql: """
@@ -1089,16 +1063,18 @@ private enum Statements {
     /// Whether the smallest pending request of `cluster` (besides the deployment `except`) fits in `room(dimension)`
     /// in every dimension, NULL when nothing is pending: like `pendingMinimum`, three index look-ups.
     private static func smallestFitsSQL(cluster: String, except: String? = nil, room: (String) -> String) -> String {
-        ["ram", "cpu", "gpu"].map { dimension in
-            "(SELECT min(\(dimension)_required) FROM deployments WHERE cluster_id = \(cluster) AND status = 'Pending'"
-                + (except.map { " AND id <> \($0)" } ?? "") + ") <= \(room(dimension))"
-        }.joined(separator: " AND ")
+        dimensions.map { "\(smallestPendingSQL($0, cluster: cluster, except: except)) <= \(room($0))" }
+            .joined(separator: " AND ")
     }
+    /// The smallest pending `dimension` request of `cluster`, besides the deployment `except`: one look-up at the start
+    /// of `deployments_pending_<dimension>`.
+    private static func smallestPendingSQL(_ dimension: String, cluster: String, except: String? = nil) -> String {
+        "(SELECT min(\(dimension)_required) FROM deployments WHERE cluster_id = \(cluster) AND status = 'Pending'"
+            + (except.map { " AND id <> \($0)" } ?? "") + ")"
+    }
+    private static let dimensions = ["ram", "cpu", "gpu"]
     private static func pendingMinimumSQL(cluster: String) -> String {
-        "SELECT "
-            + ["ram", "cpu", "gpu"].map {
-                "(SELECT min(\($0)_required) FROM deployments WHERE cluster_id = \(cluster) AND status = 'Pending')"
-            }.joined(separator: ", ")
+        "SELECT " + dimensions.map { smallestPendingSQL($0, cluster: cluster) }.joined(separator: ", ")
     }
     /// Pending deployments after the cursor `(priority $2, seq $3)` in scheduling order that fit in `($4, $5, $6)`,
     /// at most `$7`, in no particular order. Two index range scans (same priority, later seq; then lower priorities),
