@@ -130,6 +130,9 @@ private struct HostileRequests {
         #""' OR 1=1 --""#,
     ]
 
+    /// Ids that name nothing, or are not ids at all.
+    private static let badIDs = ["0", "-1", "9223372036854775807", "99999999999999999999", "abc", "1.5", "%20", "1e3"]
+
     /// Bodies that are not a JSON object at all, or barely one.
     private static let malformed = [
         "", "{", "}", "{\"name\":", "null", "[]", "\"text\"", "42", "{\"a\":1,}", "{'a':1}", "\u{0}\u{1}\u{2}",
@@ -143,9 +146,7 @@ private struct HostileRequests {
         // A third of the requests change a cluster, so the scheduler sees enough of them to be tested.
         let (method, route, template) =
             (Int.random(in: 0..<3, using: &random) == 0 ? Self.changes : Self.routes).randomElement(using: &random)!
-        let knownIDs = (clusters + deployments).map(String.init)
-        let idTexts = knownIDs + ["0", "-1", "9223372036854775807", "99999999999999999999", "abc", "1.5", "%20", "1e3"]
-        let id = idTexts.randomElement(using: &random)!
+        let id = ((clusters + deployments).map(String.init) + Self.badIDs).randomElement(using: &random)!
 
         var fields = template.mapValues {
             $0 == "{cluster}" ? String(clusters.randomElement(using: &random)!) : $0
