@@ -621,7 +621,7 @@ def main():
         if only & {"create", "queue", "mixed"}:
             bench.accounting_check()
 
-        print_table(rows, ceiling, c, d)
+        print_table(rows, ceiling, c, d, workers=len(stack.worker_rss_kib()))
         if len(bench.notes) > 1:
             print("\nwhat happened:\n")
             for note in bench.notes:
@@ -639,9 +639,9 @@ def main():
         stack.stop()
 
 
-def print_table(rows, ceiling, connections, duration):
-    workers = os.environ.get("HV_WORKERS") or f"{4 * os.cpu_count()} (the default)"
-    print(f"\nwrk through nginx, {duration} s per row, {os.cpu_count()} cores, HV_WORKERS={workers}\n")
+def print_table(rows, ceiling, connections, duration, workers):
+    setting = "HV_WORKERS" if os.environ.get("HV_WORKERS") else "the pool's default"
+    print(f"\nwrk through nginx, {duration} s per row, {os.cpu_count()} cores, {workers} workers ({setting})\n")
     print("| benchmark | conns | req/s | × ceiling | p50 ms | p99 ms | non-2xx | target |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     baselines = {row.baseline_key: row.result for row in rows if hasattr(row, "baseline_key")}
