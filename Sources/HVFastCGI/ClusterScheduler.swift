@@ -697,17 +697,11 @@ private enum Statements {
     static let begin = Statement(name: "sched_begin", sql: "BEGIN")
     static let commit = Statement(name: "sched_commit", sql: "COMMIT")
     static let rollback = Statement(name: "sched_rollback", sql: "ROLLBACK")
-    /// Takes the cluster's lock, and sets `transactionSettings`.
-    static let lock = Statement(name: "sched_lock", sql: "SELECT pg_advisory_xact_lock($1), \(transactionSettings)")
-    /// For the rest of the transaction that holds the lock:
-    /// - commit without waiting for the WAL flush, so that the lock is released before the flush; `durable` then waits
-    ///   for it. A later change that read this one commits after it in the WAL, so a crash can never keep the later
-    ///   change and lose this one.
-    /// - run statements from their cached generic plans. Planning the create statement takes ≈ 0.5 ms, and the plan
-    ///   cache sometimes keeps choosing custom plans (one bench run planned it 12,087 times in 21,245 runs), which
-    ///   halved the cluster's throughput. The statements are written so that their generic plans use the indexes.
-    private static let transactionSettings =
-        "set_config('synchronous_commit', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)"
+    /// Takes the cluster's lock, and has the transaction commit without waiting for the WAL flush, so that the lock
+    /// is released before the flush; `durable` then waits for it. A later change that read this one commits after it
+    /// in the WAL, so a crash can never keep the later change and lose this one.
+    static let lock = Statement(
+        name: "sched_lock", sql: "SELECT pg_advisory_xact_lock($1), set_config('synchronous_commit', 'off', true)")
     /// Run right after a `COMMIT` made under `lock`, outside the lock: returns once that commit is on disk. Unless
     /// the WAL is already flushed as far as it was written (another commit's flush covered ours), it commits a
     /// transaction of its own with `synchronous_commit` on, whose flush covers every earlier commit record.
@@ -1000,7 +994,7 @@ private enum Statements {
     static let lockDeployment = Statement(
         name: "sched_lock_deployment",
         sql: """
-            SELECT pg_advisory_xact_lock(d.cluster_id), \(transactionSettings)
+            SELECT pg_advisory_xact_lock(d.cluster_id), set_config('synchronous_commit', 'off', true)
             FROM users u JOIN deployments d ON d.id = $3 AND \(sqlInScope("d"))
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)

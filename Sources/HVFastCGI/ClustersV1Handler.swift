@@ -32,16 +32,19 @@ struct ClustersV1Handler {
 
     /// The caller (no row: unknown user or revoked token) and up to `$4` clusters of their scope after id `$3` (one
     /// row of NULLs when there are none).
-    static let page = Statement(
-        name: "v1_clusters_page",
-        sql: """
-            SELECT \(ClustersHandler.columns), c.organization_id, \(sqlUTC("c.created_at"))
-            FROM users u LEFT JOIN LATERAL (
-                SELECT * FROM clusters c WHERE \(sqlInScope("c")) AND c.id > $3 ORDER BY c.id LIMIT $4
-            ) c ON true
-            WHERE u.id = $1 AND u.tokens_valid_after <= $2
-            ORDER BY c.id
-            """)
+    static let page: Statement = {
+        let walk = sqlScopedWalk("c", last: "id", after: "$3")
+        return Statement(
+            name: "v1_clusters_page",
+            sql: """
+                SELECT \(ClustersHandler.columns), c.organization_id, \(sqlUTC("c.created_at"))
+                FROM users u LEFT JOIN LATERAL (
+                    SELECT * FROM clusters c WHERE \(walk.condition) ORDER BY \(walk.order) LIMIT $4
+                ) c ON true
+                WHERE u.id = $1 AND u.tokens_valid_after <= $2
+                ORDER BY c.id
+                """)
+    }()
 
     /// The cluster with the sizes of its running set and queue: from the Redis snapshot when it shows the very
     /// version PostgreSQL showed (O(1)), else counted in the same read-only snapshot of PostgreSQL.
@@ -77,7 +80,7 @@ struct ClustersV1Handler {
         let (limit, after) = pageParameters(request, cursor: positiveID, issues: &issues)
         guard issues.isEmpty else { throw ValidationFailure(issues) }
         let result = try database.run {
-            try $0.executePlannedForValues(
+            try $0.execute(
                 ClustersV1Handler.page,
                 [String(caller.id), String(caller.issuedAt), String(after ?? 0), String(limit + 1)])
         }

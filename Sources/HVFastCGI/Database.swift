@@ -59,20 +59,6 @@ extension PostgresConnection {
         name: "snapshot_begin", sql: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     private static let endSnapshot = Statement(name: "snapshot_end", sql: "COMMIT")
 
-    private static let customPlans = Statement(
-        name: "custom_plans", sql: "SELECT set_config('plan_cache_mode', 'force_custom_plan', true)")
-
-    /// Runs `statement` planned for these parameter values instead of from its cached generic plan, in one round trip
-    /// (the setting lasts for the pipeline's implicit transaction). For the list pages: a generic plan cannot see
-    /// that a filter is absent or how many rows a tenant has. Cached ones read and sorted a whole tenant's 27,000
-    /// deployments for every page (18 ms), or walked the whole table for a tenant with none (13 ms), where the
-    /// tenant's index gives a page in 0.15 ms. Planning each time costs ≈ 0.13 ms.
-    ///
-    /// - Throws: `PostgresError`.
-    func executePlannedForValues(_ statement: Statement, _ parameters: [String?]) throws -> PostgresResult {
-        try pipeline([(PostgresConnection.customPlans, []), (statement, parameters)])[1]
-    }
-
     /// Sends `steps` in one round trip inside a read-only `REPEATABLE READ` transaction and runs `body` with their
     /// results, before the transaction ends: whatever `body` reads on the connection sees the same snapshot.
     ///
@@ -89,6 +75,27 @@ extension PostgresConnection {
 /// two never meet). Names are unique per key, and lists walk indexes on it in id order (migrations 4 and 5).
 func sqlInScope(_ row: String) -> String {
     "coalesce(\(row).organization_id, -\(row).owner_id) = coalesce(u.organization_id, -u.id)"
+}
+
+/// A page of the caller's rows of table alias `row` along the tenant index on `(tenant key, equal…, last)`: the
+/// condition that they are in scope, have the values `equal` gives its columns and come after `after` in `last`, and
+/// the `ORDER BY` of that walk.
+///
+/// Written as row comparisons on the index's columns, not as `sqlInScope`: with an equality on the tenant key the
+/// planner may walk the primary key in id order instead and filter on the tenant, which a cached generic plan does for
+/// every tenant once one tenant holds most rows (a tenant with none then reads the whole table). No other index
+/// gives this order, and the comparisons bound the walk to exactly the page's rows.
+func sqlScopedWalk(_ row: String, equal: [(column: String, value: String)] = [], last: String, after: String)
+    -> (condition: String, order: String)
+{
+    let key = "coalesce(\(row).organization_id, -\(row).owner_id)"
+    let prefix = [key] + equal.map { "\(row).\($0.column)" }
+    let values = ["coalesce(u.organization_id, -u.id)"] + equal.map(\.value)
+    func tuple(_ items: [String]) -> String { items.count == 1 ? items[0] : "(\(items.joined(separator: ", ")))" }
+    let condition = """
+        \(tuple(prefix + ["\(row).\(last)"])) > \(tuple(values + [after])) AND \(tuple(prefix)) <= \(tuple(values))
+        """
+    return (condition, (prefix + ["\(row).\(last)"]).joined(separator: ", "))
 }
 
 /// A `LATERAL` subquery giving `ram`, `cpu` and `gpu`: what the running deployments of cluster alias `cluster` at

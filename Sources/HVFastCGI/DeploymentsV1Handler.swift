@@ -53,14 +53,12 @@ struct DeploymentsV1Handler {
     }
 
     /// Unfiltered: the tenant's rows (`deployments_tenant_id`).
-    static let pageOfAll = Statement(
-        name: "v1_deployments_page",
-        sql: pageSQL(
-            """
-            SELECT * FROM deployments d
-            WHERE \(sqlInScope("d")) AND d.id > $3
-            ORDER BY d.id LIMIT $4
-            """))
+    static let pageOfAll: Statement = {
+        let walk = sqlScopedWalk("d", last: "id", after: "$3")
+        return Statement(
+            name: "v1_deployments_page",
+            sql: pageSQL("SELECT * FROM deployments d WHERE \(walk.condition) ORDER BY \(walk.order) LIMIT $4"))
+    }()
 
     /// With `?cluster_id=` (`$5`) alone: the cluster's rows in `seq` order (`deployments_cluster_id_seq_key`), which
     /// is their id order, since a create draws both under the cluster's lock. The walk starts after the cursor's
@@ -77,15 +75,17 @@ struct DeploymentsV1Handler {
 
     /// With `?status=` (`$5`), and `?cluster_id=` (`$6`) when given: the tenant's rows of that status
     /// (`deployments_tenant_status`), the cluster filter applied along the way.
-    static let pageOfStatus = Statement(
-        name: "v1_deployments_page_status",
-        sql: pageSQL(
-            """
-            SELECT * FROM deployments d
-            WHERE \(sqlInScope("d")) AND d.status = $5::deployment_status AND d.id > $3
-              AND ($6::bigint IS NULL OR d.cluster_id = $6)
-            ORDER BY d.id LIMIT $4
-            """))
+    static let pageOfStatus: Statement = {
+        let walk = sqlScopedWalk("d", equal: [("status", "$5::deployment_status")], last: "id", after: "$3")
+        return Statement(
+            name: "v1_deployments_page_status",
+            sql: pageSQL(
+                """
+                SELECT * FROM deployments d
+                WHERE \(walk.condition) AND ($6::bigint IS NULL OR d.cluster_id = $6)
+                ORDER BY \(walk.order) LIMIT $4
+                """))
+    }()
 
     /// The statement for these filters, and its parameters after the first four.
     static func page(cluster: Int64?, status: String?) -> (Statement, [String?]) {
@@ -173,7 +173,7 @@ struct DeploymentsV1Handler {
         guard issues.isEmpty else { throw ValidationFailure(issues) }
         let (statement, filters) = DeploymentsV1Handler.page(cluster: cluster, status: status)
         let result = try database.run {
-            try $0.executePlannedForValues(
+            try $0.execute(
                 statement,
                 [String(caller.id), String(caller.issuedAt), String(after ?? 0), String(limit + 1)] + filters)
         }
