@@ -17,7 +17,7 @@ struct AccountV1Handler {
     private static let caller = Statement(
         name: "v1_users_me",
         sql: """
-            SELECT u.id, u.username, \(sqlUTC("u.created_at")), u.role, o.id, o.name
+            SELECT u.id, u.username, u.created_at, u.role, o.id, o.name
             FROM users u LEFT JOIN organizations o ON o.id = u.organization_id
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
@@ -36,8 +36,8 @@ struct AccountV1Handler {
     private static let members = Statement(
         name: "v1_organizations_me",
         sql: """
-            SELECT u.role, o.id, o.name, \(sqlUTC("o.created_at")), o.invite_code, m.id, m.username, m.role,
-                   \(sqlUTC("m.created_at"))
+            SELECT u.role, o.id, o.name, o.created_at, o.invite_code, m.id, m.username, m.role,
+                   m.created_at
             FROM users u
             LEFT JOIN organizations o ON o.id = u.organization_id
             LEFT JOIN users m ON m.organization_id = o.id
@@ -69,7 +69,7 @@ struct AccountV1Handler {
             json.key("username")
             json.value(row.string(0, 1) ?? "")
             json.key("created_at")
-            json.value(row.string(0, 2) ?? "")
+            json.value(row.timestamp(0, 2) ?? "")
             json.key("role")
             json.value(row.string(0, 3))
             json.key("organization")
@@ -109,7 +109,7 @@ struct AccountV1Handler {
             json.key("name")
             json.value(rows.string(0, 2) ?? "")
             json.key("created_at")
-            json.value(rows.string(0, 3) ?? "")
+            json.value(rows.timestamp(0, 3) ?? "")
             json.key("invite_code")
             json.value(isAdmin ? rows.string(0, 4) : nil)
             json.key("members")
@@ -123,7 +123,7 @@ struct AccountV1Handler {
                 json.key("role")
                 json.value(rows.string(row, 7) ?? "")
                 json.key("joined_at")
-                json.value(rows.string(row, 8) ?? "")
+                json.value(rows.timestamp(row, 8) ?? "")
                 json.endObject()
             }
             json.endArray()

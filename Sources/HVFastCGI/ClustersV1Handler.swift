@@ -25,7 +25,7 @@ struct ClustersV1Handler {
     private static let detail = Statement(
         name: "v1_cluster",
         sql: """
-            SELECT \(ClustersHandler.columns), c.organization_id, \(sqlUTC("c.created_at")), c.version
+            SELECT \(ClustersHandler.columns), c.organization_id, c.created_at, c.version
             FROM users u LEFT JOIN clusters c ON c.id = $3 AND \(sqlInScope("c"))
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
@@ -37,7 +37,7 @@ struct ClustersV1Handler {
         return Statement(
             name: "v1_clusters_page",
             sql: """
-                SELECT \(ClustersHandler.columns), c.organization_id, \(sqlUTC("c.created_at"))
+                SELECT \(ClustersHandler.columns), c.organization_id, c.created_at
                 FROM users u LEFT JOIN LATERAL (
                     SELECT * FROM clusters c WHERE \(walk.condition) ORDER BY \(walk.order) LIMIT $4
                 ) c ON true
@@ -107,7 +107,7 @@ struct ClustersV1Handler {
         json.key("organization_id")
         json.value(result.int(row, 8))
         json.key("created_at")
-        json.value(result.string(row, 9) ?? "")
+        json.value(result.timestamp(row, 9) ?? "")
         json.key("utilization")
         json.beginObject()
         let used = cluster.total - cluster.available

@@ -112,8 +112,3 @@ func sqlFreeAtPriority(_ cluster: String, _ priority: String) -> String {
     )
     """
 }
-
-/// A `timestamptz` column as RFC 3339 text in UTC with microseconds (`2026-12-01T05:30:00.123456Z`); NULL stays NULL.
-func sqlUTC(_ column: String) -> String {
-    "to_char(\(column) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-}

@@ -37,7 +37,7 @@ struct DeploymentsV1Handler {
     /// Columns 0…12 of `detail`, the part a list shows.
     private static let summaryColumns = """
         d.id, d.name, d.cluster_id, d.image_path, d.ram_required, d.cpu_required, d.gpu_required, d.status,
-        d.priority, \(sqlUTC("d.created_at")), \(sqlUTC("d.started_at")), \(sqlUTC("d.finished_at")), d.preemptions
+        d.priority, d.created_at, d.started_at, d.finished_at, d.preemptions
         """
 
     /// The caller (no row: unknown user or revoked token) and up to `$4` deployments of their scope after id `$3`, in
@@ -101,7 +101,7 @@ struct DeploymentsV1Handler {
     private static let history = Statement(
         name: "v1_deployment_events",
         sql: """
-            SELECT d.id, e.kind, \(sqlUTC("e.at")), e.caused_by
+            SELECT d.id, e.kind, e.at, e.caused_by
             FROM users u
             LEFT JOIN deployments d ON d.id = $3 AND \(sqlInScope("d"))
             LEFT JOIN deployment_events e ON e.deployment_id = d.id
@@ -189,11 +189,11 @@ struct DeploymentsV1Handler {
     ) {
         deployment.writeMembers(to: &json)
         json.key("created_at")
-        json.value(result.string(row, 9) ?? "")
+        json.value(result.timestamp(row, 9) ?? "")
         json.key("started_at")
-        json.value(result.string(row, 10))
+        json.value(result.timestamp(row, 10))
         json.key("finished_at")
-        json.value(result.string(row, 11))
+        json.value(result.timestamp(row, 11))
         json.key("preemptions")
         json.value(result.int(row, 12) ?? 0)
     }
@@ -215,7 +215,7 @@ struct DeploymentsV1Handler {
                 json.key("kind")
                 json.value(kind)
                 json.key("at")
-                json.value(result.string(row, 2) ?? "")
+                json.value(result.timestamp(row, 2) ?? "")
                 json.key("caused_by")
                 json.value(result.int(row, 3))
                 json.endObject()

@@ -47,6 +47,27 @@ final class PostgresResult {
     }
 
     func bool(_ row: Int, _ column: Int) -> Bool { string(row, column) == "t" }
+
+    /// A `timestamptz` column in ISO 8601, UTC, to the microsecond (`2026-12-06T04:26:01.373310Z`); nil for NULL.
+    func timestamp(_ row: Int, _ column: Int) -> String? { string(row, column).map(iso8601UTC) }
+}
+
+/// PostgreSQL's text for a `timestamptz` on a connection whose `TimeZone` is UTC and `DateStyle` ISO
+/// (`2026-12-06 04:26:01.37331+00`, no fraction when it is zero) in ISO 8601 with six fraction digits. Formatting it
+/// here costs a fraction of `to_char` in the server, which took a tenth of the machine's CPU serving list pages.
+/// Text of any other shape (`infinity`) is returned as it is.
+func iso8601UTC(_ text: String) -> String {
+    var bytes = Array(text.utf8)
+    guard bytes.count >= 22, bytes[10] == UInt8(ascii: " "), bytes.suffix(3).elementsEqual("+00".utf8) else {
+        return text
+    }
+    bytes[10] = UInt8(ascii: "T")
+    bytes.removeLast(3)
+    let fraction = bytes.lastIndex(of: UInt8(ascii: ".")).map { bytes.count - $0 - 1 } ?? -1
+    if fraction < 0 { bytes.append(UInt8(ascii: ".")) }
+    bytes.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: 6 - max(fraction, 0)))
+    bytes.append(UInt8(ascii: "Z"))
+    return String(decoding: bytes, as: UTF8.self)
 }
 
 /// One libpq connection, owned by one worker process and used by one request at a time.
@@ -54,7 +75,8 @@ final class PostgresConnection {
     private var connection: OpaquePointer?
     private var prepared: Set<String> = []
 
-    /// Connects to `url`, with prepared statements run from their cached generic plans (`plan_cache_mode`).
+    /// Connects to `url`, with prepared statements run from their cached generic plans (`plan_cache_mode`), and
+    /// timestamps written in UTC for `PostgresResult.timestamp`.
     ///
     /// The statements are written so that their generic plans walk the right indexes (`TenantIndexTests` checks the
     /// list pages), and planning per execution is what they would otherwise cost: ≈ 0.5 ms for the scheduler's create
@@ -73,7 +95,8 @@ final class PostgresConnection {
             self.connection = nil
             throw PostgresError(sqlState: nil, message: trimmed(message), connectionLost: true)
         }
-        _ = try unsafeExecute(script: "SET plan_cache_mode = force_generic_plan")
+        _ = try unsafeExecute(
+            script: "SET plan_cache_mode = force_generic_plan; SET TimeZone = 'UTC'; SET DateStyle = 'ISO'")
     }
 
     deinit { PQfinish(connection) }

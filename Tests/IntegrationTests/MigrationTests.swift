@@ -244,6 +244,35 @@ import Testing
     }
 }
 
+/// Timestamps read through `PostgresResult.timestamp` are the instants PostgreSQL stores, in the API's form, whatever
+/// time zone and date style the database is configured with.
+@Suite(.serialized) struct TimestampTextTests {
+    @Test func timestampsReadAsTheUTCInstantToTheMicrosecond() throws {
+        let (stack, url) = try freshDatabase("timestamps")
+        defer { stack.stop() }
+        try PostgresConnection(url: url).unsafeExecute(
+            script: """
+                DO $$ BEGIN
+                    EXECUTE format('ALTER DATABASE %I SET TimeZone = %L', current_database(), 'America/St_Johns');
+                    EXECUTE format('ALTER DATABASE %I SET DateStyle = %L', current_database(), 'SQL, DMY');
+                END $$
+                """)
+        let connection = try PostgresConnection(url: url)
+        // Whole seconds, fractions with trailing zeros, every hour of a day across a daylight-saving change.
+        let result = try connection.unsafeExecute(
+            script: """
+                SELECT t, to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+                FROM (SELECT timestamptz '2026-03-07 12:00:00+00' + i * interval '1 hour 0.010203 s' AS t
+                      FROM generate_series(0, 47) i
+                      UNION ALL VALUES (timestamptz '2026-12-06 04:26:01.5+00'), ('0999-01-02 03:04:05.000001+00')) s
+                """)
+        #expect(result.rowCount == 50)
+        for row in 0..<result.rowCount {
+            #expect(result.timestamp(row, 0) == result.string(row, 1), "\(result.string(row, 0) ?? "NULL")")
+        }
+    }
+}
+
 /// Starts hypervisord on `databaseURL` in a fresh state folder (its stderr in `err` there), with an unreachable Redis.
 private func startMaster(databaseURL url: String) throws -> (pid: pid_t, directory: String) {
     let binary =
