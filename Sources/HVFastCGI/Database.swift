@@ -81,21 +81,25 @@ func sqlInScope(_ row: String) -> String {
 /// condition that they are in scope, have the values `equal` gives its columns and come after `after` in `last`, and
 /// the `ORDER BY` of that walk.
 ///
-/// Written as row comparisons on the index's columns, not as `sqlInScope`: with an equality on the tenant key the
-/// planner may walk the primary key in id order instead and filter on the tenant, which a cached generic plan does for
-/// every tenant once one tenant holds most rows (a tenant with none then reads the whole table). No other index
-/// gives this order, and the comparisons bound the walk to exactly the page's rows.
+/// The last column before `last` is bounded by comparisons, `(column, last) > (value, after) AND column <= value`,
+/// and the columns before it by equalities. With equalities only, the planner may walk the primary key in id order
+/// instead and filter, which a cached generic plan does once one tenant or status holds most rows (a tenant with none
+/// then reads the whole table). Ordered by a column it only bounds, the walk has no other index to take, and it stops
+/// at the bound, since every column before it is fixed.
 func sqlScopedWalk(_ row: String, equal: [(column: String, value: String)] = [], last: String, after: String)
     -> (condition: String, order: String)
 {
-    let key = "coalesce(\(row).organization_id, -\(row).owner_id)"
-    let prefix = [key] + equal.map { "\(row).\($0.column)" }
-    let values = ["coalesce(u.organization_id, -u.id)"] + equal.map(\.value)
-    func tuple(_ items: [String]) -> String { items.count == 1 ? items[0] : "(\(items.joined(separator: ", ")))" }
-    let condition = """
-        \(tuple(prefix + ["\(row).\(last)"])) > \(tuple(values + [after])) AND \(tuple(prefix)) <= \(tuple(values))
-        """
-    return (condition, (prefix + ["\(row).\(last)"]).joined(separator: ", "))
+    let key = (
+        column: "coalesce(\(row).organization_id, -\(row).owner_id)", value: "coalesce(u.organization_id, -u.id)"
+    )
+    let prefix = [key] + equal.map { (column: "\(row).\($0.column)", value: $0.value) }
+    let bounded = prefix[prefix.count - 1]
+    let conditions =
+        prefix.dropLast().map { "\($0.column) = \($0.value)" } + [
+            "(\(bounded.column), \(row).\(last)) > (\(bounded.value), \(after))",
+            "\(bounded.column) <= \(bounded.value)",
+        ]
+    return (conditions.joined(separator: " AND "), "\(bounded.column), \(row).\(last)")
 }
 
 /// A `LATERAL` subquery giving `ram`, `cpu` and `gpu`: what the running deployments of cluster alias `cluster` at
