@@ -74,7 +74,13 @@ extension PostgresConnection {
 /// same tenant key, the organization's id, or minus the owner's id for a user without one (ids are positive, so the
 /// two never meet). Names are unique per key, and lists walk indexes on it in id order (migrations 4 and 5).
 func sqlInScope(_ row: String) -> String {
-    "coalesce(\(row).organization_id, -\(row).owner_id) = coalesce(u.organization_id, -u.id)"
+    let key = sqlTenantKey(row)
+    return "\(key.column) = \(key.value)"
+}
+
+/// The tenant key of table alias `row`, as the tenant indexes spell it, and the caller `u`'s.
+private func sqlTenantKey(_ row: String) -> (column: String, value: String) {
+    ("coalesce(\(row).organization_id, -\(row).owner_id)", "coalesce(u.organization_id, -u.id)")
 }
 
 /// A page of the caller's rows of table alias `row` along the tenant index on `(tenant key, equal…, last)`: the
@@ -89,10 +95,7 @@ func sqlInScope(_ row: String) -> String {
 func sqlScopedWalk(_ row: String, equal: [(column: String, value: String)] = [], last: String, after: String)
     -> (condition: String, order: String)
 {
-    let key = (
-        column: "coalesce(\(row).organization_id, -\(row).owner_id)", value: "coalesce(u.organization_id, -u.id)"
-    )
-    let prefix = [key] + equal.map { (column: "\(row).\($0.column)", value: $0.value) }
+    let prefix = [sqlTenantKey(row)] + equal.map { (column: "\(row).\($0.column)", value: $0.value) }
     let bounded = prefix[prefix.count - 1]
     let conditions =
         prefix.dropLast().map { "\($0.column) = \($0.value)" } + [
