@@ -63,9 +63,9 @@ func iso8601UTC(_ text: String) -> String {
     }
     bytes[10] = UInt8(ascii: "T")
     bytes.removeLast(3)
-    let fraction = bytes.lastIndex(of: UInt8(ascii: ".")).map { bytes.count - $0 - 1 } ?? -1
-    if fraction < 0 { bytes.append(UInt8(ascii: ".")) }
-    bytes.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: 6 - max(fraction, 0)))
+    let digits = bytes.lastIndex(of: UInt8(ascii: ".")).map { bytes.count - $0 - 1 }
+    if digits == nil { bytes.append(UInt8(ascii: ".")) }
+    bytes.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: 6 - (digits ?? 0)))
     bytes.append(UInt8(ascii: "Z"))
     return String(decoding: bytes, as: UTF8.self)
 }
