@@ -296,7 +296,8 @@ nginx_upstream() {
 nginx_render() {
     prepare_dirs
     local template=$REPO_ROOT/nginx/hypervisor.conf.template params=$REPO_ROOT/nginx/fastcgi_params
-    [[ -f "$template" && -f "$params" ]] || die "missing $template or $params"
+    local errors=$REPO_ROOT/nginx/errors.conf
+    [[ -f "$template" && -f "$params" && -f "$errors" ]] || die "missing $template, $params or $errors"
     command -v envsubst >/dev/null || die "envsubst is not installed (run scripts/deps.sh)"
     local user_line="# user: nginx runs as $(id -un), who started it"
     ((EUID == 0)) && user_line="user $SVC_USER $SVC_GROUP;"
@@ -304,8 +305,9 @@ nginx_render() {
     grep -qs '^00000000000000000000000000000001 ' /proc/net/if_inet6 &&
         v6_line="listen [::1]:$HV_PORT default_server backlog=4096;"
     HV_STATE_DIR=$STATE_DIR HV_PORT=$HV_PORT HV_UPSTREAM=$(nginx_upstream) HV_FASTCGI_PARAMS=$params \
-        HV_NGINX_USER=$user_line HV_LISTEN_V6=$v6_line \
-        envsubst '${HV_STATE_DIR} ${HV_PORT} ${HV_UPSTREAM} ${HV_FASTCGI_PARAMS} ${HV_NGINX_USER} ${HV_LISTEN_V6}' \
+        HV_NGINX_ERRORS=$errors HV_NGINX_USER=$user_line HV_LISTEN_V6=$v6_line \
+        envsubst '${HV_STATE_DIR} ${HV_PORT} ${HV_UPSTREAM} ${HV_FASTCGI_PARAMS} ${HV_NGINX_ERRORS} ${HV_NGINX_USER}
+            ${HV_LISTEN_V6}' \
         <"$template" >"$NGINX_CONF.tmp"
     mv -f "$NGINX_CONF.tmp" "$NGINX_CONF"
 }

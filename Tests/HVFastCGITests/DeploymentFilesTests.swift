@@ -81,9 +81,19 @@ import Testing
                 "\(path)")
             // A kept upstream connection pins a worker to one nginx connection (FASTCGI-NOTES.md).
             #expect(try matches(#"^\s*(fastcgi_keep_conn\s+on);"#, in: config).isEmpty, "\(path)")
-            #expect(config.contains("error_page 413"), "\(path)")
-            #expect(config.contains("error_page 400 /__bad_request"), "\(path)")
+            // Every error nginx answers itself is in the API's shape (nginx/errors.conf), and the methods nginx
+            // refuses before any location go to the application.
+            #expect(
+                try !matches(#"^\s*include\s+(/etc/nginx/hypervisor/errors\.conf|\$\{HV_NGINX_ERRORS\});"#, in: config)
+                    .isEmpty, "\(path)")
+            #expect(try !matches(#"^\s*(location @refused_method) \{"#, in: config).isEmpty, "\(path)")
         }
+        let errors = try text("nginx/errors.conf")
+        for status in [400, 405, 413, 414, 429, 494, 501, 502, 504, 505] {
+            #expect(try !matches(#"^(error_page [0-9 ]*\b\#(status)\b)"#, in: errors).isEmpty, "\(status)")
+        }
+        #expect(errors.contains("error_page 405 = @refused_method;"))
+        #expect(try text("docker-compose.yml").contains("./nginx/errors.conf:/etc/nginx/hypervisor/errors.conf:ro"))
         let params = try text("nginx/fastcgi_params")
         for name in ["REQUEST_METHOD", "REQUEST_URI", "CONTENT_TYPE", "CONTENT_LENGTH", "REMOTE_ADDR", "REQUEST_ID"] {
             #expect(params.contains("fastcgi_param  \(name) "), "\(name)")

@@ -38,7 +38,7 @@ struct SkeletonTests {
         }
     }
 
-    @Test func unknownPathWrongMethodAndOversizedBodyAnswerJSONErrorsWithRequestIDs() throws {
+    @Test func unknownPathWrongMethodAndNginxRefusalsAnswerJSONErrorsWithRequestIDs() throws {
         let stack = try startedStack()
         defer { stack.stop() }
 
@@ -66,6 +66,29 @@ struct SkeletonTests {
         #expect(malformed.status == 400)
         #expect(malformed.jsonObject?["detail"] as? String == "Bad Request", "\(malformed.text)")
         #expect(isRequestID(malformed.header("X-Request-ID")), "\(malformed.headers)")
+
+        // Everything else nginx refuses by itself answers in the same shape (nginx/errors.conf). TRACE and CONNECT,
+        // which nginx refuses before any location, are answered by the application with the path's Allow header.
+        let header = String(repeating: "h", count: 20 * 1024)
+        let chunked = "\(String(70 * 1024, radix: 16))\r\n\(String(repeating: "a", count: 70 * 1024))\r\n0\r\n\r\n"
+        let refusals: [(request: String, status: Int, allow: String?)] = [
+            ("TRACE /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405, "GET"),
+            ("CONNECT /users/login/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405, "POST"),
+            // The refused TRACE's body is read on its way to the application, and is too large.
+            ("TRACE /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\(chunked)", 413, nil),
+            ("GET /\(String(repeating: "a", count: 10 * 1024)) HTTP/1.1\r\nHost: x\r\n\r\n", 414, nil),
+            ("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: \(header)\r\n\r\n", 400, nil),
+            ("POST /users/login/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501, nil),
+            ("GET /healthz HTTP/3.0\r\nHost: x\r\n\r\n", 505, nil),
+        ]
+        for (request, status, allow) in refusals {
+            let line = String(request.prefix(while: { $0 != "\r" }).prefix(40))
+            let response = try stack.client.send(raw: Array(request.utf8))
+            #expect(response.status == status, "\(line): \(response.status) \(response.text.prefix(200))")
+            #expect(response.jsonObject?["detail"] is String, "\(line): \(response.text.prefix(200))")
+            #expect(isRequestID(response.header("X-Request-ID")), "\(line): \(response.headers)")
+            if let allow { #expect(response.header("Allow") == allow, "\(line): \(response.headers)") }
+        }
 
         let ok = try stack.client.get("/")
         #expect(isRequestID(ok.header("X-Request-ID")), "\(ok.headers)")
