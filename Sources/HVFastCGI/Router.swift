@@ -14,7 +14,9 @@ struct Route {
     }
 }
 
-/// Finds the handler for a method and path. Every path answers with and without its trailing slash.
+/// Finds the handler for a method and path. Every path answers with and without its trailing slash, and `HEAD`
+/// wherever it answers `GET` (RFC 9110 requires both of a general-purpose server; health checks and `curl -I` send
+/// it): the `GET` handler runs and nginx sends only the head of its answer.
 struct Router {
     enum Match {
         /// `route` is the route's index in the list the router was built from.
@@ -58,7 +60,9 @@ struct Router {
     func match(method: String, path: String) -> Match {
         let normalized = Router.normalize(path)
         if let handlers = exact[normalized] {
-            guard let target = handlers[method] else { return .methodNotAllowed(allowed: handlers.keys.sorted()) }
+            guard let target = Router.target(handlers, method) else {
+                return .methodNotAllowed(allowed: Router.allowed(handlers))
+            }
             return .found(target.handler, parameters: [:], route: target.route)
         }
         let segments = normalized.split(separator: "/")
@@ -74,12 +78,20 @@ struct Router {
                 }
             }
             guard matches else { continue }
-            guard let target = pattern.handlers[method] else {
-                return .methodNotAllowed(allowed: pattern.handlers.keys.sorted())
+            guard let target = Router.target(pattern.handlers, method) else {
+                return .methodNotAllowed(allowed: Router.allowed(pattern.handlers))
             }
             return .found(target.handler, parameters: parameters, route: target.route)
         }
         return .notFound
+    }
+
+    private static func target(_ handlers: [String: Target], _ method: String) -> Target? {
+        handlers[method] ?? (method == "HEAD" ? handlers["GET"] : nil)
+    }
+
+    private static func allowed(_ handlers: [String: Target]) -> [String] {
+        (handlers["GET"] == nil ? Array(handlers.keys) : Array(handlers.keys) + ["HEAD"]).sorted()
     }
 
     /// Strips one trailing slash (but keeps `/`).

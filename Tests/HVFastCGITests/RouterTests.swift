@@ -60,12 +60,28 @@ import Testing
             Issue.record("expected methodNotAllowed")
             return
         }
-        #expect(allowed == ["GET"])
+        #expect(allowed == ["GET", "HEAD"])
         guard case .methodNotAllowed(let methods) = router.match(method: "PUT", path: "/v1/clusters/3") else {
             Issue.record("expected methodNotAllowed")
             return
         }
-        #expect(methods == ["DELETE", "GET"])
+        #expect(methods == ["DELETE", "GET", "HEAD"])
+        guard case .methodNotAllowed(let postOnly) = router.match(method: "HEAD", path: "/clusters/create") else {
+            Issue.record("expected methodNotAllowed")
+            return
+        }
+        #expect(postOnly == ["POST"])
+    }
+
+    @Test func headRunsTheGetHandlerWhereThereIsOne() {
+        #expect(body("HEAD", "/clusters/get_cluster/") == #"{"detail":"get"}"#)
+        #expect(body("HEAD", "/v1/clusters/5") == #"{"detail":"one 5"}"#)
+        #expect(body("HEAD", "/") == #"{"detail":"root"}"#)
+        guard case .found(_, _, let route) = router.match(method: "HEAD", path: "/v1/clusters/5/queue") else {
+            Issue.record("HEAD did not match")
+            return
+        }
+        #expect(route == 4)
     }
 
     @Test func applicationAnswersInFastAPIShape() {

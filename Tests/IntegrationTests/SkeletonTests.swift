@@ -50,8 +50,20 @@ struct SkeletonTests {
         let wrongMethod = try stack.client.request("POST", "/healthz", body: [])
         #expect(wrongMethod.status == 405)
         #expect(wrongMethod.jsonObject?["detail"] is String, "\(wrongMethod.text)")
-        #expect(wrongMethod.header("Allow") == "GET", "\(wrongMethod.headers)")
+        #expect(wrongMethod.header("Allow") == "GET, HEAD", "\(wrongMethod.headers)")
         #expect(isRequestID(wrongMethod.header("X-Request-ID")), "\(wrongMethod.headers)")
+
+        // HEAD wherever GET: the GET's status and headers, no body. A GET is pipelined behind the HEAD, and the bytes
+        // after the HEAD's headers, read as its Content-Length says a body would be, must be the GET's answer.
+        let get = try stack.client.get("/healthz")
+        let pipelined =
+            "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        let head = try stack.client.send(raw: Array(pipelined.utf8))
+        #expect(head.status == 200, "\(head.status) \(head.text)")
+        #expect(head.text.hasPrefix("HTTP/1.1 200"), "the HEAD answer had a body: \(head.text)")
+        #expect(head.header("Content-Length") == get.header("Content-Length"), "\(head.headers)")
+        #expect(head.header("Content-Type") == get.header("Content-Type"), "\(head.headers)")
+        #expect(try stack.client.request("HEAD", "/users/login/").header("Allow") == "POST")
 
         // 70 KiB: over nginx's client_max_body_size (64k), so nginx answers by itself.
         let huge = Array(repeating: UInt8(ascii: "a"), count: 70 * 1024)
@@ -72,7 +84,7 @@ struct SkeletonTests {
         let header = String(repeating: "h", count: 20 * 1024)
         let chunked = "\(String(70 * 1024, radix: 16))\r\n\(String(repeating: "a", count: 70 * 1024))\r\n0\r\n\r\n"
         let refusals: [(request: String, status: Int, allow: String?)] = [
-            ("TRACE /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405, "GET"),
+            ("TRACE /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405, "GET, HEAD"),
             ("CONNECT /users/login/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405, "POST"),
             // The refused TRACE's body is read on its way to the application, and is too large.
             ("TRACE /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\(chunked)", 413, nil),
