@@ -704,10 +704,16 @@ private enum Statements {
         name: "sched_lock", sql: "SELECT pg_advisory_xact_lock($1), set_config('synchronous_commit', 'off', true)")
     /// Run right after a `COMMIT` made under `lock`, outside the lock: returns once that commit is on disk. Unless
     /// the WAL is already flushed as far as it was written (another commit's flush covered ours), it commits a
-    /// transaction of its own with `synchronous_commit` on, whose flush covers every earlier commit record.
+    /// transaction of its own with `synchronous_commit` on, whose flush covers every earlier commit record. That
+    /// transaction must write WAL: PostgreSQL flushes at commit only when the transaction wrote a record of its own,
+    /// so one that merely takes a transaction id commits without waiting. A transactional logical message (empty,
+    /// ignored by anything that is not decoding) is the smallest such record any role may write.
     static let durable = Statement(
         name: "sched_durable",
-        sql: "SELECT CASE WHEN pg_current_wal_flush_lsn() < pg_current_wal_insert_lsn() THEN pg_current_xact_id() END")
+        sql: """
+            SELECT CASE WHEN pg_current_wal_flush_lsn() < pg_current_wal_insert_lsn()
+                THEN pg_logical_emit_message(true, 'hypervisor', '') END
+            """)
 
     /// The two cheap cases of `Scheduler.decide` in one statement, read after the lock: a request that fits in
     /// `available` starts (`.start`); one that does not fit even after evicting every strictly lower priority waits

@@ -304,21 +304,14 @@ private func freshDatabase(_ prefix: String) throws -> (Stack, String) {
     let stack = try Stack()
     do {
         try stack.start()
-        let admin = try PostgresConnection(url: superuserURL(stack.databaseURL, database: "hypervisor"))
+        let admin = try PostgresConnection(url: stack.superuserURL())
         let name = "\(prefix)_\(getpid())_\(Int(Date().timeIntervalSince1970))"
         try admin.unsafeExecute(script: "CREATE DATABASE \(name)")
-        return (stack, superuserURL(stack.databaseURL, database: name))
+        return (stack, stack.superuserURL(database: name))
     } catch {
         stack.stop()
         throw error
     }
-}
-
-/// The stack's libpq URL for `database` as the `postgres` superuser (trusted on the private socket).
-private func superuserURL(_ url: String, database: String) -> String {
-    var result = url.replacingOccurrences(of: "user=hypervisor", with: "user=postgres")
-    if let range = result.range(of: "/hypervisor?") { result.replaceSubrange(range, with: "/\(database)?") }
-    return result
 }
 
 private final class ResultsBox: @unchecked Sendable {

@@ -236,6 +236,65 @@ struct SchedulingTests {
         #expect(state.available == state.capacity - state.runningSum)
     }
 
+    // MARK: - Durability
+
+    /// A client is answered only once its change is on disk. The scheduler commits without waiting for the WAL flush,
+    /// to release the cluster's lock first, and then waits for the flush; `pg_walinspect` reads only flushed WAL, so
+    /// each change's commit record must be readable as soon as its answer arrives. The WAL writer's background flush
+    /// is slowed to every 10 s meanwhile, so that it cannot hide a missing wait. Covers the one-round-trip and the
+    /// planned paths: a create that fits, one that queues, one that preempts, and completions.
+    @Test func everyChangeIsOnDiskBeforeItsClientIsAnswered() throws {
+        let admin = try TestDatabase(stack.superuserURL())
+        try admin.query("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        try admin.query("ALTER SYSTEM SET wal_writer_delay = '10s'")
+        try admin.query("SELECT pg_reload_conf()")
+        defer {
+            _ = try? admin.query("ALTER SYSTEM RESET wal_writer_delay")
+            _ = try? admin.query("SELECT pg_reload_conf()")
+        }
+        Thread.sleep(forTimeInterval: 0.5)  // the WAL writer rereads its configuration between naps
+        let owner = try api.register("sched-durable")
+        let cluster = try api.createCluster(owner, name: "durable", ram: 10, cpu: "10", gpu: 0)
+
+        func expectFlushed(_ step: String, _ id: Int64, since start: String) throws {
+            let flushed = try #require(admin.query("SELECT pg_current_wal_flush_lsn()::text").string(0, 0))
+            let ahead = try admin.query("SELECT $1::pg_lsn > $2::pg_lsn", [flushed, start]).string(0, 0)
+            try #require(ahead == "t", "\(step): nothing flushed since the request (\(flushed) <= \(start))")
+            let commits = try admin.query(
+                """
+                SELECT count(*) FROM pg_get_wal_records_info($1::pg_lsn, $2::pg_lsn)
+                WHERE resource_manager = 'Transaction' AND record_type = 'COMMIT'
+                    AND xid = (SELECT xmin FROM deployments WHERE id = $3)
+                """, [start, flushed, String(id)])
+            #expect(commits.int(0, 0) == 1, "\(step): its commit record was not flushed before the answer")
+        }
+        func change(_ step: String, _ request: () throws -> HTTPResponse, becomes status: String) throws -> Int64 {
+            let start = try #require(admin.query("SELECT pg_current_wal_insert_lsn()::text").string(0, 0))
+            let response = try request()
+            try #require(response.status == 200, "\(step): \(response.text)")
+            #expect(response.jsonObject?["status"] as? String == status, "\(step): \(response.text)")
+            let id = try #require(int(response.jsonObject?["id"]), "\(step): \(response.text)")
+            try expectFlushed(step, id, since: start)
+            return id
+        }
+        func deploy(_ name: String, ram: Int64, priority: Int32, becomes status: String) throws -> Int64 {
+            try change(
+                name,
+                {
+                    try api.createDeployment(
+                        owner, name: name, cluster: cluster, ram: ram, cpu: "1", gpu: 0, priority: priority)
+                }, becomes: status)
+        }
+
+        let first = try deploy("fits-1", ram: 4, priority: 1, becomes: "Running")
+        let second = try deploy("fits-2", ram: 4, priority: 1, becomes: "Running")
+        _ = try deploy("queues", ram: 4, priority: 1, becomes: "Pending")
+        let preempting = try deploy("preempts", ram: 6, priority: 9, becomes: "Running")
+        _ = try change("complete the preemptor", { try api.complete(owner, preempting) }, becomes: "Completed")
+        _ = try change("complete fits-1", { try api.complete(owner, first) }, becomes: "Completed")
+        _ = try change("complete fits-2", { try api.complete(owner, second) }, becomes: "Completed")
+    }
+
     // MARK: - The transaction applies exactly the plan
 
     @Test func preemptingCreateAppliesExactlyThePlanComputedFromPostgreSQL() throws {

@@ -65,6 +65,12 @@ final class Stack: @unchecked Sendable {
 
     /// The `SQL_DB_URL` hypervisord gets (the private cluster's unless set by the environment).
     private(set) var databaseURL: String = ""
+    /// `databaseURL` for `database` as the `postgres` superuser (trusted on the private socket).
+    func superuserURL(database: String = "hypervisor") -> String {
+        var result = databaseURL.replacingOccurrences(of: "user=hypervisor", with: "user=postgres")
+        if let range = result.range(of: "/hypervisor?") { result.replaceSubrange(range, with: "/\(database)?") }
+        return result
+    }
     /// The `REDIS_HOST` hypervisord gets (the private socket unless set by the environment).
     private(set) var redisHost: String = ""
     /// The `JWT_SECRET_KEY` hypervisord gets, from `scripts/stack.sh secret`.
