@@ -5,7 +5,7 @@ import Domain
 /// Every change first takes `pg_advisory_xact_lock(cluster id)`, so changes to one cluster are serialized across all
 /// workers and hosts while clusters proceed in parallel. Statements are pipelined so that the lock is held for as few
 /// round trips as possible: `BEGIN`, the lock and the first read travel together, and so do the writes and `COMMIT`.
-/// The WAL flush happens after the lock is released (`Statements.lock`, `Statements.durable`), so the next change to
+/// The WAL flush happens after the lock is released (`SchedulerStatements.lock`, `SchedulerStatements.durable`), so the next change to
 /// the cluster does not wait for this one's fdatasync; the caller is answered only once the change is durable.
 /// Only what can change is read: the part of the running set that can lose its place, and pending deployments in
 /// scheduling order while the headroom can still admit one (`Scheduler.partForPreempting`, `partForCompleting`).
@@ -73,9 +73,9 @@ struct ClusterScheduler {
     func create(_ new: NewDeployment, in clusterID: Int64, by caller: Caller) throws -> DeploymentRow {
         let statement: Statement? =
             switch hints.lastCreate(in: clusterID) {
-            case .started: Statements.createIfFits
-            case .waited: Statements.createIfDecided
-            case .swapped: Statements.createSwapping
+            case .started: SchedulerStatements.createIfFits
+            case .waited: SchedulerStatements.createIfDecided
+            case .swapped: SchedulerStatements.createSwapping
             case .preempted: nil
             }
         let (row, change) =
@@ -95,17 +95,20 @@ struct ClusterScheduler {
                 // Everything a preempting create reads, in the round trip that takes the lock (this path is taken when
                 // no one-round-trip statement applied, usually because the create preempts).
                 let results = try connection.pipeline([
-                    (Statements.begin, []),
-                    (Statements.lock, [String(clusterID)]),
-                    (Statements.clusterForCreate, [String(caller.id), String(caller.issuedAt), String(clusterID)]),
+                    (SchedulerStatements.begin, []),
+                    (SchedulerStatements.lock, [String(clusterID)]),
                     (
-                        Statements.runningFromTail,
+                        SchedulerStatements.clusterForCreate,
+                        [String(caller.id), String(caller.issuedAt), String(clusterID)]
+                    ),
+                    (
+                        SchedulerStatements.runningFromTail,
                         [
                             String(clusterID), String(new.priority), String(Int32.min), String(Int64.max),
-                            String(Statements.readAhead),
+                            String(SchedulerStatements.readAhead),
                         ]
                     ),
-                    (Statements.pendingMinimum, [String(clusterID)]),
+                    (SchedulerStatements.pendingMinimum, [String(clusterID)]),
                 ])
                 let cluster = results[2]
                 guard cluster.rowCount == 1 else { throw HTTPError.unauthorized }
@@ -145,7 +148,7 @@ struct ClusterScheduler {
         _ new: NewDeployment, in clusterID: Int64, by caller: Caller, using statement: Statement
     ) throws -> (DeploymentRow, DeploymentQueue.Change)? {
         let created = try inOneRoundTrip(
-            (Statements.lock, [String(clusterID)]),
+            (SchedulerStatements.lock, [String(clusterID)]),
             (
                 statement,
                 [
@@ -170,7 +173,7 @@ struct ClusterScheduler {
         return (new.row(id: id, in: clusterID, status: status), change)
     }
 
-    /// `BEGIN`, `lock`, `statement` and `COMMIT`, then `Statements.durable`, in one round trip: the one-round-trip
+    /// `BEGIN`, `lock`, `statement` and `COMMIT`, then `SchedulerStatements.durable`, in one round trip: the one-round-trip
     /// paths. Returns `statement`'s rows.
     private func inOneRoundTrip(_ lock: (Statement, [String?]), _ statement: (Statement, [String?])) throws
         -> PostgresResult
@@ -178,7 +181,8 @@ struct ClusterScheduler {
         try database.run { connection in
             try transaction(connection) {
                 try connection.pipeline([
-                    (Statements.begin, []), lock, statement, (Statements.commit, []), (Statements.durable, []),
+                    (SchedulerStatements.begin, []), lock, statement, (SchedulerStatements.commit, []),
+                    (SchedulerStatements.durable, []),
                 ])[2]
             }
         }
@@ -209,8 +213,8 @@ struct ClusterScheduler {
     func complete(_ id: Int64, by caller: Caller) throws -> DeploymentRow {
         let statement: Statement? =
             switch hints.lastCompletion {
-            case .queueEmpty: Statements.completeIfQueueEmpty
-            case .headDecides: Statements.completeAtQueueHead
+            case .queueEmpty: SchedulerStatements.completeIfQueueEmpty
+            case .headDecides: SchedulerStatements.completeAtQueueHead
             case .planned: nil
             }
         if let statement, let (row, change) = try completeInOneRoundTrip(id, by: caller, using: statement) {
@@ -235,11 +239,11 @@ struct ClusterScheduler {
             try transaction(connection) { () throws -> (DeploymentRow, DeploymentQueue.Change) in
                 let parameters = [String(caller.id), String(caller.issuedAt), String(id)]
                 let results = try connection.pipeline([
-                    (Statements.begin, []), (Statements.lockDeployment, parameters),
-                    (Statements.deploymentForComplete, parameters),
-                    (Statements.queueAfterDeployment, [String(id), String(Statements.readAhead)]),
-                    (Statements.runningBelowQueueHead, [String(id)]),
-                    (Statements.pendingMinimumForCompletion, [String(id)]),
+                    (SchedulerStatements.begin, []), (SchedulerStatements.lockDeployment, parameters),
+                    (SchedulerStatements.deploymentForComplete, parameters),
+                    (SchedulerStatements.queueAfterDeployment, [String(id), String(SchedulerStatements.readAhead)]),
+                    (SchedulerStatements.runningBelowQueueHead, [String(id)]),
+                    (SchedulerStatements.pendingMinimumForCompletion, [String(id)]),
                 ])
                 let read = results[2]
                 guard read.rowCount == 1 else { throw HTTPError.unauthorized }
@@ -285,7 +289,7 @@ struct ClusterScheduler {
         DeploymentRow, DeploymentQueue.Change
     )? {
         let parameters = [String(caller.id), String(caller.issuedAt), String(id)]
-        let done = try inOneRoundTrip((Statements.lockDeployment, parameters), (statement, parameters))
+        let done = try inOneRoundTrip((SchedulerStatements.lockDeployment, parameters), (statement, parameters))
         guard done.rowCount == 1, let row = DeploymentRow(done, row: 0), let seq = done.int(0, 9),
             let available = done.resources(11)
         else { return nil }
@@ -324,17 +328,17 @@ struct ClusterScheduler {
         try database.run { connection in
             let steps: [(Statement, [String?])] = [
                 (
-                    Statements.clusterForWhatIf,
+                    SchedulerStatements.clusterForWhatIf,
                     [String(caller.id), String(caller.issuedAt), String(clusterID), String(priority)]
                 ),
                 (
-                    Statements.runningFromTail,
+                    SchedulerStatements.runningFromTail,
                     [
                         String(clusterID), String(priority), String(Int32.min), String(Int64.max),
-                        String(Statements.readAhead),
+                        String(SchedulerStatements.readAhead),
                     ]
                 ),
-                (Statements.pendingMinimum, [String(clusterID)]),
+                (SchedulerStatements.pendingMinimum, [String(clusterID)]),
             ]
             return try connection.inSnapshot(steps) { results in
                 let cluster = results[0]
@@ -381,7 +385,7 @@ struct ClusterScheduler {
     ) throws -> Int64 {
         if let counts = queue.counts(of: cluster, atVersion: version, ahead: place) { return counts.pendingAhead }
         return try connection.execute(
-            Statements.pendingAhead, [String(cluster), String(place.priority), String(place.seq)]
+            SchedulerStatements.pendingAhead, [String(cluster), String(place.priority), String(place.seq)]
         ).int(0, 0) ?? 0
     }
 
@@ -393,7 +397,7 @@ struct ClusterScheduler {
         -> (running: Int64, pending: Int64)
     {
         if let counts = queue.counts(of: cluster, atVersion: version) { return (counts.running, counts.pending) }
-        let counted = try connection.execute(Statements.sizes, [String(cluster)])
+        let counted = try connection.execute(SchedulerStatements.sizes, [String(cluster)])
         return (counted.int(0, 0) ?? 0, counted.int(0, 1) ?? 0)
     }
 
@@ -405,8 +409,8 @@ struct ClusterScheduler {
         try database.run { connection in
             try transaction(connection) {
                 let found = try connection.pipeline([
-                    (Statements.begin, []), (Statements.lock, [String(id)]),
-                    (Statements.clusterForDelete, [String(caller.id), String(caller.issuedAt), String(id)]),
+                    (SchedulerStatements.begin, []), (SchedulerStatements.lock, [String(id)]),
+                    (SchedulerStatements.clusterForDelete, [String(caller.id), String(caller.issuedAt), String(id)]),
                 ])[2]
                 guard found.rowCount == 1 else { throw HTTPError.unauthorized }
                 guard found.int(0, 0) != nil else { throw HTTPError(404, "Cluster not found") }
@@ -416,8 +420,8 @@ struct ClusterScheduler {
                         409, "Cluster has \(active) pending or running deployments; complete or cancel them first")
                 }
                 _ = try connection.pipeline(
-                    Statements.deleteCluster.map { ($0, [String(id)]) } + [
-                        (Statements.commit, []), (Statements.durable, []),
+                    SchedulerStatements.deleteCluster.map { ($0, [String(id)]) } + [
+                        (SchedulerStatements.commit, []), (SchedulerStatements.durable, []),
                     ])
             }
         }
@@ -433,14 +437,14 @@ struct ClusterScheduler {
         let (plan, change) = try database.run { connection in
             try transaction(connection) { () throws -> (SchedulingPlan, DeploymentQueue.Change?) in
                 let read = try connection.pipeline([
-                    (Statements.begin, []), (Statements.lock, [String(cluster)]),
+                    (SchedulerStatements.begin, []), (SchedulerStatements.lock, [String(cluster)]),
                     (ClusterRecord.statement, [String(cluster)]),
                 ])[2]
                 guard let record = ClusterRecord(read) else { throw HTTPError(404, "Cluster not found") }
                 let snapshot = record.snapshot
                 let plan = Scheduler.plan(for: snapshot)
                 guard !plan.start.isEmpty || !plan.preempt.isEmpty else {
-                    try connection.execute(Statements.commit)
+                    try connection.execute(SchedulerStatements.commit)
                     return (plan, nil)
                 }
                 let change = try apply(
@@ -475,10 +479,10 @@ struct ClusterScheduler {
         var part = try Scheduler.partForPreempting(new, available: available) { after in
             guard let after else { return read.running }
             return try connection.execute(
-                Statements.runningFromTail,
+                SchedulerStatements.runningFromTail,
                 [
                     String(cluster), String(new.priority), String(after.priority), String(after.seq),
-                    String(Statements.batchSize),
+                    String(SchedulerStatements.batchSize),
                 ]
             ).deployments(running: true)
         }
@@ -505,17 +509,17 @@ struct ClusterScheduler {
     /// What the slow paths read in the round trip that takes the lock, so that a preempting create or a completion
     /// holds the lock for two round trips in the common case (this one and the write) plus one per further batch.
     private struct Prefetched {
-        /// The first `Statements.readAhead` of the running set below the new priority from its tail (creates), or the
+        /// The first `SchedulerStatements.readAhead` of the running set below the new priority from its tail (creates), or the
         /// running set below the queue head (completions).
         var running: [ActiveDeployment]
         /// No more than any pending request in every dimension; nil when nothing is pending.
         var smallestPending: Resources?
-        /// The queue after the completed deployment, up to `Statements.readAhead` (completions only).
+        /// The queue after the completed deployment, up to `SchedulerStatements.readAhead` (completions only).
         var pending: [ActiveDeployment] = []
     }
 
     /// `Scheduler.addPending` from PostgreSQL: pending deployments after the cursor, batch by batch. `first` is the
-    /// queue right after the part's cursor in scheduling order (up to `Statements.readAhead`, whatever they fit), read
+    /// queue right after the part's cursor in scheduling order (up to `SchedulerStatements.readAhead`, whatever they fit), read
     /// ahead; the first batch is taken from it when it decides that batch.
     private func addPending(
         to part: inout Scheduler.AffectedPart, smallest: Resources?, first: [ActiveDeployment], cluster: Int64,
@@ -528,13 +532,13 @@ struct ClusterScheduler {
                 // Every deployment up to the last one read ahead was examined, so those that fit are the next ones
                 // that fit; with none of them fitting, a short read-ahead means none are left.
                 let fitting = ahead.filter { $0.request.fits(in: room) }
-                if !fitting.isEmpty || ahead.count < Statements.readAhead { return fitting }
+                if !fitting.isEmpty || ahead.count < SchedulerStatements.readAhead { return fitting }
             }
             return try connection.execute(
-                Statements.pendingAfter,
+                SchedulerStatements.pendingAfter,
                 [
                     String(cluster), String(cursor.priority), String(cursor.isRunning ? 0 : cursor.seq),
-                    String(room.ram), String(room.cpu), String(room.gpu), String(Statements.batchSize),
+                    String(room.ram), String(room.cpu), String(room.gpu), String(SchedulerStatements.batchSize),
                 ]
             ).deployments(running: false).sorted { $0.schedulesBefore($1) }
         }
@@ -614,7 +618,8 @@ struct ClusterScheduler {
         }
         parameters.append(ended?.ending.rawValue)
         let results = try connection.pipeline([
-            (Statements.apply, parameters), (Statements.commit, []), (Statements.durable, []),
+            (SchedulerStatements.apply, parameters), (SchedulerStatements.commit, []),
+            (SchedulerStatements.durable, []),
         ])
         let expected = toStart.count + plan.preempt.count + (inserted == nil && ended == nil ? 0 : 1)
         guard results[0].rowCount == 1, results[0].int(0, 1) == Int64(expected) else {
@@ -630,7 +635,7 @@ struct ClusterScheduler {
         do {
             return try body()
         } catch {
-            if connection.inTransaction { _ = try? connection.execute(Statements.rollback) }
+            if connection.inTransaction { _ = try? connection.execute(SchedulerStatements.rollback) }
             throw error
         }
     }
@@ -689,8 +694,13 @@ extension ActiveDeployment {
     }
 }
 
-/// The SQL of `ClusterScheduler`, prepared once per connection.
-private enum Statements {
+/// The SQL of `ClusterScheduler`, prepared once per connection and run from generic plans made at its first run,
+/// from whatever statistics PostgreSQL has then: none on a fresh install. So each statement leaves the planner one
+/// sensible index whatever they say (`GenericPlanTests`): a row updated by id tests `status || ''`, which no partial
+/// index on `status` matches (planned on empty tables, a completion's update read the whole running index for its
+/// row), and the smallest pending request is `ORDER BY … LIMIT 1` along its own index (a `min()` was read from
+/// another).
+enum SchedulerStatements {
     static let batchSize = 64
     /// Rows read ahead with the lock, before it is known how many are needed: usually one is.
     static let readAhead = 8
@@ -781,7 +791,7 @@ private enum Statements {
     }
 
     /// `completeIfQueueEmpty`, read after the lock: completes the running deployment `$3` of the caller's scope when
-    /// its cluster has nothing pending (the `min()` is one look-up in `deployments_pending_ram`). No row otherwise.
+    /// its cluster has nothing pending (one look-up in a pending index). No row otherwise.
     ///
     /// Like every one-round-trip completion, it returns the row, its `seq`, the cluster's new version and
     /// `available_*`, then the queue head (`id, priority, seq, ram/cpu/gpu_required`; NULLs here) and whether it
@@ -794,11 +804,10 @@ private enum Statements {
                        d.priority, d.seq
                 FROM users u JOIN deployments d ON d.id = $3 AND \(sqlInScope("d"))
                 WHERE u.id = $1 AND u.tokens_valid_after <= $2 AND d.status = 'Running'
-                  AND (SELECT min(p.ram_required) FROM deployments p
-                       WHERE p.cluster_id = d.cluster_id AND p.status = 'Pending') IS NULL
+                  AND NOT EXISTS (SELECT FROM deployments p WHERE p.cluster_id = d.cluster_id AND p.status = 'Pending')
             ), completed AS (
                 UPDATE deployments d SET status = 'Completed', finished_at = now()
-                FROM target t WHERE d.id = t.id AND d.status = 'Running'
+                FROM target t WHERE d.id = t.id AND d.status || '' = 'Running'
                 RETURNING d.id
             ), events AS (
                 INSERT INTO deployment_events (deployment_id, cluster_id, kind)
@@ -854,7 +863,7 @@ private enum Statements {
                 RETURNING id, seq
             ), preempted AS (
                 UPDATE deployments d SET status = 'Pending', preemptions = d.preemptions + 1
-                FROM decided v WHERE d.id = v.id AND d.status = 'Running'
+                FROM decided v WHERE d.id = v.id AND d.status || '' = 'Running'
             ), events AS (
                 INSERT INTO deployment_events (deployment_id, cluster_id, kind, caused_by)
                 SELECT CASE WHEN k.kind = 'Preempted' THEN v.id ELSE i.id END, $3, k.kind,
@@ -914,10 +923,10 @@ private enum Statements {
                                         false))
             ), completed AS (
                 UPDATE deployments d SET status = 'Completed', finished_at = now()
-                FROM decided x WHERE d.id = x.id AND d.status = 'Running'
+                FROM decided x WHERE d.id = x.id AND d.status || '' = 'Running'
             ), started AS (
                 UPDATE deployments d SET status = 'Running', started_at = now()
-                FROM decided x WHERE x.starts AND d.id = x.head_id AND d.status = 'Pending'
+                FROM decided x WHERE x.starts AND d.id = x.head_id AND d.status || '' = 'Pending'
             ), events AS (
                 INSERT INTO deployment_events (deployment_id, cluster_id, kind)
                 SELECT x.id, x.cluster_id, 'Completed'::deployment_event_kind FROM decided x
@@ -1069,8 +1078,8 @@ private enum Statements {
     /// The smallest pending `dimension` request of `cluster`, besides the deployment `except`: one look-up at the start
     /// of `deployments_pending_<dimension>`.
     private static func smallestPendingSQL(_ dimension: String, cluster: String, except: String? = nil) -> String {
-        "(SELECT min(\(dimension)_required) FROM deployments WHERE cluster_id = \(cluster) AND status = 'Pending'"
-            + (except.map { " AND id <> \($0)" } ?? "") + ")"
+        "(SELECT \(dimension)_required FROM deployments WHERE cluster_id = \(cluster) AND status = 'Pending'"
+            + (except.map { " AND id <> \($0)" } ?? "") + " ORDER BY \(dimension)_required LIMIT 1)"
     }
     private static let dimensions = ["ram", "cpu", "gpu"]
     private static func pendingMinimumSQL(cluster: String) -> String {
@@ -1100,8 +1109,7 @@ private enum Statements {
 
     /// Every write of one change as one statement: the new deployment (a create), the deployment that ends (`$8`,
     /// completed or cancelled as `$23`), the plan's starts and preemptions, the events and the cluster's accounting.
-    /// Returns the new version and how many deployment rows changed, which must be exactly the plan's. (`status || ''` keeps the planner from answering `id = ANY(…)` by
-    /// scanning a whole status index in a generic plan: rows are looked up by primary key.)
+    /// Returns the new version and how many deployment rows changed, which must be exactly the plan's.
     static let apply = Statement(
         name: "sched_apply",
         sql: """

@@ -253,6 +253,94 @@ import Testing
     }
 }
 
+/// Every connection runs its statements from generic plans made once, with whatever statistics PostgreSQL has when
+/// it first runs them: on a fresh install none (tables empty and never analyzed), later whatever the last `ANALYZE`
+/// saw. A statement run under a cluster's lock must walk the same indexes whatever they say, since a slow plan there
+/// holds up every change to the cluster. Until 2026-12-06 the completions' `UPDATE … WHERE d.id = t.id AND d.status =
+/// 'Running'`, planned on empty tables, read the whole running index for its one row (0.2 → 1.2 ms per completion in
+/// a 25-second bench row, until autovacuum first analyzed the table), and the smallest pending request (`min()`)
+/// was read from the wrong pending index. Here each statement is planned on the freshly migrated database and again
+/// with 100,000 deployments analyzed; the indexes (or sequential scans) each plan reads must be the same. (The v1
+/// reads, outside any lock, still take their plans from the statistics: `TenantIndexTests` checks them analyzed.)
+@Suite(.serialized) struct GenericPlanTests {
+    @Test func genericPlansReadTheSameIndexesWithoutStatisticsAsWithThem() throws {
+        let (stack, url) = try freshDatabase("plans")
+        defer { stack.stop() }
+        let setup = try PostgresConnection(url: url)
+        _ = try Migrations.migrate(setup)
+        try setup.unsafeExecute(
+            script: ["organizations", "users", "clusters", "deployments", "deployment_events"]
+                .map { "ALTER TABLE \($0) SET (autovacuum_enabled = off);" }.joined())
+        let statements =
+            [
+                SchedulerStatements.lock, SchedulerStatements.durable, SchedulerStatements.createIfDecided,
+                SchedulerStatements.createIfFits, SchedulerStatements.completeIfQueueEmpty,
+                SchedulerStatements.createSwapping, SchedulerStatements.completeAtQueueHead,
+                SchedulerStatements.clusterForDelete, SchedulerStatements.clusterForCreate,
+                SchedulerStatements.lockDeployment, SchedulerStatements.deploymentForComplete,
+                SchedulerStatements.queueAfterDeployment, SchedulerStatements.runningBelowQueueHead,
+                SchedulerStatements.runningFromTail, SchedulerStatements.pendingMinimum,
+                SchedulerStatements.pendingMinimumForCompletion, SchedulerStatements.pendingAfter,
+                SchedulerStatements.apply, ClusterRecord.statement,
+            ] + SchedulerStatements.deleteCluster
+        let unanalyzed = try accessPaths(statements, url)
+        try setup.unsafeExecute(
+            script: """
+                INSERT INTO organizations (id, name, invite_code) VALUES (1, 'acme', repeat('x', 22));
+                INSERT INTO users (id, username, password_hash, organization_id, role)
+                    SELECT i, 'user' || i, 'x', 1, 'member' FROM generate_series(1, 20000) i;
+                INSERT INTO clusters (id, organization_id, owner_id, name, total_ram, total_cpu, total_gpu,
+                                      available_ram, available_cpu, available_gpu, next_seq)
+                    SELECT i, 1, 1, 'c' || i, 100000, 100000, 0, 95000, 95000, 0, 50001 FROM generate_series(1, 200) i;
+                INSERT INTO deployments (cluster_id, organization_id, owner_id, name, image_path, ram_required,
+                                         cpu_required, gpu_required, priority, status, seq, started_at, finished_at)
+                    SELECT 1 + i % 200, 1, 1, 'd' || i, 'example.com/a', 1, 1, 0, i % 7,
+                           (CASE WHEN i % 10 < 6 THEN 'Completed' WHEN i % 10 < 8 THEN 'Running' ELSE 'Pending' END)
+                               ::deployment_status,
+                           i / 200, now(), CASE WHEN i % 10 < 6 THEN now() END
+                    FROM generate_series(1, 100000) i;
+                INSERT INTO deployment_events (deployment_id, cluster_id, kind)
+                    SELECT id, cluster_id, 'Queued' FROM deployments;
+                ANALYZE;
+                """)
+        let analyzed = try accessPaths(statements, url)
+        for statement in statements {
+            #expect(
+                unanalyzed[statement.name] == analyzed[statement.name],
+                "\(statement.name): without statistics, with")
+        }
+    }
+
+    /// What each statement's generic plan reads, on a new connection: `index <name>` or `seq <table>`, sorted.
+    private func accessPaths(_ statements: [Statement], _ url: String) throws -> [String: [String]] {
+        let connection = try PostgresConnection(url: url)
+        var paths: [String: [String]] = [:]
+        for statement in statements {
+            try connection.unsafeExecute(script: "PREPARE \(statement.name) AS \(statement.sql)")
+            let count =
+                try connection.execute(
+                    Statement(
+                        name: "parameters",
+                        sql: "SELECT cardinality(parameter_types) FROM pg_prepared_statements WHERE name = $1"),
+                    [statement.name]
+                ).int(0, 0) ?? 0
+            let arguments =
+                count == 0 ? "" : "(" + Array(repeating: "NULL", count: Int(count)).joined(separator: ", ") + ")"
+            let plan = try connection.unsafeExecute(script: "EXPLAIN (COSTS OFF) EXECUTE \(statement.name)\(arguments)")
+            paths[statement.name] = (0..<plan.rowCount).compactMap { plan.string($0, 0) }.compactMap { line in
+                guard
+                    let match = line.firstMatch(
+                        of:
+                            /(Seq Scan on|Index Only Scan using|Index Scan Backward using|Index Scan using|Bitmap Index Scan on) (\w+)/
+                    )
+                else { return nil }
+                return (match.1 == "Seq Scan on" ? "seq " : "index ") + match.2
+            }.sorted()
+        }
+        return paths
+    }
+}
+
 /// Timestamps read through `PostgresResult.timestamp` are the instants PostgreSQL stores, in the API's form, whatever
 /// time zone and date style the database is configured with.
 @Suite(.serialized) struct TimestampTextTests {
