@@ -696,7 +696,7 @@ extension ActiveDeployment {
 
 /// The SQL of `ClusterScheduler`, prepared once per connection and run from generic plans made at its first run,
 /// from whatever statistics PostgreSQL has then: none on a fresh install. So each statement leaves the planner one
-/// sensible index whatever they say (`GenericPlanTests`): a row updated by id tests `status || ''`, which no partial
+/// sensible index whatever they say (`GenericPlanTests`): a row found by id tests `status || ''`, which no partial
 /// index on `status` matches (planned on empty tables, a completion's update read the whole running index for its
 /// row), and the smallest pending request is `ORDER BY … LIMIT 1` along its own index (a `min()` was read from
 /// another).
@@ -803,7 +803,7 @@ enum SchedulerStatements {
                 SELECT d.id, d.name, d.cluster_id, d.image_path, d.ram_required, d.cpu_required, d.gpu_required,
                        d.priority, d.seq
                 FROM users u JOIN deployments d ON d.id = $3 AND \(sqlInScope("d"))
-                WHERE u.id = $1 AND u.tokens_valid_after <= $2 AND d.status = 'Running'
+                WHERE u.id = $1 AND u.tokens_valid_after <= $2 AND d.status || '' = 'Running'
                   AND NOT EXISTS (SELECT FROM deployments p WHERE p.cluster_id = d.cluster_id AND p.status = 'Pending')
             ), completed AS (
                 UPDATE deployments d SET status = 'Completed', finished_at = now()
@@ -897,7 +897,7 @@ enum SchedulerStatements {
                        c.available_cpu + d.cpu_required AS room_cpu, c.available_gpu + d.gpu_required AS room_gpu
                 FROM users u JOIN deployments d ON d.id = $3 AND \(sqlInScope("d"))
                 JOIN clusters c ON c.id = d.cluster_id
-                WHERE u.id = $1 AND u.tokens_valid_after <= $2 AND d.status = 'Running'
+                WHERE u.id = $1 AND u.tokens_valid_after <= $2 AND d.status || '' = 'Running'
             ), head AS (
                 SELECT t.*, h.id AS head_id, h.priority AS head_priority, h.seq AS head_seq,
                        h.ram_required AS head_ram, h.cpu_required AS head_cpu, h.gpu_required AS head_gpu,
@@ -1122,7 +1122,7 @@ enum SchedulerStatements {
                 RETURNING id
             ), ended AS (
                 UPDATE deployments SET status = $23::deployment_status, finished_at = now()
-                WHERE id = $8 AND status IN ('Pending', 'Running') RETURNING id
+                WHERE id = $8 AND status || '' IN ('Pending', 'Running') RETURNING id
             ), started AS (
                 UPDATE deployments SET status = 'Running', started_at = now()
                 WHERE id = ANY($6::bigint[]) AND status || '' = 'Pending' RETURNING id

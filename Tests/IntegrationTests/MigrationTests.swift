@@ -259,9 +259,11 @@ import Testing
 /// holds up every change to the cluster. Until 2026-12-06 the completions' `UPDATE … WHERE d.id = t.id AND d.status =
 /// 'Running'`, planned on empty tables, read the whole running index for its one row (0.2 → 1.2 ms per completion in
 /// a 25-second bench row, until autovacuum first analyzed the table), and the smallest pending request (`min()`)
-/// was read from the wrong pending index. Here each statement is planned on the freshly migrated database and again
-/// with 100,000 deployments analyzed; the indexes (or sequential scans) each plan reads must be the same. (The v1
-/// reads, outside any lock, still take their plans from the statistics: `TenantIndexTests` checks them analyzed.)
+/// was read from the wrong pending index. Here each statement is planned on the freshly migrated database, with
+/// 100,000 deployments analyzed, and with all but 0.1 % of them finished (where a completion's look-up of its row
+/// walked the small running index instead of the primary key); the indexes (or sequential scans) each plan reads must
+/// be the same. (The v1 reads, outside any lock, still take their plans from the statistics: `TenantIndexTests`
+/// checks them analyzed.)
 @Suite(.serialized) struct GenericPlanTests {
     @Test func genericPlansReadTheSameIndexesWithoutStatisticsAsWithThem() throws {
         let (stack, url) = try freshDatabase("plans")
@@ -304,10 +306,13 @@ import Testing
                 ANALYZE;
                 """)
         let analyzed = try accessPaths(statements, url)
+        // A long-lived install: nearly everything has finished, so few rows match a status index.
+        try setup.unsafeExecute(script: "UPDATE deployments SET status = 'Completed' WHERE id % 1000 <> 0; ANALYZE;")
+        let finished = try accessPaths(statements, url)
         for statement in statements {
-            #expect(
-                unanalyzed[statement.name] == analyzed[statement.name],
-                "\(statement.name): without statistics, with")
+            let name = statement.name
+            #expect(unanalyzed[name] == analyzed[name], "\(name): without statistics, and with")
+            #expect(finished[name] == analyzed[name], "\(name): with 99.9 % of deployments finished, and without")
         }
     }
 
