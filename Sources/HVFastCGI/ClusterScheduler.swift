@@ -969,14 +969,15 @@ enum SchedulerStatements {
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
     /// How many pending deployments of cluster `$1` come before priority `$2` and `seq` `$3` in scheduling order: two
-    /// index-only counts along `deployments_pending_order`.
+    /// index-only counts along `deployments_pending_order`. Each is a row comparison, which no other index can serve
+    /// (`priority > $2` alone was counted along another pending index in a plan made without statistics).
     static let pendingAhead = Statement(
         name: "sched_pending_ahead",
         sql: """
             SELECT (SELECT count(*) FROM deployments
-                    WHERE cluster_id = $1 AND status = 'Pending' AND priority > $2)
+                    WHERE cluster_id = $1 AND status = 'Pending' AND (priority, seq) > ($2, \(Int64.max)))
                  + (SELECT count(*) FROM deployments
-                    WHERE cluster_id = $1 AND status = 'Pending' AND priority = $2 AND seq < $3)
+                    WHERE cluster_id = $1 AND status = 'Pending' AND priority = $2 AND (priority, seq) < ($2, $3))
             """)
     /// How many deployments of cluster `$1` run and wait.
     static let sizes = Statement(

@@ -27,7 +27,7 @@ struct ClustersHandler {
             FROM users u WHERE u.id = $1 AND u.tokens_valid_after <= $2
             RETURNING id
             """)
-    private static let byID = read(where: "id")
+    static let byID = read(where: "id")
     static let byName = read(where: "name")
 
     /// The caller (no row: unknown user or revoked token) and the cluster whose `column` is `$3` in their scope.

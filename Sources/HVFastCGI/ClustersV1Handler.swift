@@ -22,7 +22,7 @@ struct ClustersV1Handler {
 
     /// The caller (no row: unknown user or revoked token) and the cluster `$3` in their scope, with its tenant,
     /// creation time and version.
-    private static let detail = Statement(
+    static let detail = Statement(
         name: "v1_cluster",
         sql: """
             SELECT \(ClustersHandler.columns), c.organization_id, c.created_at, c.version

@@ -14,7 +14,7 @@ struct DeploymentsHandler {
         ]
     }
 
-    private static let byID = read(where: "id")
+    static let byID = read(where: "id")
     static let byName = read(where: "name")
 
     /// The caller (no row: unknown user or revoked token) and the deployment whose `column` is `$3` in their scope.

@@ -23,7 +23,7 @@ struct DeploymentsV1Handler {
     /// The caller (no row: unknown user or revoked token) and the deployment `$3` in their scope, with, when it is
     /// pending, what the deployments ahead of it leave free (`Scheduler.pendingReason`, `sqlFreeAtPriority`), its
     /// cluster's version and its `seq`.
-    private static let detail = Statement(
+    static let detail = Statement(
         name: "v1_deployment",
         sql: """
             SELECT \(summaryColumns), free.ram, free.cpu, free.gpu, c.version, d.seq
@@ -98,7 +98,7 @@ struct DeploymentsV1Handler {
 
     /// The caller, whether the deployment `$3` is in their scope (`d.id`, NULL otherwise), and its events oldest
     /// first (one row of NULL event columns when it has none).
-    private static let history = Statement(
+    static let history = Statement(
         name: "v1_deployment_events",
         sql: """
             SELECT d.id, e.kind, e.at, e.caused_by

@@ -178,6 +178,17 @@ enum Migrations {
                 CREATE INDEX deployments_tenant_status
                     ON deployments ((coalesce(organization_id, -owner_id)), status, id);
                 """),
+        // Names unique per tenant by an index that begins with the name, so that a tenant's list has no index but its
+        // own to walk: planned without statistics (a fresh install, until autovacuum first analyzes the table), a page
+        // read the tenant's rows along the (tenant, name) index and sorted them by id.
+        Migration(
+            version: 6, name: "name keys",
+            sql: """
+                DROP INDEX clusters_tenant_name, deployments_tenant_name;
+                CREATE UNIQUE INDEX clusters_name_tenant ON clusters (name, (coalesce(organization_id, -owner_id)));
+                CREATE UNIQUE INDEX deployments_name_tenant
+                    ON deployments (name, (coalesce(organization_id, -owner_id)));
+                """),
     ]
 
     static var latestVersion: Int { all.last?.version ?? 0 }
