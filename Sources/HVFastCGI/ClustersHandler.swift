@@ -18,7 +18,7 @@ struct ClustersHandler {
     static let columns =
         "c.id, c.name, c.total_ram, c.total_cpu, c.total_gpu, c.available_ram, c.available_cpu, c.available_gpu"
 
-    private static let insert = Statement(
+    static let insert = Statement(
         name: "clusters_insert",
         sql: """
             INSERT INTO clusters (organization_id, owner_id, name, total_ram, total_cpu, total_gpu,

@@ -260,8 +260,8 @@ import Testing
 /// its one row under the cluster's lock (0.2 → 1.2 ms per completion in a 25-second bench row, until autovacuum
 /// first analyzed the table), the smallest pending request (`min()`) and a deployment's place in the queue were read
 /// along the wrong pending index, and a page of a tenant's list read all the tenant's rows along its name index and
-/// sorted them. Here each statement that reads or writes clusters and deployments is planned on the freshly migrated
-/// database, with 100,000 deployments analyzed, and with all but 0.1 % of them finished (where a completion's
+/// sorted them. Here each statement the service runs on clusters and deployments (`hvctl`'s aside) is planned on the
+/// freshly migrated database, with 100,000 deployments analyzed, and with all but 0.1 % of them finished (where a completion's
 /// look-up of its row walked the small running index instead of the primary key); the indexes (or sequential scans)
 /// each plan reads must be the same.
 @Suite(.serialized) struct GenericPlanTests {
@@ -286,7 +286,8 @@ import Testing
                 SchedulerStatements.apply, ClusterRecord.statement,
                 // Reads outside the lock.
                 SchedulerStatements.clusterForWhatIf, SchedulerStatements.pendingAhead, SchedulerStatements.sizes,
-                DeploymentsHandler.byID, DeploymentsHandler.byName, ClustersHandler.byID, ClustersHandler.byName,
+                DeploymentsHandler.byID, DeploymentsHandler.byName, ClustersHandler.insert, ClustersHandler.byID,
+                ClustersHandler.byName,
                 DeploymentsV1Handler.detail, DeploymentsV1Handler.history, DeploymentsV1Handler.pageOfAll,
                 DeploymentsV1Handler.pageOfCluster, DeploymentsV1Handler.pageOfStatus, ClustersV1Handler.detail,
                 ClustersV1Handler.page,
