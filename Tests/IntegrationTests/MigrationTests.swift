@@ -261,9 +261,9 @@ import Testing
 /// first analyzed the table), the smallest pending request (`min()`) and a deployment's place in the queue were read
 /// along the wrong pending index, and a page of a tenant's list read all the tenant's rows along its name index and
 /// sorted them. Here each statement the service runs on clusters and deployments (`hvctl`'s aside) is planned on the
-/// freshly migrated database, with 100,000 deployments analyzed, and with all but 0.1 % of them finished (where a completion's
-/// look-up of its row walked the small running index instead of the primary key); the indexes (or sequential scans)
-/// each plan reads must be the same.
+/// freshly migrated database, with 100,000 deployments analyzed, and with all but 0.1 % of them finished (where a
+/// completion's look-up of its row walked the small running index instead of the primary key); the indexes (or
+/// sequential scans) each plan reads must be the same.
 @Suite(.serialized) struct GenericPlanTests {
     @Test func genericPlansReadTheSameIndexesWithoutStatisticsAsWithThem() throws {
         let (stack, url) = try freshDatabase("plans")
