@@ -5,8 +5,9 @@ import Domain
 /// Every change first takes `pg_advisory_xact_lock(cluster id)`, so changes to one cluster are serialized across all
 /// workers and hosts while clusters proceed in parallel. Statements are pipelined so that the lock is held for as few
 /// round trips as possible: `BEGIN`, the lock and the first read travel together, and so do the writes and `COMMIT`.
-/// The WAL flush happens after the lock is released (`SchedulerStatements.lock`, `SchedulerStatements.durable`), so the next change to
-/// the cluster does not wait for this one's fdatasync; the caller is answered only once the change is durable.
+/// The WAL flush happens after the lock is released (`SchedulerStatements.lock`, `SchedulerStatements.durable`), so
+/// the next change to the cluster does not wait for this one's fdatasync; the caller is answered only once the change
+/// is durable.
 /// Only what can change is read: the part of the running set that can lose its place, and pending deployments in
 /// scheduling order while the headroom can still admit one (`Scheduler.partForPreempting`, `partForCompleting`).
 struct ClusterScheduler {
@@ -173,8 +174,8 @@ struct ClusterScheduler {
         return (new.row(id: id, in: clusterID, status: status), change)
     }
 
-    /// `BEGIN`, `lock`, `statement` and `COMMIT`, then `SchedulerStatements.durable`, in one round trip: the one-round-trip
-    /// paths. Returns `statement`'s rows.
+    /// `BEGIN`, `lock`, `statement` and `COMMIT`, then `SchedulerStatements.durable`, in one round trip: the
+    /// one-round-trip paths. Returns `statement`'s rows.
     private func inOneRoundTrip(_ lock: (Statement, [String?]), _ statement: (Statement, [String?])) throws
         -> PostgresResult
     {
@@ -509,8 +510,8 @@ struct ClusterScheduler {
     /// What the slow paths read in the round trip that takes the lock, so that a preempting create or a completion
     /// holds the lock for two round trips in the common case (this one and the write) plus one per further batch.
     private struct Prefetched {
-        /// The first `SchedulerStatements.readAhead` of the running set below the new priority from its tail (creates), or the
-        /// running set below the queue head (completions).
+        /// The first `SchedulerStatements.readAhead` of the running set below the new priority from its tail
+        /// (creates), or the running set below the queue head (completions).
         var running: [ActiveDeployment]
         /// No more than any pending request in every dimension; nil when nothing is pending.
         var smallestPending: Resources?
@@ -519,8 +520,8 @@ struct ClusterScheduler {
     }
 
     /// `Scheduler.addPending` from PostgreSQL: pending deployments after the cursor, batch by batch. `first` is the
-    /// queue right after the part's cursor in scheduling order (up to `SchedulerStatements.readAhead`, whatever they fit), read
-    /// ahead; the first batch is taken from it when it decides that batch.
+    /// queue right after the part's cursor in scheduling order (up to `SchedulerStatements.readAhead`, whatever they
+    /// fit), read ahead; the first batch is taken from it when it decides that batch.
     private func addPending(
         to part: inout Scheduler.AffectedPart, smallest: Resources?, first: [ActiveDeployment], cluster: Int64,
         _ connection: PostgresConnection
@@ -969,8 +970,9 @@ enum SchedulerStatements {
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
     /// How many pending deployments of cluster `$1` come before priority `$2` and `seq` `$3` in scheduling order: two
-    /// index-only counts along `deployments_pending_order`. Each is a row comparison, which no other index can serve
-    /// (`priority > $2` alone was counted along another pending index in a plan made without statistics).
+    /// index-only counts along `deployments_pending_order`. Each is a row comparison, which no other index can take as
+    /// an index condition (`priority > $2` alone was counted along another pending index in a plan made without
+    /// statistics).
     static let pendingAhead = Statement(
         name: "sched_pending_ahead",
         sql: """
@@ -988,7 +990,12 @@ enum SchedulerStatements {
             """)
     /// A cluster `$1` and its history, in the order the foreign keys need.
     static let deleteCluster = [
-        Statement(name: "sched_delete_events", sql: "DELETE FROM deployment_events WHERE cluster_id = $1"),
+        // Found through the cluster's deployments: events have no index on `cluster_id` (a scan of every event).
+        Statement(
+            name: "sched_delete_events",
+            sql:
+                "DELETE FROM deployment_events WHERE deployment_id IN (SELECT id FROM deployments WHERE cluster_id = $1)"
+        ),
         Statement(name: "sched_delete_deployments", sql: "DELETE FROM deployments WHERE cluster_id = $1"),
         Statement(name: "sched_delete_cluster", sql: "DELETE FROM clusters WHERE id = $1"),
     ]
@@ -1077,10 +1084,12 @@ enum SchedulerStatements {
             .joined(separator: " AND ")
     }
     /// The smallest pending `dimension` request of `cluster`, besides the deployment `except`: one look-up at the start
-    /// of `deployments_pending_<dimension>`.
+    /// of `deployments_pending_<dimension>`, whose predicate includes `<dimension>_required >= 0` (always true) so that
+    /// no other statement can walk it (migration 6).
     private static func smallestPendingSQL(_ dimension: String, cluster: String, except: String? = nil) -> String {
         "(SELECT \(dimension)_required FROM deployments WHERE cluster_id = \(cluster) AND status = 'Pending'"
-            + (except.map { " AND id <> \($0)" } ?? "") + " ORDER BY \(dimension)_required LIMIT 1)"
+            + " AND \(dimension)_required >= 0" + (except.map { " AND id <> \($0)" } ?? "")
+            + " ORDER BY \(dimension)_required LIMIT 1)"
     }
     private static let dimensions = ["ram", "cpu", "gpu"]
     private static func pendingMinimumSQL(cluster: String) -> String {

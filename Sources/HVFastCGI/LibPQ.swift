@@ -78,12 +78,13 @@ final class PostgresConnection {
     /// Connects to `url`, with prepared statements run from their cached generic plans (`plan_cache_mode`), and
     /// timestamps written in UTC for `PostgresResult.timestamp`.
     ///
-    /// The statements are written so that their generic plans walk the right indexes (`TenantIndexTests` checks the
-    /// list pages), and planning per execution is what they would otherwise cost: ≈ 0.5 ms for the scheduler's create
-    /// statement, under the cluster's lock, and ≈ 0.15 ms, a sixth of the machine's CPU, per list page. Left to
-    /// itself, the plan cache keeps planning whenever it estimates a custom plan cheaper, as for the list pages, and
-    /// sometimes chose custom plans for the create statement after an `ANALYZE` (one bench run planned it 12,087
-    /// times in 21,245 runs, halving the cluster's throughput).
+    /// The statements are written so that their generic plans walk the right indexes whatever the statistics say
+    /// (`GenericPlanTests`; `TenantIndexTests` checks what the list pages read), and planning per execution is what
+    /// they would otherwise cost: ≈ 0.5 ms for the scheduler's create statement, under the cluster's lock, and
+    /// ≈ 0.15 ms, a sixth of the machine's CPU, per list page. Left to itself, the plan cache keeps planning whenever
+    /// it estimates a custom plan cheaper, as for the list pages, and sometimes chose custom plans for the create
+    /// statement after an `ANALYZE` (one bench run planned it 12,087 times in 21,245 runs, halving the cluster's
+    /// throughput).
     ///
     /// - Throws: `PostgresError` with `connectionLost` when the server cannot be reached.
     /// The corresponding libpq function is `PQconnectdb`.

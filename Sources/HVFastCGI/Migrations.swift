@@ -178,16 +178,27 @@ enum Migrations {
                 CREATE INDEX deployments_tenant_status
                     ON deployments ((coalesce(organization_id, -owner_id)), status, id);
                 """),
-        // Names unique per tenant by an index that begins with the name, so that a tenant's list has no index but its
-        // own to walk: planned without statistics (a fresh install, until autovacuum first analyzes the table), a page
-        // read the tenant's rows along the (tenant, name) index and sorted them by id.
+        // Indexes that leave each statement one to walk whatever the statistics say (`GenericPlanTests`): names unique
+        // per tenant by an index that begins with the name, so that a tenant's list walks only its (tenant, id) index
+        // (planned without statistics, a page read the tenant's rows along the name index and sorted them by id); and
+        // the smallest pending requests by indexes whose predicate only their own look-ups state, so that a walk of the
+        // queue cannot take one of them and sort (planned while few deployments were pending, as on a long-lived
+        // install where nearly all have finished, every walk did, under the cluster's lock). Building them blocks
+        // writes to the two tables for the time it takes (a one-off, when upgrading a large database).
         Migration(
-            version: 6, name: "name keys",
+            version: 6, name: "keys for generic plans",
             sql: """
-                DROP INDEX clusters_tenant_name, deployments_tenant_name;
+                DROP INDEX clusters_tenant_name, deployments_tenant_name,
+                    deployments_pending_ram, deployments_pending_cpu, deployments_pending_gpu;
                 CREATE UNIQUE INDEX clusters_name_tenant ON clusters (name, (coalesce(organization_id, -owner_id)));
                 CREATE UNIQUE INDEX deployments_name_tenant
                     ON deployments (name, (coalesce(organization_id, -owner_id)));
+                CREATE INDEX deployments_pending_ram ON deployments (cluster_id, ram_required)
+                    WHERE status = 'Pending' AND ram_required >= 0;
+                CREATE INDEX deployments_pending_cpu ON deployments (cluster_id, cpu_required)
+                    WHERE status = 'Pending' AND cpu_required >= 0;
+                CREATE INDEX deployments_pending_gpu ON deployments (cluster_id, gpu_required)
+                    WHERE status = 'Pending' AND gpu_required >= 0;
                 """),
     ]
 

@@ -258,12 +258,14 @@ import Testing
 /// saw. So a statement must walk the same indexes whatever they say. Until 2026-12-06 the completions'
 /// `UPDATE … WHERE d.id = t.id AND d.status = 'Running'`, planned on empty tables, read the whole running index for
 /// its one row under the cluster's lock (0.2 → 1.2 ms per completion in a 25-second bench row, until autovacuum
-/// first analyzed the table), the smallest pending request (`min()`) and a deployment's place in the queue were read
+/// first analyzed the table); the smallest pending request (`min()`) and a deployment's place in the queue were read
 /// along the wrong pending index, and a page of a tenant's list read all the tenant's rows along its name index and
-/// sorted them. Here each statement the service runs on clusters and deployments (`hvctl`'s aside) is planned on the
-/// freshly migrated database, with 100,000 deployments analyzed, and with all but 0.1 % of them finished (where a
-/// completion's look-up of its row walked the small running index instead of the primary key); the indexes (or
-/// sequential scans) each plan reads must be the same.
+/// sorted them; and planned while few deployments were pending, every walk of a queue took a smaller pending index
+/// and sorted. Here each statement the service runs on clusters and deployments (`hvctl`'s aside) is planned on the
+/// freshly migrated database, with 100,000 deployments analyzed, and with all but 0.2 % of them finished (where a
+/// completion's look-up of its row also walked the small running index instead of the primary key); the indexes (or
+/// sequential scans) each plan reads must be the same, and none may read a whole table of deployments or events (a
+/// cluster's delete read every event).
 @Suite(.serialized) struct GenericPlanTests {
     @Test func genericPlansReadTheSameIndexesWithoutStatisticsAsWithThem() throws {
         let (stack, url) = try freshDatabase("plans")
@@ -314,12 +316,16 @@ import Testing
                 """)
         let analyzed = try accessPaths(statements, url)
         // A long-lived install: nearly everything has finished, so few rows match a status index.
-        try setup.unsafeExecute(script: "UPDATE deployments SET status = 'Completed' WHERE id % 1000 <> 0; ANALYZE;")
+        try setup.unsafeExecute(
+            script: "UPDATE deployments SET status = 'Completed' WHERE id % 1000 NOT IN (6, 8); ANALYZE;")
         let finished = try accessPaths(statements, url)
         for statement in statements {
             let name = statement.name
             #expect(unanalyzed[name] == analyzed[name], "\(name): without statistics, and with")
-            #expect(finished[name] == analyzed[name], "\(name): with 99.9 % of deployments finished, and without")
+            #expect(finished[name] == analyzed[name], "\(name): with 99.8 % of deployments finished, and without")
+            #expect(
+                !(analyzed[name] ?? []).contains { $0 == "seq deployments" || $0 == "seq deployment_events" },
+                "\(name) reads a whole table")
         }
     }
 
@@ -343,7 +349,7 @@ import Testing
                 guard
                     let match = line.firstMatch(
                         of:
-                            /(Seq Scan on|Index Only Scan using|Index Scan Backward using|Index Scan using|Bitmap Index Scan on) (\w+)/
+                            /(Seq Scan on|Index(?: Only)? Scan(?: Backward)? using|Bitmap Index Scan on) (\w+)/
                     )
                 else { return nil }
                 return (match.1 == "Seq Scan on" ? "seq " : "index ") + match.2
