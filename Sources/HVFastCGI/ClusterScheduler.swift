@@ -699,8 +699,8 @@ extension ActiveDeployment {
 /// from whatever statistics PostgreSQL has then: none on a fresh install. So each statement leaves the planner one
 /// sensible index whatever they say (`GenericPlanTests`): a row found by id tests `status || ''`, which no partial
 /// index on `status` matches (planned on empty tables, a completion's update read the whole running index for its
-/// row), and the smallest pending request is `ORDER BY … LIMIT 1` along its own index (a `min()` was read from
-/// another).
+/// row), and the smallest pending request is `ORDER BY … LIMIT 1` along its own index, whose predicate no other
+/// statement states (a `min()` was read from another, and walks of the queue took these indexes and sorted).
 enum SchedulerStatements {
     static let batchSize = 64
     /// Rows read ahead with the lock, before it is known how many are needed: usually one is.
