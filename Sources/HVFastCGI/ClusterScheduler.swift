@@ -988,7 +988,7 @@ enum SchedulerStatements {
             SELECT (SELECT count(*) FROM deployments r WHERE r.cluster_id = $1 AND r.status = 'Running'),
                    (SELECT count(*) FROM deployments p WHERE p.cluster_id = $1 AND p.status = 'Pending')
             """)
-    /// A cluster `$1` and its history, in the order the foreign keys need.
+    /// A cluster `$1` and its history: its events, its deployments (whose foreign key names it), then the cluster.
     static let deleteCluster = [
         // Found through the cluster's deployments: events have no index on `cluster_id` (a scan of every event).
         Statement(

@@ -184,7 +184,7 @@ enum Migrations {
         // the smallest pending requests by indexes whose predicate only their own look-ups state, so that a walk of the
         // queue cannot take one of them and sort (planned while few deployments were pending, as on a long-lived
         // install where nearly all have finished, every walk did, under the cluster's lock). Building them blocks
-        // writes to the two tables for the time it takes (a one-off, when upgrading a large database).
+        // reads and writes of the two tables for the time it takes (a one-off, when upgrading a large database).
         Migration(
             version: 6, name: "keys for generic plans",
             sql: """

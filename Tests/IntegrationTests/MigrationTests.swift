@@ -319,6 +319,10 @@ import Testing
         try setup.unsafeExecute(
             script: "UPDATE deployments SET status = 'Completed' WHERE id % 1000 NOT IN (6, 8); ANALYZE;")
         let finished = try accessPaths(statements, url)
+        // The smallest requests are read along their own indexes, whose predicate only these look-ups state.
+        #expect(
+            analyzed[SchedulerStatements.pendingMinimum.name]
+                == ["index deployments_pending_cpu", "index deployments_pending_gpu", "index deployments_pending_ram"])
         for statement in statements {
             let name = statement.name
             #expect(unanalyzed[name] == analyzed[name], "\(name): without statistics, and with")
