@@ -182,8 +182,8 @@ enum Migrations {
         // per tenant by an index that begins with the name, so that a tenant's list walks only its (tenant, id) index
         // (planned without statistics, a page read the tenant's rows along the name index and sorted them by id); and
         // the smallest pending requests by indexes whose predicate only their own look-ups state, so that a walk of the
-        // queue cannot take one of them and sort (planned while few deployments were pending, as on a long-lived
-        // install where nearly all have finished, every walk did, under the cluster's lock). Building them blocks
+        // queue cannot take one of them and sort (planned while few deployments were pending and the indexes still
+        // held the entries of earlier queues, every walk did, under the cluster's lock). Building them blocks
         // reads and writes of the two tables for the time it takes (a one-off, when upgrading a large database).
         Migration(
             version: 6, name: "keys for generic plans",
