@@ -310,7 +310,7 @@ struct Control {
     }
 }
 
-private enum ControlStatements {
+enum ControlStatements {
     static let begin = Statement(name: "hvctl_begin", sql: "BEGIN")
     static let commit = Statement(name: "hvctl_commit", sql: "COMMIT")
     static let lock = Statement(name: "hvctl_lock", sql: "SELECT pg_advisory_xact_lock($1)")

@@ -261,7 +261,7 @@ import Testing
 /// first analyzed the table); the smallest pending request (`min()`) and a deployment's place in the queue were read
 /// along the wrong pending index, and a page of a tenant's list read all the tenant's rows along its name index and
 /// sorted them; and planned while few deployments were pending, every walk of a queue took a smaller pending index
-/// and sorted. Here each statement the service runs on clusters and deployments (`hvctl`'s aside) is planned on the
+/// and sorted. Here each statement the service runs on clusters and deployments (`hvctl`'s included) is planned on the
 /// freshly migrated database, with 100,000 deployments analyzed, and with all but 0.2 % of them finished (where a
 /// completion's look-up of its row also walked the small running index instead of the primary key); the indexes (or
 /// sequential scans) each plan reads must be the same, and none may read a whole table of deployments or events (a
@@ -293,6 +293,8 @@ import Testing
                 DeploymentsV1Handler.detail, DeploymentsV1Handler.history, DeploymentsV1Handler.pageOfAll,
                 DeploymentsV1Handler.pageOfCluster, DeploymentsV1Handler.pageOfStatus, ClustersV1Handler.detail,
                 ClustersV1Handler.page,
+                // hvctl.
+                ControlStatements.clusterIDs, ControlStatements.recomputeAvailable,
             ] + SchedulerStatements.deleteCluster
         let unanalyzed = try accessPaths(statements, url)
         try setup.unsafeExecute(
