@@ -697,12 +697,17 @@ extension ActiveDeployment {
 
 /// The SQL of `ClusterScheduler`, prepared once per connection and run from generic plans made at its first run,
 /// from whatever statistics PostgreSQL has then: none on a fresh install. So each statement leaves the planner one
-/// sensible index whatever they say (`GenericPlanTests`): a row found by id tests `status || ''`, which no partial
-/// index on `status` matches (planned on empty tables, a completion's update read the whole running index for its
-/// row), and the smallest pending request is `ORDER BY … LIMIT 1` along its own index, whose predicate no other
-/// statement states (a `min()` was read from another, and walks of the queue took these indexes and sorted).
+/// sensible index whatever they say (`GenericPlanTests`): a row found by id tests its status with `sqlStatus`, and the
+/// smallest pending request is `ORDER BY … LIMIT 1` along its own index, whose predicate no other statement states
+/// (a `min()` was read from another, and walks of the queue took these indexes and sorted).
 enum SchedulerStatements {
     static let batchSize = 64
+    /// The status of `row`, a deployment found by id, is one of `statuses`: tested as text, which no partial index on
+    /// `status` matches, so the primary key is the only index to take (planned on empty tables, a completion's update
+    /// read the whole running index for its row).
+    private static func sqlStatus(of row: String, is statuses: String...) -> String {
+        "\(row).status || '' IN (" + statuses.map { "'\($0)'" }.joined(separator: ", ") + ")"
+    }
     /// Rows read ahead with the lock, before it is known how many are needed: usually one is.
     static let readAhead = 8
     static let begin = Statement(name: "sched_begin", sql: "BEGIN")
@@ -804,11 +809,11 @@ enum SchedulerStatements {
                 SELECT d.id, d.name, d.cluster_id, d.image_path, d.ram_required, d.cpu_required, d.gpu_required,
                        d.priority, d.seq
                 FROM users u JOIN deployments d ON d.id = $3 AND \(sqlInScope("d"))
-                WHERE u.id = $1 AND u.tokens_valid_after <= $2 AND d.status || '' = 'Running'
+                WHERE u.id = $1 AND u.tokens_valid_after <= $2 AND \(sqlStatus(of: "d", is: "Running"))
                   AND NOT EXISTS (SELECT FROM deployments p WHERE p.cluster_id = d.cluster_id AND p.status = 'Pending')
             ), completed AS (
                 UPDATE deployments d SET status = 'Completed', finished_at = now()
-                FROM target t WHERE d.id = t.id AND d.status || '' = 'Running'
+                FROM target t WHERE d.id = t.id AND \(sqlStatus(of: "d", is: "Running"))
                 RETURNING d.id
             ), events AS (
                 INSERT INTO deployment_events (deployment_id, cluster_id, kind)
@@ -864,7 +869,7 @@ enum SchedulerStatements {
                 RETURNING id, seq
             ), preempted AS (
                 UPDATE deployments d SET status = 'Pending', preemptions = d.preemptions + 1
-                FROM decided v WHERE d.id = v.id AND d.status || '' = 'Running'
+                FROM decided v WHERE d.id = v.id AND \(sqlStatus(of: "d", is: "Running"))
             ), events AS (
                 INSERT INTO deployment_events (deployment_id, cluster_id, kind, caused_by)
                 SELECT CASE WHEN k.kind = 'Preempted' THEN v.id ELSE i.id END, $3, k.kind,
@@ -898,7 +903,7 @@ enum SchedulerStatements {
                        c.available_cpu + d.cpu_required AS room_cpu, c.available_gpu + d.gpu_required AS room_gpu
                 FROM users u JOIN deployments d ON d.id = $3 AND \(sqlInScope("d"))
                 JOIN clusters c ON c.id = d.cluster_id
-                WHERE u.id = $1 AND u.tokens_valid_after <= $2 AND d.status || '' = 'Running'
+                WHERE u.id = $1 AND u.tokens_valid_after <= $2 AND \(sqlStatus(of: "d", is: "Running"))
             ), head AS (
                 SELECT t.*, h.id AS head_id, h.priority AS head_priority, h.seq AS head_seq,
                        h.ram_required AS head_ram, h.cpu_required AS head_cpu, h.gpu_required AS head_gpu,
@@ -924,10 +929,10 @@ enum SchedulerStatements {
                                         false))
             ), completed AS (
                 UPDATE deployments d SET status = 'Completed', finished_at = now()
-                FROM decided x WHERE d.id = x.id AND d.status || '' = 'Running'
+                FROM decided x WHERE d.id = x.id AND \(sqlStatus(of: "d", is: "Running"))
             ), started AS (
                 UPDATE deployments d SET status = 'Running', started_at = now()
-                FROM decided x WHERE x.starts AND d.id = x.head_id AND d.status || '' = 'Pending'
+                FROM decided x WHERE x.starts AND d.id = x.head_id AND \(sqlStatus(of: "d", is: "Pending"))
             ), events AS (
                 INSERT INTO deployment_events (deployment_id, cluster_id, kind)
                 SELECT x.id, x.cluster_id, 'Completed'::deployment_event_kind FROM decided x
@@ -1132,13 +1137,13 @@ enum SchedulerStatements {
                 RETURNING id
             ), ended AS (
                 UPDATE deployments SET status = $23::deployment_status, finished_at = now()
-                WHERE id = $8 AND status || '' IN ('Pending', 'Running') RETURNING id
+                WHERE id = $8 AND \(sqlStatus(of: "deployments", is: "Pending", "Running")) RETURNING id
             ), started AS (
                 UPDATE deployments SET status = 'Running', started_at = now()
-                WHERE id = ANY($6::bigint[]) AND status || '' = 'Pending' RETURNING id
+                WHERE id = ANY($6::bigint[]) AND \(sqlStatus(of: "deployments", is: "Pending")) RETURNING id
             ), preempted AS (
                 UPDATE deployments SET status = 'Pending', preemptions = preemptions + 1
-                WHERE id = ANY($7::bigint[]) AND status || '' = 'Running' RETURNING id
+                WHERE id = ANY($7::bigint[]) AND \(sqlStatus(of: "deployments", is: "Running")) RETURNING id
             ), events AS (
                 INSERT INTO deployment_events (deployment_id, cluster_id, kind, caused_by)
                 SELECT e.deployment, $1, e.kind, e.cause

@@ -338,16 +338,12 @@ import Testing
     /// What each statement's generic plan reads, on a new connection: `index <name>` or `seq <table>`, sorted.
     private func accessPaths(_ statements: [Statement], _ url: String) throws -> [String: [String]] {
         let connection = try PostgresConnection(url: url)
+        let parameters = Statement(
+            name: "parameters", sql: "SELECT cardinality(parameter_types) FROM pg_prepared_statements WHERE name = $1")
         var paths: [String: [String]] = [:]
         for statement in statements {
             try connection.unsafeExecute(script: "PREPARE \(statement.name) AS \(statement.sql)")
-            let count =
-                try connection.execute(
-                    Statement(
-                        name: "parameters",
-                        sql: "SELECT cardinality(parameter_types) FROM pg_prepared_statements WHERE name = $1"),
-                    [statement.name]
-                ).int(0, 0) ?? 0
+            let count = try connection.execute(parameters, [statement.name]).int(0, 0) ?? 0
             let arguments =
                 count == 0 ? "" : "(" + Array(repeating: "NULL", count: Int(count)).joined(separator: ", ") + ")"
             let plan = try connection.unsafeExecute(script: "EXPLAIN (COSTS OFF) EXECUTE \(statement.name)\(arguments)")
