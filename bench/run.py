@@ -11,7 +11,8 @@ and over 10), queue (a cluster with 100,000 pending deployments against one with
 the v1 reads of a deep queue and of a big and an empty tenant's list), mixed (10 clusters), scheduler (the Swift micro-benchmarks), memory. The nginx static
 ceiling is always measured.
 Every write row also says where the machine's CPU went: how busy it was, CPU time per request for each part of the
-stack, and the rate that CPU time allows on this machine's cores (`cpu_profile`).
+stack, the rate that CPU time allows on this machine's cores, and how much of a request's mean latency it spent in a
+worker (`cpu_profile`).
 
 Environment: HV_BENCH_BINARY (default .build/release/hypervisord), HV_BENCH_SCHEDULER (default SchedulerBenchmark
 next to it), HV_WORKERS (passed to the pool; unset: its default, 4 × cores).
@@ -122,6 +123,14 @@ class Stack:
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")
 
+    def worker_seconds(self):
+        """(Σ seconds, count) of every request the pool has served, from `/metrics` (in a worker: from accepting the
+        request to having written its response, a wait for a cluster's lock included)."""
+        with urllib.request.urlopen(self.url("/metrics"), timeout=30) as response:
+            text = response.read().decode()
+        sums = re.findall(r"^hv_request_duration_seconds_(sum|count)\{[^}]*\} (\S+)$", text, re.M)
+        return (sum(float(v) for kind, v in sums if kind == "sum"), sum(int(v) for kind, v in sums if kind == "count"))
+
     def worker_rss_kib(self):
         pids = subprocess.run(["pgrep", "-P", str(self.master.pid)], capture_output=True, text=True).stdout.split()
         sizes = {}
@@ -141,6 +150,7 @@ def parse_wrk(output):
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    avg = ms(re.search(r"Latency\s+(\S+)", output).group(1))
     p50 = ms(re.search(r"\s50%\s+(\S+)", output).group(1))
     p99 = ms(re.search(r"\s99%\s+(\S+)", output).group(1))
     total = int(re.search(r"(\d+) requests in", output).group(1))
@@ -149,7 +159,7 @@ def parse_wrk(output):
     failures = int(non2xx.group(1)) if non2xx else 0
     if errors:
         failures += sum(int(x) for x in errors.groups())
-    return {"rps": rps, "p50": p50, "p99": p99, "non2xx": failures, "total": total}
+    return {"rps": rps, "avg": avg, "p50": p50, "p99": p99, "non2xx": failures, "total": total}
 
 
 def wrk(url, duration, connections, headers=(), script=None, threads=2, env=None):
@@ -167,10 +177,12 @@ def wrk(url, duration, connections, headers=(), script=None, threads=2, env=None
 CPU_CLASSES = {"postgres": "PostgreSQL", "hypervisord": "workers", "nginx": "nginx", "redis-server": "Redis"}
 
 
-def cpu_profile(run):
+def cpu_profile(run, stack):
     """Runs `run()` (one wrk) and returns its result and a note on where the machine's CPU went meanwhile: how busy
     it was, and CPU time per request, in total and for each part of the stack (wrk from this process's reaped
-    children). On 2 cores, 2 s of CPU per second bounds the rate at 2,000,000 / (µs per request), at 100 % busy."""
+    children). On 2 cores, 2 s of CPU per second bounds the rate at 2,000,000 / (µs per request), at 100 % busy.
+    The note also says how much of a request's mean latency it spent in a worker; the rest it waited for a free
+    worker in the FastCGI listen queue (with more connections than workers, that is where a closed loop queues)."""
     hz = os.sysconf("SC_CLK_TCK")
 
     def sample():
@@ -192,9 +204,12 @@ def cpu_profile(run):
         parts["wrk"] = children.children_user + children.children_system
         return sum(fields) / hz, (fields[3] + fields[4]) / hz, parts  # total, idle + iowait, per part
 
+    worker0 = stack.worker_seconds()
     total0, idle0, parts0 = sample()
     result = run()
     total1, idle1, parts1 = sample()
+    worker1 = stack.worker_seconds()
+    in_worker = (worker1[0] - worker0[0]) / max(1, worker1[1] - worker0[1] - 1) * 1000  # less the first scrape
     busy_seconds = (total1 - total0) - (idle1 - idle0)
     per_request = 1e6 / max(1, result["total"])
     split = {part: (parts1[part] - parts0[part]) * per_request for part in parts1}
@@ -202,7 +217,8 @@ def cpu_profile(run):
     cores = os.cpu_count()
     note = (f"CPU {busy_seconds / max(1e-9, total1 - total0):.0%} busy, {busy_seconds * per_request:,.0f} µs per"
             f" request (" + ", ".join(f"{part} {value:,.0f}" for part, value in split.items())
-            + f"): ≤ {cores * 1e6 / max(1, busy_seconds * per_request):,.0f}/s on {cores} cores at 100 %")
+            + f"): ≤ {cores * 1e6 / max(1, busy_seconds * per_request):,.0f}/s on {cores} cores at 100 %;"
+            f" {in_worker:.1f} ms of the mean {result['avg']:.1f} ms in a worker")
     return result, note
 
 
@@ -376,7 +392,7 @@ class Bench:
         serialization itself costs, as opposed to the work."""
         def run(clusters, prefix):
             self.create_wrk(3, self.c, self.create_env(clusters, prefix + "warm"))
-            return cpu_profile(lambda: self.create_wrk(self.d, self.c, self.create_env(clusters, prefix)))
+            return cpu_profile(lambda: self.create_wrk(self.d, self.c, self.create_env(clusters, prefix)), self.stack)
 
         cluster = self.cluster("fits", 10**12, 10**9, 10**6)
         result, profile = run([cluster], "fit")
@@ -432,7 +448,7 @@ class Bench:
         def measure(kind, label, run):
             cluster = shapes[label]
             before = self.counts(cluster)
-            result, profile = cpu_profile(lambda: run(cluster))
+            result, profile = cpu_profile(lambda: run(cluster), self.stack)
             after = self.counts(cluster)
             delta = {k: after[k][0] - before[k][0] for k in after}
             preempted = sum(v[1] for v in after.values()) - sum(v[1] for v in before.values())
@@ -550,7 +566,8 @@ class Bench:
         ids = [self.cluster(f"mixed{i}", 10**12, 10**9, 10**6) for i in range(clusters)]
         before = {c: self.counts(c) for c in ids}
         env = {"BENCH_CLUSTERS": ",".join(map(str, ids)), "BENCH_PREFIX": f"m{self.tag}", "BENCH_BACKLOG": "32"}
-        result, profile = cpu_profile(lambda: wrk(self.stack.url("/"), self.d, self.c, self.auth, "mixed.lua", 2, env))
+        result, profile = cpu_profile(
+            lambda: wrk(self.stack.url("/"), self.d, self.c, self.auth, "mixed.lua", 2, env), self.stack)
         after = {c: self.counts(c) for c in ids}
         created = sum(sum(v[0] for v in after[c].values()) - sum(v[0] for v in before[c].values()) for c in ids)
         completed = sum(after[c]["Completed"][0] - before[c]["Completed"][0] for c in ids)
