@@ -1,6 +1,32 @@
 /// Turns a request into a response: routing and error mapping, shared by the workers and in-process tests.
 struct Application {
     let router: Router
+    /// Answers creates into one cluster together (`respondTogether`); nil where only routing is tested.
+    var deployments: DeploymentsHandler? = nil
+
+    /// The cluster `request` creates a deployment in, when it is a seed create whose cluster this worker currently
+    /// takes creates together into (`respondTogether`); nil otherwise.
+    func clusterTakingCreatesTogether(_ request: Request) -> Int64? {
+        guard let deployments, request.method == DeploymentsHandler.createRoute.method,
+            case .found(_, _, let route) = router.match(method: request.method, path: request.path),
+            router.routes[route] == DeploymentsHandler.createRoute
+        else { return nil }
+        return deployments.clusterTakingCreatesTogether(request)
+    }
+
+    /// Answers together the seed creates among `requests` (nil: one that is not to be answered here) into `cluster`;
+    /// nil for each request to be answered alone by `respond`, and for all when fewer than two could go together.
+    func respondTogether(_ requests: [Request?], into cluster: Int64) -> [(response: Response, route: Int)?] {
+        let creates = requests.map { request -> Request? in
+            guard let request, case .found(_, _, let route) = router.match(method: request.method, path: request.path),
+                router.routes[route] == DeploymentsHandler.createRoute
+            else { return nil }
+            return request
+        }
+        guard let deployments, let route = router.routes.firstIndex(where: { $0 == DeploymentsHandler.createRoute })
+        else { return requests.map { _ in nil } }
+        return deployments.createTogether(creates, into: cluster).map { $0.map { ($0, route) } }
+    }
 
     /// The response, for a `500` the underlying error for the log (never sent to the client), and the index of the
     /// route that answered (nil when none matched), which `routed` also gets before the handler runs.

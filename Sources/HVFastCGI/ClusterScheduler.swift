@@ -46,6 +46,24 @@ struct ClusterScheduler {
 
         func lastCreate(in cluster: Int64) -> Create { lastCreate[cluster] ?? .started }
 
+        /// Creates into a cluster still to go before this worker again takes the creates waiting behind one
+        /// (`createTogether`): set when a batch into it held fewer than two of its creates, which is what a load
+        /// spread over many clusters gives, where taking more only makes the others wait in line in this worker.
+        private var batchesSkipped: [Int64: Int] = [:]
+        static let skipAfterUnpaidBatch = 64
+
+        /// Whether to take the creates waiting behind one into `cluster`; counts a skipped chance.
+        func takesBatch(into cluster: Int64) -> Bool {
+            guard let left = batchesSkipped[cluster], left > 0 else { return true }
+            batchesSkipped[cluster] = left - 1
+            return false
+        }
+
+        func noteBatch(creates: Int, into cluster: Int64) {
+            if batchesSkipped.count >= 1024 { batchesSkipped.removeAll() }
+            batchesSkipped[cluster] = creates >= 2 ? nil : PathHints.skipAfterUnpaidBatch
+        }
+
         func noteCreate(_ outcome: Create, in cluster: Int64) {
             // Bounded: a worker that has seen many clusters starts over (hints are only a guess).
             if lastCreate.count >= 1024 { lastCreate.removeAll() }
@@ -150,13 +168,73 @@ struct ClusterScheduler {
     ) throws -> (DeploymentRow, DeploymentQueue.Change)? {
         let created = try inOneRoundTrip(
             (SchedulerStatements.lock, [String(clusterID)]),
-            (
-                statement,
-                [
-                    String(caller.id), String(caller.issuedAt), String(clusterID), new.name, new.imagePath,
-                    String(new.request.ram), String(new.request.cpu), String(new.request.gpu), String(new.priority),
-                ]
-            ))
+            (statement, ClusterScheduler.parameters(of: new, in: clusterID, by: caller)))
+        return ClusterScheduler.decoded(created, new, in: clusterID)
+    }
+
+    /// Several creates into `clusterID`, taken together by a worker from the requests waiting for it, in one
+    /// transaction: `BEGIN`, the lock, the cluster's one-round-trip statement once per create, `COMMIT` and one wait
+    /// for the flush, all in one round trip. Each statement decides its create under the lock on what the ones before
+    /// it wrote, exactly as if it had come alone after them; the lock cycle, the commit and the flush are shared
+    /// (`docs/decisions.md`, "Creates taken together"). Returns each create's row, or nil for a create whose
+    /// statement did not apply, and nil for all when PostgreSQL refused a statement and rolled the transaction back
+    /// (a duplicate name fails it whole): each of those is then made alone by `create`, which gives it its own answer.
+    ///
+    /// - Throws: `ServiceUnavailable` when PostgreSQL cannot be reached or the connection drops (whether the creates
+    ///   were committed is then unknown, as for a create made alone).
+    func createTogether(_ creates: [(new: NewDeployment, caller: Caller)], in clusterID: Int64) throws
+        -> [DeploymentRow?]
+    {
+        let statement: Statement
+        switch hints.lastCreate(in: clusterID) {
+        case .started: statement = SchedulerStatements.createIfFits
+        case .waited: statement = SchedulerStatements.createIfDecided
+        case .swapped, .preempted: return creates.map { _ in nil }
+        }
+        let steps: [(Statement, [String?])] =
+            [(SchedulerStatements.begin, []), (SchedulerStatements.lock, [String(clusterID)])]
+            + creates.map { (statement, ClusterScheduler.parameters(of: $0.new, in: clusterID, by: $0.caller)) }
+            + [(SchedulerStatements.commit, []), (SchedulerStatements.durable, [])]
+        // Made alone again only when nothing was committed: a statement refused inside the transaction aborts the rest
+        // of the pipeline, `COMMIT` included, and the transaction is rolled back here.
+        var rolledBack = false
+        let results: [PostgresResult]
+        do {
+            results = try database.run { connection in
+                do {
+                    return try connection.pipeline(steps)
+                } catch {
+                    if connection.inTransaction {
+                        _ = try? connection.execute(SchedulerStatements.rollback)
+                        rolledBack = true
+                    }
+                    throw error
+                }
+            }
+        } catch is PostgresError where rolledBack {
+            return creates.map { _ in nil }
+        }
+        return creates.enumerated().map { index, create in
+            guard let (row, change) = ClusterScheduler.decoded(results[2 + index], create.new, in: clusterID)
+            else { return nil }
+            hints.noteCreate(PathHints.Create(change), in: clusterID)
+            queue.publish(change, rebuildFrom: database)
+            return row
+        }
+    }
+
+    /// The one-round-trip create statements' parameters.
+    private static func parameters(of new: NewDeployment, in clusterID: Int64, by caller: Caller) -> [String?] {
+        [
+            String(caller.id), String(caller.issuedAt), String(clusterID), new.name, new.imagePath,
+            String(new.request.ram), String(new.request.cpu), String(new.request.gpu), String(new.priority),
+        ]
+    }
+
+    /// The row and the snapshot change of a one-round-trip create statement's result; nil when it had no row.
+    private static func decoded(_ created: PostgresResult, _ new: NewDeployment, in clusterID: Int64) -> (
+        DeploymentRow, DeploymentQueue.Change
+    )? {
         guard created.rowCount == 1, let id = created.int(0, 0), let seq = created.int(0, 1),
             let status = created.string(0, 6)
         else { return nil }

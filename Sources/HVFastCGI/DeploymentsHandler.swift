@@ -8,11 +8,14 @@ struct DeploymentsHandler {
 
     var routes: [Route] {
         [
-            Route("POST", "/deployments/create", create),
+            Route(DeploymentsHandler.createRoute.method, DeploymentsHandler.createRoute.pattern, create),
             Route("GET", "/deployments/get_deployment", get),
             Route("POST", "/deployments/complete", complete),
         ]
     }
+
+    /// The seed create, which `createTogether` also answers.
+    static let createRoute = (method: "POST", pattern: "/deployments/create")
 
     static let byID = read(where: "id")
     static let byName = read(where: "name")
@@ -30,6 +33,20 @@ struct DeploymentsHandler {
     }
 
     private func create(_ request: Request) throws -> Response {
+        let (caller, clusterID, new) = try parsedCreate(request)
+        let row: DeploymentRow
+        do {
+            row = try scheduler.create(new, in: clusterID, by: caller)
+        } catch let error as PostgresError where error.sqlState == .uniqueViolation {
+            throw HTTPError(409, "Deployment with the given name already exists")
+        }
+        return respond(row, caller)
+    }
+
+    /// The caller, the cluster and the deployment a create asks for.
+    ///
+    /// - Throws: `HTTPError` 401 or a `ValidationFailure` for the client.
+    private func parsedCreate(_ request: Request) throws -> (Caller, Int64, ClusterScheduler.NewDeployment) {
         let caller = try authenticator.caller(request, now: unixTime())
         var input = try Input(request)
         let name = input.string("name", Validation.name)
@@ -40,13 +57,38 @@ struct DeploymentsHandler {
         guard let name, let clusterID, let image, let demand else { throw ValidationFailure(input.issues) }
         let new = ClusterScheduler.NewDeployment(
             name: name, imagePath: image, request: demand.request, priority: demand.priority)
-        let row: DeploymentRow
-        do {
-            row = try scheduler.create(new, in: clusterID, by: caller)
-        } catch let error as PostgresError where error.sqlState == .uniqueViolation {
-            throw HTTPError(409, "Deployment with the given name already exists")
+        return (caller, clusterID, new)
+    }
+
+    /// The cluster of a valid create, when this worker currently takes the creates into it together.
+    func clusterTakingCreatesTogether(_ request: Request) -> Int64? {
+        guard let (_, clusterID, _) = try? parsedCreate(request) else { return nil }
+        return scheduler.hints.takesBatch(into: clusterID) ? clusterID : nil
+    }
+
+    /// Answers the valid creates into `cluster` among `requests` (nil: not a create) in one transaction
+    /// (`ClusterScheduler.createTogether`); nil for each request to be answered alone (another cluster, invalid
+    /// input, a create the transaction did not make), and for all when fewer than two could go together.
+    func createTogether(_ requests: [Request?], into cluster: Int64) -> [Response?] {
+        let parsed = requests.map { request in
+            request.flatMap { try? parsedCreate($0) }.flatMap { $0.1 == cluster ? $0 : nil }
         }
-        return respond(row, caller)
+        let creates = parsed.compactMap { $0 }
+        scheduler.hints.noteBatch(creates: creates.count, into: cluster)
+        guard creates.count >= 2 else { return requests.map { _ in nil } }
+        let rows: [DeploymentRow?]
+        do {
+            rows = try scheduler.createTogether(creates.map { (new: $0.2, caller: $0.0) }, in: cluster)
+        } catch let error as any ClientError {
+            return parsed.map { $0 == nil ? nil : error.response }
+        } catch {
+            return requests.map { _ in nil }
+        }
+        var made = rows.makeIterator()
+        return parsed.map { create in
+            guard let create, let row = made.next() ?? nil else { return nil }
+            return respond(row, create.0)
+        }
     }
 
     private func get(_ request: Request) throws -> Response {

@@ -1,4 +1,5 @@
 import CFastCGI
+import CSystem
 import Glibc
 
 /// The listening socket, opened by the master before it forks so that every worker accepts on it.
@@ -29,6 +30,10 @@ struct ListenSocket {
         // nginx's workers run as another user; like php-fpm's listen.mode, let them connect.
         if let path { chmod(path, 0o666) }
         guard Glibc.listen(fd, backlog) == 0 else { throw SystemError("listen \(listen.address)", errno) }
+        // Workers wait in `epoll` and take connections with an `accept` that must never block (`Listener`).
+        guard fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0 else {
+            throw SystemError("listen \(listen.address) without blocking", errno)
+        }
         return ListenSocket(fd: fd, path: path)
     }
 
@@ -97,52 +102,121 @@ func streamSocket(
     }
 }
 
-/// One FastCGI connection at a time on the shared listening socket.
+/// A worker's side of the shared listening socket, which the master made non-blocking.
 ///
-/// The worker calls `accept(2)` itself so that SIGQUIT can interrupt an idle worker, then hands the
-/// connection to libfcgi, which reads the request's records.
+/// A worker takes a connection with an `accept` that fails with `EAGAIN` instead of blocking when none is waiting
+/// (or another worker was faster), and only then waits in `epoll` with `EPOLLEXCLUSIVE`, so that a connection wakes
+/// one idle worker as a blocking `accept` did and SIGQUIT can interrupt the wait. So a busy worker can also take the
+/// connections already waiting (`takeWaiting`) without ever blocking.
+final class Listener {
+    enum Accepted { case connection(Int32), interrupted, failed(Int32) }
+
+    let fd: Int32
+    private let epoll: Int32
+
+    /// - Throws: `SystemError` when the epoll instance cannot be made.
+    init(fd: Int32) throws {
+        self.fd = fd
+        epoll = hv_exclusive_epoll(fd)
+        guard epoll >= 0 else { throw SystemError("epoll", errno) }
+    }
+
+    deinit { close(epoll) }
+
+    /// Takes a connection, waiting for one when none is waiting. `blockSignals` runs as soon as it has one or the wait
+    /// ends. A busy pool finds one waiting: one `accept`, as before the socket was non-blocking.
+    func accept(blockSignals: () -> Void) -> Accepted {
+        while true {
+            if let fd = takeWaiting() {
+                blockSignals()
+                return .connection(fd)
+            }
+            let code = errno
+            guard code == EAGAIN || code == EWOULDBLOCK || code == EINTR else {
+                blockSignals()
+                return .failed(code)
+            }
+            if hv_epoll_wait(epoll) < 0 {
+                let code = errno
+                blockSignals()
+                return code == EINTR ? .interrupted : .failed(code)
+            }
+        }
+    }
+
+    /// A connection already waiting in the backlog, without blocking; nil when there is none.
+    func takeWaiting() -> Int32? {
+        let fd = hv_accept(self.fd)
+        return fd >= 0 ? fd : nil
+    }
+}
+
+/// One FastCGI request at a time on a connection taken from the `Listener`.
+///
+/// The worker takes connections itself so that SIGQUIT can interrupt an idle worker and so that it can take those
+/// already waiting, then hands each to libfcgi, which reads the request's records.
 final class FastCGIConnection {
-    enum Accepted { case request, interrupted, failed(Int32) }
+    enum Accepted { case request, interrupted, missed, failed(Int32) }
 
     private let request: UnsafeMutablePointer<FCGX_Request>
-    private let listenFD: Int32
+    private let listener: Listener
+    /// Whether a connection nginx asks to keep (`fastcgi_keep_conn on`) is kept for its next request. Only the
+    /// worker's first connection waits for one; the others, which take connections already waiting, close theirs.
+    private let keepsConnections: Bool
 
     /// The corresponding libfcgi function is `FCGX_InitRequest`.
-    init(listenFD: Int32) {
-        self.listenFD = listenFD
+    init(listener: Listener, keepsConnections: Bool) {
+        self.listener = listener
+        self.keepsConnections = keepsConnections
         request = .allocate(capacity: 1)
-        FCGX_InitRequest(request, listenFD, Int32(FCGI_FAIL_ACCEPT_ON_INTR))
+        FCGX_InitRequest(request, listener.fd, Int32(FCGI_FAIL_ACCEPT_ON_INTR))
     }
 
     deinit {
-        FCGX_Finish_r(request)
+        finish()
         request.deallocate()
     }
 
-    /// Finishes the previous request, waits for the next connection and reads its parameters.
+    /// Finishes the previous request, waits for the next one and reads its parameters.
     ///
-    /// Returns `.interrupted` when a signal arrived while idle. The corresponding libfcgi function is `FCGX_Accept_r`.
+    /// Returns `.interrupted` when a signal arrived while idle, `.missed` when the connection ended before its
+    /// request came.
     func accept(blockSignals: () -> Void) -> Accepted {
-        FCGX_Finish_r(request)
-        if request.pointee.ipcFd < 0 {
-            let fd = Glibc.accept(listenFD, nil, nil)
+        finish()
+        if request.pointee.ipcFd >= 0 {
+            // nginx kept the connection: its next request comes on it.
             blockSignals()
-            guard fd >= 0 else { return errno == EINTR ? .interrupted : .failed(errno) }
-            request.pointee.ipcFd = fd
-            // Makes FCGX_Accept_r take this connection instead of accepting one itself.
-            request.pointee.keepConnection = 1
-        } else {
-            blockSignals()
+            return read()
         }
-        let status = FCGX_Accept_r(request)
-        if status < 0 { return status == -EINTR ? .interrupted : .failed(-status) }
-        return .request
+        switch listener.accept(blockSignals: blockSignals) {
+        case .connection(let fd): return adopt(fd)
+        case .interrupted: return .interrupted
+        case .failed(let code): return .failed(code)
+        }
     }
 
-    /// Whether a connection is waiting in the backlog right now.
-    func hasQueuedConnection() -> Bool {
-        var entry = pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0)
-        return poll(&entry, 1, 0) == 1 && entry.revents & Int16(POLLIN) != 0
+    /// Finishes the previous request and takes a connection already waiting, if there is one; whether it read a
+    /// request from it.
+    func acceptWaiting() -> Bool {
+        finish()
+        guard let fd = listener.takeWaiting() else { return false }
+        if case .request = adopt(fd) { return true }
+        return false
+    }
+
+    private func adopt(_ fd: Int32) -> Accepted {
+        request.pointee.ipcFd = fd
+        // Makes FCGX_Accept_r take this connection instead of accepting one itself.
+        request.pointee.keepConnection = 1
+        return read()
+    }
+
+    /// Reads the request's parameters; `.missed` when the connection ended before a request could be read (libfcgi
+    /// has closed it). The corresponding libfcgi function is `FCGX_Accept_r`.
+    private func read() -> Accepted {
+        let status = FCGX_Accept_r(request)
+        if status < 0 { return status == -EINTR ? .interrupted : .missed }
+        return .request
     }
 
     /// A FastCGI parameter of the current request. The corresponding libfcgi function is `FCGX_GetParam`.
@@ -186,6 +260,10 @@ final class FastCGIConnection {
         return written == Int32(bytes.count)
     }
 
-    /// Ends the current request and closes its connection. The corresponding libfcgi function is `FCGX_Finish_r`.
-    func finish() { FCGX_Finish_r(request) }
+    /// Ends the current request and closes its connection unless nginx asked to keep it and this connection keeps
+    /// them. The corresponding libfcgi function is `FCGX_Finish_r`.
+    func finish() {
+        if !keepsConnections { request.pointee.keepConnection = 0 }
+        FCGX_Finish_r(request)
+    }
 }

@@ -30,9 +30,17 @@ final class Services: HealthProbe {
 
 /// Every route of the service. Workers and the tests build the router the same way.
 func buildRouter(_ services: Services, openAPI: [UInt8], scoreboard: Scoreboard) -> Router {
+    buildApplication(services, openAPI: openAPI, scoreboard: scoreboard).router
+}
+
+/// The worker's application: the router, and the deployments handler that answers creates together, sharing the
+/// router's scheduler (and so its `PathHints`).
+func buildApplication(_ services: Services, openAPI: [UInt8], scoreboard: Scoreboard) -> Application {
     let authenticator = Authenticator(signer: services.signer)
     let queue = DeploymentQueue(redis: services.redis, log: services.log)
     let scheduler = ClusterScheduler(database: services.database, queue: queue)
+    let deployments = DeploymentsHandler(
+        database: services.database, authenticator: authenticator, scheduler: scheduler)
     let routes =
         SystemHandler(probe: services).routes
         + UsersHandler(
@@ -43,12 +51,14 @@ func buildRouter(_ services: Services, openAPI: [UInt8], scoreboard: Scoreboard)
         + OrganizationsHandler(database: services.database, authenticator: authenticator, limiter: services.limiter)
         .routes
         + ClustersHandler(database: services.database, authenticator: authenticator).routes
-        + DeploymentsHandler(database: services.database, authenticator: authenticator, scheduler: scheduler).routes
+        + deployments.routes
         + AccountV1Handler(database: services.database, authenticator: authenticator).routes
         + ClustersV1Handler(
             database: services.database, authenticator: authenticator, queue: queue, scheduler: scheduler
         ).routes
         + DeploymentsV1Handler(database: services.database, authenticator: authenticator, scheduler: scheduler).routes
         + [Route("GET", "/openapi.json") { _ in Response(status: 200, body: openAPI) }]
-    return Router(routes + [MetricsHandler(scoreboard: scoreboard, routes: routes).route])
+    return Application(
+        router: Router(routes + [MetricsHandler(scoreboard: scoreboard, routes: routes).route]),
+        deployments: deployments)
 }

@@ -1,16 +1,21 @@
 import Glibc
 
-/// A worker process: one libfcgi accept loop, one PostgreSQL and one Redis connection, one request at a time.
+/// A worker process: one libfcgi accept loop, one PostgreSQL and one Redis connection, one request at a time, except
+/// that a create may take along the creates into its cluster already waiting for a worker (`serve`).
 final class Worker {
     private let configuration: Configuration
     private let log: Log
     private let connection: FastCGIConnection
+    /// Connections for the requests a create takes along; see `serve`.
+    private let spares: [FastCGIConnection]
     private let scoreboard: Scoreboard
     private let slot: Int
     private let application: Application
     private var requestCounter = 0
 
     static let bodyLimit = 64 * 1024
+    /// The most requests a worker answers together: a create and those it takes along.
+    static let batchLimit = 8
 
     /// Worker setup, after the fork: signals, then the connections (opened lazily on first use).
     ///
@@ -18,7 +23,9 @@ final class Worker {
     init(
         configuration: Configuration, log: Log, listenFD: Int32, scoreboard: Scoreboard, slot: Int, openAPI: [UInt8]
     ) throws {
-        connection = FastCGIConnection(listenFD: listenFD)
+        let listener = try Listener(fd: listenFD)
+        connection = FastCGIConnection(listener: listener, keepsConnections: true)
+        spares = (1..<Worker.batchLimit).map { _ in FastCGIConnection(listener: listener, keepsConnections: false) }
         // After libfcgi's set-up, which installs its own SIGTERM handler where it finds the default one.
         WorkerSignals.install()
         self.configuration = configuration
@@ -26,7 +33,7 @@ final class Worker {
         self.scoreboard = scoreboard
         self.slot = slot
         let services = try Services(configuration: configuration, log: log)
-        application = Application(router: buildRouter(services, openAPI: openAPI, scoreboard: scoreboard))
+        application = buildApplication(services, openAPI: openAPI, scoreboard: scoreboard)
     }
 
     /// Serves until asked to quit or recycled; returns the exit status.
@@ -38,16 +45,15 @@ final class Worker {
             let accepted = connection.accept(blockSignals: WorkerSignals.block)
             if WorkerSignals.takeReopenRequest() { log.reopen() }
             switch accepted {
-            case .interrupted:
+            case .interrupted, .missed:
                 continue
             case .failed(let code):
                 log.error("accept failed", ["error": SystemError("accept", code).description])
                 usleep(10_000)
                 continue
             case .request:
-                serve()
+                served += serve()
             }
-            served += 1
             if configuration.maxRequests > 0 && served >= configuration.maxRequests {
                 connection.finish()
                 return 0
@@ -58,64 +64,107 @@ final class Worker {
     /// After SIGQUIT: serve connections already queued (bounded, since during a reload others keep arriving).
     private func drain() -> Int32 {
         var drained = 0
-        while drained < 64 && connection.hasQueuedConnection() {
-            switch connection.accept(blockSignals: WorkerSignals.block) {
-            case .request: serve()
-            case .interrupted, .failed: break
-            }
-            WorkerSignals.unblock()
-            drained += 1
+        WorkerSignals.block()
+        while drained < 64 && connection.acceptWaiting() {
+            drained += serve()
         }
         connection.finish()
         return 0
     }
 
-    private func serve() {
+    /// A request read from its connection.
+    private struct Received {
+        let connection: FastCGIConnection
+        let request: Request
+        let bodyTooLarge: Bool
+        let started: Double
+        let read: Double
+    }
+
+    /// Answers the request on `connection` and, when it is a create into a cluster whose creates this worker takes
+    /// together, the requests already waiting for a worker, up to `batchLimit` in all: the creates among them into the
+    /// same cluster in one transaction (`ClusterScheduler.createTogether`), the others one by one after them. Under a
+    /// load of creates into one cluster they share the lock's cycle, commit and flush (`docs/decisions.md`, "Creates
+    /// taken together"); requests taken along wait for those before them, as they would have waited for a worker.
+    /// Returns how many requests it answered.
+    private func serve() -> Int {
+        var batch = [receive(connection)]
+        var together: [(response: Response, route: Int)?] = [nil]
+        if !batch[0].bodyTooLarge, let cluster = application.clusterTakingCreatesTogether(batch[0].request) {
+            for spare in spares {
+                guard spare.acceptWaiting() else { break }
+                batch.append(receive(spare))
+            }
+            if batch.count > 1 {
+                together = application.respondTogether(
+                    batch.map { $0.bodyTooLarge ? nil : $0.request }, into: cluster)
+            }
+        }
+        for (received, response) in zip(batch, together) { answer(received, together: response) }
+        return batch.count
+    }
+
+    private func receive(_ connection: FastCGIConnection) -> Received {
         let started = monotonicSeconds()
         scoreboard.markBusy(slot: slot, since: started)
         let method = connection.parameter("REQUEST_METHOD") ?? "GET"
         let target = connection.parameter("REQUEST_URI") ?? connection.parameter("DOCUMENT_URI") ?? "/"
-        let requestID = requestIdentifier()
+        let requestID = requestIdentifier(connection)
         var headers: [String: String] = [:]
         if let value = connection.parameter("CONTENT_TYPE") { headers["content-type"] = value }
         if let value = connection.parameter("HTTP_AUTHORIZATION") { headers["authorization"] = value }
         let declaredLength = Int(connection.parameter("CONTENT_LENGTH") ?? "") ?? 0
         let body = connection.readBody(limit: Worker.bodyLimit, expected: declaredLength)
-        let read = monotonicSeconds()
-
         let request = Request(
             method: method, target: target, headers: headers, body: body ?? [], requestID: requestID,
             remoteAddress: connection.parameter("REMOTE_ADDR") ?? "")
-        let (response, failure, route) =
-            body == nil
-            ? (HTTPError.bodyTooLarge.response, nil, nil)
-            : application.respond(to: request) { scoreboard.markRouted(slot: slot, route: $0) }
+        return Received(
+            connection: connection, request: request, bodyTooLarge: body == nil, started: started,
+            read: monotonicSeconds())
+    }
+
+    /// Writes the response to `received` (the one given when it was answered together with others), finishes its
+    /// connection, and accounts for it in the scoreboard and the log.
+    private func answer(_ received: Received, together: (response: Response, route: Int)?) {
+        let request = received.request
+        scoreboard.markBusy(slot: slot, since: received.started)
+        let (response, failure, route): (Response, (any Error)?, Int?) =
+            if let together {
+                (together.response, nil, together.route)
+            } else if received.bodyTooLarge {
+                (HTTPError.bodyTooLarge.response, nil, nil)
+            } else {
+                application.respond(to: request) { scoreboard.markRouted(slot: slot, route: $0) }
+            }
         let handled = monotonicSeconds()
-        if !connection.write(response.encoded(requestID: requestID)) {
-            log.warning("client went away before the response was written", ["request_id": requestID])
+        if !received.connection.write(response.encoded(requestID: request.requestID)) {
+            log.warning("client went away before the response was written", ["request_id": request.requestID])
         }
-        connection.finish()
+        received.connection.finish()
         let finished = monotonicSeconds()
         scoreboard.markIdle(
-            slot: slot, route: route ?? Scoreboard.unmatchedRoute, status: response.status, seconds: finished - started)
+            slot: slot, route: route ?? Scoreboard.unmatchedRoute, status: response.status,
+            seconds: finished - received.started)
 
         if let failure {
-            log.error("request failed", ["request_id": requestID, "error": String(describing: failure)])
+            log.error("request failed", ["request_id": request.requestID, "error": String(describing: failure)])
         }
-        let milliseconds = (finished - started) * 1000
+        let milliseconds = (finished - received.started) * 1000
         let slow = milliseconds >= Double(configuration.slowRequestMilliseconds)
         guard slow || log.isEnabled(.info) else { return }
         let fields: KeyValuePairs<String, String> = [
-            "request_id": requestID, "method": method, "path": request.path, "status": String(response.status),
-            "duration_ms": threeDecimals(milliseconds), "user_id": response.userID.map(String.init) ?? "-",
-            "read_ms": threeDecimals((read - started) * 1000), "handle_ms": threeDecimals((handled - read) * 1000),
+            "request_id": request.requestID, "method": request.method, "path": request.path,
+            "status": String(response.status), "duration_ms": threeDecimals(milliseconds),
+            "user_id": response.userID.map(String.init) ?? "-",
+            "read_ms": threeDecimals((received.read - received.started) * 1000),
+            "handle_ms": threeDecimals((handled - received.read) * 1000),
             "write_ms": threeDecimals((finished - handled) * 1000),
         ]
         log.write(slow ? .warning : .info, slow ? "slow request" : "request", fields)
     }
 
     /// The caller's `X-Request-ID` when it is a short token, else nginx's `$request_id`, else our own.
-    private func requestIdentifier() -> String {
+    private func requestIdentifier(_ connection: FastCGIConnection) -> String {
         if let supplied = connection.parameter("HTTP_X_REQUEST_ID"), isToken(supplied) { return supplied }
         if let fromNginx = connection.parameter("REQUEST_ID"), isToken(fromNginx) { return fromNginx }
         requestCounter += 1

@@ -20,7 +20,12 @@ struct SchedulingTests {
     let api: SchedulingAPI
 
     init() throws {
-        stack = try Self.started.get()
+        try self.init(stack: Self.started.get())
+    }
+
+    /// The suite's checks against another stack.
+    private init(stack: Stack) {
+        self.stack = stack
         api = SchedulingAPI(client: stack.client)
     }
 
@@ -544,6 +549,53 @@ struct SchedulingTests {
 
     // MARK: - Clusters do not block one another
 
+    /// A worker that takes a create also takes the creates into its cluster already waiting for a worker and makes them
+    /// in one transaction (`ClusterScheduler.createTogether`). One worker and sixteen clients creating at once: every
+    /// create is answered exactly as alone (a duplicate name among them gets its `409`, the other twin its `200`),
+    /// some transactions carried several creates (rows committed together share `xmin`), and the accounting, the
+    /// events and the Redis snapshot are exact.
+    @Test func createsWaitingForAWorkerAreMadeTogetherAndAnsweredAsAlone() throws {
+        let single = try Stack.started(environment: ["HV_WORKERS": "1"]).get()
+        defer { single.stop() }
+        let api = SchedulingAPI(client: single.client)
+        let owner = try api.register("sched-together")
+        let cluster = try api.createCluster(owner, name: "together", ram: 1_000, cpu: "1000", gpu: 0)
+        let clients = 16
+        let rounds = 6
+        let statuses = LockedStatuses()
+        runThreads(clients) { client in
+            for round in 0..<rounds {
+                // Clients 0 and 1 create the same name in their first round.
+                let name = client < 2 && round == 0 ? "twin" : "d-\(client)-\(round)"
+                let status =
+                    (try? api.createDeployment(
+                        owner, name: name, cluster: cluster, ram: 1, cpu: "1", gpu: 0, priority: 1))?.status ?? 0
+                statuses.add(name, status)
+            }
+        }
+        let seen = statuses.all
+        #expect(seen.filter { $0.name == "twin" }.map(\.status).sorted() == [200, 409])
+        #expect(seen.filter { $0.name != "twin" }.allSatisfy { $0.status == 200 })
+        #expect(seen.count == clients * rounds)
+
+        let database = try TestDatabase(single.databaseURL)
+        let rows = try database.query(
+            "SELECT count(*), count(DISTINCT xmin::text), count(*) FILTER (WHERE status = 'Running'),"
+                + " coalesce(sum(ram_required), 0) FROM deployments WHERE cluster_id = $1", [String(cluster)])
+        let made = clients * rounds - 1
+        #expect(rows.int(0, 0) == Int64(made))
+        #expect((rows.int(0, 1) ?? 0) < Int64(made), "no transaction carried more than one create")
+        #expect(rows.int(0, 2) == Int64(made))
+        let available = try database.query(
+            "SELECT available_ram FROM clusters WHERE id = $1", [String(cluster)])
+        #expect(available.int(0, 0) == 1_000 - (rows.int(0, 3) ?? 0))
+        let events = try database.query(
+            "SELECT count(*) FROM deployment_events e JOIN deployments d ON d.id = e.deployment_id"
+                + " WHERE d.cluster_id = $1", [String(cluster)])
+        #expect(events.int(0, 0) == Int64(2 * made), "each create has its Queued and Started events")
+        try SchedulingTests(stack: single).expectRedisMatches(cluster, database)
+    }
+
     @Test func aLockedClusterDoesNotDelayAnotherCluster() throws {
         let owner = try api.register("sched-locks")
         let clusterA = try api.createCluster(owner, name: "locked", ram: 100, cpu: "100", gpu: 0)
@@ -1013,6 +1065,15 @@ private func runThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void)
         thread.start()
     }
     group.wait()
+}
+
+/// The status each create got, collected from several threads.
+private final class LockedStatuses: @unchecked Sendable {
+    private let lock = NSLock()
+    private var seen: [(name: String, status: Int)] = []
+
+    func add(_ name: String, _ status: Int) { lock.withLock { seen.append((name, status)) } }
+    var all: [(name: String, status: Int)] { lock.withLock { seen } }
 }
 
 /// What the concurrent clients saw.
