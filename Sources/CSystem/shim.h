@@ -1,9 +1,5 @@
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
 #include <sys/prctl.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
 #include <stddef.h>
 #include <errno.h>
 #include <unistd.h>
@@ -13,7 +9,7 @@
 static inline int hv_set_parent_death_signal(int sig) { return prctl(PR_SET_PDEATHSIG, sig); }
 
 /// An epoll instance that reports `fd` readable to one of its waiters at a time (EPOLLEXCLUSIVE); -1 on failure.
-/// Glibc's Swift module has neither epoll nor accept4.
+/// Glibc's Swift module has no epoll.
 static inline int hv_exclusive_epoll(int fd) {
     int epoll = epoll_create1(EPOLL_CLOEXEC);
     if (epoll < 0) return -1;
@@ -30,6 +26,3 @@ static inline int hv_epoll_wait(int epoll) {
     struct epoll_event event;
     return epoll_wait(epoll, &event, 1, -1);
 }
-
-/// accept4 with SOCK_CLOEXEC.
-static inline int hv_accept(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }

@@ -146,7 +146,7 @@ final class Listener {
 
     /// A connection already waiting in the backlog, without blocking; nil when there is none.
     func takeWaiting() -> Int32? {
-        let fd = hv_accept(self.fd)
+        let fd = Glibc.accept(self.fd, nil, nil)
         return fd >= 0 ? fd : nil
     }
 }

@@ -1,7 +1,8 @@
 import Glibc
 
 /// A worker process: one libfcgi accept loop, one PostgreSQL and one Redis connection, one request at a time, except
-/// that a create may take along the creates into its cluster already waiting for a worker (`serve`).
+/// that a create may take along the requests already waiting for a worker and make the creates among them into its
+/// cluster together (`serve`).
 final class Worker {
     private let configuration: Configuration
     private let log: Log
