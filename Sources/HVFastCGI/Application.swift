@@ -1,38 +1,52 @@
 /// Turns a request into a response: routing and error mapping, shared by the workers and in-process tests.
 struct Application {
-    let router: Router
-    /// Answers creates into one cluster together (`respondTogether`); nil where only routing is tested.
-    var deployments: DeploymentsHandler? = nil
+    /// A response, for a `500` the underlying error for the log (never sent to the client), and the index of the
+    /// route that answered (nil when none matched).
+    typealias Answer = (response: Response, failure: (any Error)?, route: Int?)
 
-    /// The cluster `request` creates a deployment in, when it is a seed create whose cluster this worker currently
-    /// takes creates together into (`respondTogether`); nil otherwise.
-    func clusterTakingCreatesTogether(_ request: Request) -> Int64? {
-        guard let deployments, request.method == DeploymentsHandler.createRoute.method,
-            case .found(_, _, let route) = router.match(method: request.method, path: request.path),
-            router.routes[route] == DeploymentsHandler.createRoute
-        else { return nil }
-        return deployments.clusterTakingCreatesTogether(request)
+    let router: Router
+    /// Answers creates taken together (`answer(_:with:)`); nil where only routing is tested.
+    let deployments: DeploymentsHandler?
+    /// The index of the seed create's route, which `answer(_:with:)` answers.
+    let createRoute: Int?
+
+    init(router: Router, deployments: DeploymentsHandler? = nil) {
+        self.router = router
+        self.deployments = deployments
+        createRoute = router.routes.firstIndex { $0 == DeploymentsHandler.createRoute }
     }
 
-    /// Answers together the seed creates among `requests` (nil: one that is not to be answered here) into `cluster`;
-    /// nil for each request to be answered alone by `respond`, and for all when fewer than two could go together.
-    func respondTogether(_ requests: [Request?], into cluster: Int64) -> [(response: Response, route: Int)?] {
-        let creates = requests.map { request -> Request? in
-            guard let request, case .found(_, _, let route) = router.match(method: request.method, path: request.path),
-                router.routes[route] == DeploymentsHandler.createRoute
-            else { return nil }
-            return request
+    /// `request` as a valid seed create, parsed once for `answer(_:with:)`; nil when it is not one (its route then
+    /// answers it).
+    func validCreate(_ request: Request) -> DeploymentsHandler.ValidCreate? {
+        guard let deployments, isCreate(request) else { return nil }
+        return try? deployments.validCreate(request)
+    }
+
+    /// Answers `first` and the seed creates among `others` (nil: one not to be answered here) with
+    /// `DeploymentsHandler.answer(_:with:)`; nil for each of `others` to be answered by `respond`.
+    func answer(_ first: DeploymentsHandler.ValidCreate, with others: [Request?]) -> [Answer?] {
+        guard let deployments else { return [nil] + others.map { _ in nil } }
+        return deployments.answer(first, with: others.map { $0.flatMap { isCreate($0) ? $0 : nil } }).map {
+            $0.map { result in
+                switch result {
+                case .success(let response): (response, nil, createRoute)
+                case .failure(let error): Application.answer(to: error, route: createRoute)
+                }
+            }
         }
-        guard let deployments, let route = router.routes.firstIndex(where: { $0 == DeploymentsHandler.createRoute })
-        else { return requests.map { _ in nil } }
-        return deployments.createTogether(creates, into: cluster).map { $0.map { ($0, route) } }
+    }
+
+    private func isCreate(_ request: Request) -> Bool {
+        guard request.method == DeploymentsHandler.createRoute.method,
+            case .found(_, _, let route) = router.match(method: request.method, path: request.path)
+        else { return false }
+        return route == createRoute
     }
 
     /// The response, for a `500` the underlying error for the log (never sent to the client), and the index of the
     /// route that answered (nil when none matched), which `routed` also gets before the handler runs.
-    func respond(to request: Request, routed: (Int) -> Void = { _ in }) -> (
-        response: Response, failure: (any Error)?, route: Int?
-    ) {
+    func respond(to request: Request, routed: (Int) -> Void = { _ in }) -> Answer {
         switch router.match(method: request.method, path: request.path) {
         case .notFound:
             return (HTTPError.notFound.response, nil, nil)
@@ -46,12 +60,16 @@ struct Application {
             request.pathParameters = parameters
             do {
                 return (try handler(request), nil, route)
-            } catch let error as any ClientError {
-                return (error.response, nil, route)
             } catch {
-                return (.detail(500, "Internal Server Error"), error, route)
+                return Application.answer(to: error, route: route)
             }
         }
+    }
+
+    /// A handler's error as the client sees it, and for a `500` the error itself for the log.
+    private static func answer(to error: any Error, route: Int?) -> Answer {
+        if let error = error as? any ClientError { return (error.response, nil, route) }
+        return (.detail(500, "Internal Server Error"), error, route)
     }
 }
 

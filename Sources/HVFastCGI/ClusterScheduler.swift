@@ -90,19 +90,25 @@ struct ClusterScheduler {
     ///
     /// - Throws: `HTTPError` 401/404/409/422 for the client, `ServiceUnavailable` when PostgreSQL is down.
     func create(_ new: NewDeployment, in clusterID: Int64, by caller: Caller) throws -> DeploymentRow {
-        let statement: Statement? =
-            switch hints.lastCreate(in: clusterID) {
-            case .started: SchedulerStatements.createIfFits
-            case .waited: SchedulerStatements.createIfDecided
-            case .swapped: SchedulerStatements.createSwapping
-            case .preempted: nil
-            }
         let (row, change) =
-            try statement.flatMap { try createInOneRoundTrip(new, in: clusterID, by: caller, using: $0) }
+            try oneRoundTripCreate(in: clusterID).flatMap {
+                try createInOneRoundTrip(new, in: clusterID, by: caller, using: $0)
+            }
             ?? createPlanned(new, in: clusterID, by: caller)
         hints.noteCreate(PathHints.Create(change), in: clusterID)
         queue.publish(change, rebuildFrom: database)
         return row
+    }
+
+    /// The one-round-trip statement the cluster's last create on this worker points to (`PathHints.Create`); nil for
+    /// the general path.
+    private func oneRoundTripCreate(in clusterID: Int64) -> Statement? {
+        switch hints.lastCreate(in: clusterID) {
+        case .started: SchedulerStatements.createIfFits
+        case .waited: SchedulerStatements.createIfDecided
+        case .swapped: SchedulerStatements.createSwapping
+        case .preempted: nil
+        }
     }
 
     /// The general path of `create`: reads what the plan needs under the lock, plans in the worker, and writes.
@@ -185,11 +191,8 @@ struct ClusterScheduler {
     func createTogether(_ creates: [(new: NewDeployment, caller: Caller)], in clusterID: Int64) throws
         -> [DeploymentRow?]
     {
-        let statement: Statement
-        switch hints.lastCreate(in: clusterID) {
-        case .started: statement = SchedulerStatements.createIfFits
-        case .waited: statement = SchedulerStatements.createIfDecided
-        case .swapped, .preempted: return creates.map { _ in nil }
+        guard let statement = oneRoundTripCreate(in: clusterID), statement != SchedulerStatements.createSwapping else {
+            return creates.map { _ in nil }
         }
         let steps: [(Statement, [String?])] =
             [(SchedulerStatements.begin, []), (SchedulerStatements.lock, [String(clusterID)])]

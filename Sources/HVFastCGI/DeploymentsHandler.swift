@@ -14,7 +14,7 @@ struct DeploymentsHandler {
         ]
     }
 
-    /// The seed create, which `createTogether` also answers.
+    /// The seed create, which `answer(_:with:)` also answers.
     static let createRoute = (method: "POST", pattern: "/deployments/create")
 
     static let byID = read(where: "id")
@@ -32,21 +32,30 @@ struct DeploymentsHandler {
                 """)
     }
 
+    /// A create's caller, cluster and deployment, validated.
+    struct ValidCreate {
+        let caller: Caller
+        let cluster: Int64
+        let new: ClusterScheduler.NewDeployment
+    }
+
     private func create(_ request: Request) throws -> Response {
-        let (caller, clusterID, new) = try parsedCreate(request)
+        try make(validCreate(request))
+    }
+
+    /// Makes `create` alone.
+    private func make(_ create: ValidCreate) throws -> Response {
         let row: DeploymentRow
         do {
-            row = try scheduler.create(new, in: clusterID, by: caller)
+            row = try scheduler.create(create.new, in: create.cluster, by: create.caller)
         } catch let error as PostgresError where error.sqlState == .uniqueViolation {
             throw HTTPError(409, "Deployment with the given name already exists")
         }
-        return respond(row, caller)
+        return respond(row, create.caller)
     }
 
-    /// The caller, the cluster and the deployment a create asks for.
-    ///
     /// - Throws: `HTTPError` 401 or a `ValidationFailure` for the client.
-    private func parsedCreate(_ request: Request) throws -> (Caller, Int64, ClusterScheduler.NewDeployment) {
+    func validCreate(_ request: Request) throws -> ValidCreate {
         let caller = try authenticator.caller(request, now: unixTime())
         var input = try Input(request)
         let name = input.string("name", Validation.name)
@@ -57,37 +66,39 @@ struct DeploymentsHandler {
         guard let name, let clusterID, let image, let demand else { throw ValidationFailure(input.issues) }
         let new = ClusterScheduler.NewDeployment(
             name: name, imagePath: image, request: demand.request, priority: demand.priority)
-        return (caller, clusterID, new)
+        return ValidCreate(caller: caller, cluster: clusterID, new: new)
     }
 
-    /// The cluster of a valid create, when this worker currently takes the creates into it together.
-    func clusterTakingCreatesTogether(_ request: Request) -> Int64? {
-        guard let (_, clusterID, _) = try? parsedCreate(request) else { return nil }
-        return scheduler.hints.takesBatch(into: clusterID) ? clusterID : nil
-    }
+    /// Whether this worker currently takes along the creates waiting behind one into `cluster`.
+    func takesCreatesAlong(into cluster: Int64) -> Bool { scheduler.hints.takesBatch(into: cluster) }
 
-    /// Answers the valid creates into `cluster` among `requests` (nil: not a create) in one transaction
-    /// (`ClusterScheduler.createTogether`); nil for each request to be answered alone (another cluster, invalid
-    /// input, a create the transaction did not make), and for all when fewer than two could go together.
-    func createTogether(_ requests: [Request?], into cluster: Int64) -> [Response?] {
-        let parsed = requests.map { request in
-            request.flatMap { try? parsedCreate($0) }.flatMap { $0.1 == cluster ? $0 : nil }
-        }
-        let creates = parsed.compactMap { $0 }
-        scheduler.hints.noteBatch(creates: creates.count, into: cluster)
-        guard creates.count >= 2 else { return requests.map { _ in nil } }
-        let rows: [DeploymentRow?]
-        do {
-            rows = try scheduler.createTogether(creates.map { (new: $0.2, caller: $0.0) }, in: cluster)
-        } catch let error as any ClientError {
-            return parsed.map { $0 == nil ? nil : error.response }
-        } catch {
-            return requests.map { _ in nil }
+    /// Answers `first` and the valid creates into its cluster among `others` (nil: not a create), each parsed once:
+    /// together in one transaction when there are two or more (`ClusterScheduler.createTogether`), and alone those
+    /// the transaction did not make. Nil for each of `others` to be answered by its route (another cluster, invalid
+    /// input).
+    func answer(_ first: ValidCreate, with others: [Request?]) -> [Result<Response, any Error>?] {
+        let creates: [ValidCreate?] =
+            [first]
+            + others.map { request in
+                request.flatMap { try? validCreate($0) }.flatMap { $0.cluster == first.cluster ? $0 : nil }
+            }
+        let together = creates.compactMap { $0 }
+        if !others.isEmpty { scheduler.hints.noteBatch(creates: together.count, into: first.cluster) }
+        var rows: [DeploymentRow?] = []
+        if together.count >= 2 {
+            do {
+                rows = try scheduler.createTogether(together.map { ($0.new, $0.caller) }, in: first.cluster)
+            } catch let error as any ClientError {
+                return creates.map { $0.map { _ in .failure(error) } }
+            } catch {
+                // Each is made alone below.
+            }
         }
         var made = rows.makeIterator()
-        return parsed.map { create in
-            guard let create, let row = made.next() ?? nil else { return nil }
-            return respond(row, create.0)
+        return creates.map { create in
+            guard let create else { return nil }
+            if let row = made.next() ?? nil { return .success(respond(row, create.caller)) }
+            return Result { try make(create) }
         }
     }
 

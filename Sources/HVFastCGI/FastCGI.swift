@@ -109,8 +109,6 @@ func streamSocket(
 /// one idle worker as a blocking `accept` did and SIGQUIT can interrupt the wait. So a busy worker can also take the
 /// connections already waiting (`takeWaiting`) without ever blocking.
 final class Listener {
-    enum Accepted { case connection(Int32), interrupted, failed(Int32) }
-
     let fd: Int32
     private let epoll: Int32
 
@@ -123,23 +121,24 @@ final class Listener {
 
     deinit { close(epoll) }
 
-    /// Takes a connection, waiting for one when none is waiting. `blockSignals` runs as soon as it has one or the wait
-    /// ends. A busy pool finds one waiting: one `accept`, as before the socket was non-blocking.
-    func accept(blockSignals: () -> Void) -> Accepted {
+    /// Takes a connection, waiting for one when none is waiting: its descriptor, or `-errno` (`-EINTR` when a signal
+    /// ended the wait). `blockSignals` runs as soon as it has one or the wait ends. A busy pool finds one waiting: one
+    /// `accept`, as before the socket was non-blocking.
+    func accept(blockSignals: () -> Void) -> Int32 {
         while true {
             if let fd = takeWaiting() {
                 blockSignals()
-                return .connection(fd)
+                return fd
             }
             let code = errno
             guard code == EAGAIN || code == EWOULDBLOCK || code == EINTR else {
                 blockSignals()
-                return .failed(code)
+                return -code
             }
             if hv_epoll_wait(epoll) < 0 {
                 let code = errno
                 blockSignals()
-                return code == EINTR ? .interrupted : .failed(code)
+                return -code
             }
         }
     }
@@ -188,11 +187,9 @@ final class FastCGIConnection {
             blockSignals()
             return read()
         }
-        switch listener.accept(blockSignals: blockSignals) {
-        case .connection(let fd): return adopt(fd)
-        case .interrupted: return .interrupted
-        case .failed(let code): return .failed(code)
-        }
+        let fd = listener.accept(blockSignals: blockSignals)
+        if fd >= 0 { return adopt(fd) }
+        return fd == -EINTR ? .interrupted : .failed(-fd)
     }
 
     /// Finishes the previous request and takes a connection already waiting, if there is one; whether it read a

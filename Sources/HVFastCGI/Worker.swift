@@ -90,18 +90,18 @@ final class Worker {
     /// Returns how many requests it answered.
     private func serve() -> Int {
         var batch = [receive(connection)]
-        var together: [(response: Response, route: Int)?] = [nil]
-        if !batch[0].bodyTooLarge, let cluster = application.clusterTakingCreatesTogether(batch[0].request) {
-            for spare in spares {
-                guard spare.acceptWaiting() else { break }
-                batch.append(receive(spare))
+        var answers: [Application.Answer?] = [nil]
+        if !batch[0].bodyTooLarge, let first = application.validCreate(batch[0].request) {
+            if let route = application.createRoute { scoreboard.markRouted(slot: slot, route: route) }
+            if application.deployments?.takesCreatesAlong(into: first.cluster) == true {
+                for spare in spares {
+                    guard spare.acceptWaiting() else { break }
+                    batch.append(receive(spare))
+                }
             }
-            if batch.count > 1 {
-                together = application.respondTogether(
-                    batch.map { $0.bodyTooLarge ? nil : $0.request }, into: cluster)
-            }
+            answers = application.answer(first, with: batch.dropFirst().map { $0.bodyTooLarge ? nil : $0.request })
         }
-        for (received, response) in zip(batch, together) { answer(received, together: response) }
+        for (received, answer) in zip(batch, answers) { self.answer(received, answer) }
         return batch.count
     }
 
@@ -124,14 +124,14 @@ final class Worker {
             read: monotonicSeconds())
     }
 
-    /// Writes the response to `received` (the one given when it was answered together with others), finishes its
-    /// connection, and accounts for it in the scoreboard and the log.
-    private func answer(_ received: Received, together: (response: Response, route: Int)?) {
+    /// Writes the response to `received` (`answered`, when it was answered with a create it was taken along with),
+    /// finishes its connection, and accounts for it in the scoreboard and the log.
+    private func answer(_ received: Received, _ answered: Application.Answer?) {
         let request = received.request
         scoreboard.markBusy(slot: slot, since: received.started)
-        let (response, failure, route): (Response, (any Error)?, Int?) =
-            if let together {
-                (together.response, nil, together.route)
+        let (response, failure, route): Application.Answer =
+            if let answered {
+                answered
             } else if received.bodyTooLarge {
                 (HTTPError.bodyTooLarge.response, nil, nil)
             } else {
