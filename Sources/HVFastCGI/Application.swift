@@ -5,43 +5,45 @@ struct Application {
     typealias Answer = (response: Response, failure: (any Error)?, route: Int?)
 
     let router: Router
-    /// Answers creates taken together (`answer(_:with:)`); nil where only routing is tested.
+    /// Answers the changes a worker takes together (`answer(_:)`); nil where only routing is tested.
     let deployments: DeploymentsHandler?
-    /// The index of the seed create's route, which `answer(_:with:)` answers.
-    let createRoute: Int?
+    /// The indexes of the seed create's and completion's routes, whose requests `answer(_:)` answers.
+    private let changeRoutes: (create: Int?, complete: Int?)
 
     init(router: Router, deployments: DeploymentsHandler? = nil) {
         self.router = router
         self.deployments = deployments
-        createRoute = router.routes.firstIndex { $0 == DeploymentsHandler.createRoute }
+        changeRoutes = (
+            router.routes.firstIndex { $0 == DeploymentsHandler.createRoute },
+            router.routes.firstIndex { $0 == DeploymentsHandler.completeRoute }
+        )
     }
 
-    /// `request` as a valid seed create, parsed once for `answer(_:with:)`; nil when it is not one (its route then
-    /// answers it).
-    func validCreate(_ request: Request) -> DeploymentsHandler.ValidCreate? {
-        guard let deployments, isCreate(request) else { return nil }
-        return try? deployments.validCreate(request)
-    }
+    /// A change `answer(_:)` answers, parsed once, and its route's index; nil for any other request, and for one
+    /// that is not valid (its route then answers it).
+    typealias Change = (change: DeploymentsHandler.ValidChange, route: Int)
 
-    /// Answers `first` and the seed creates among `others` (nil: one not to be answered here) with
-    /// `DeploymentsHandler.answer(_:with:)`; nil for each of `others` to be answered by `respond`.
-    func answer(_ first: DeploymentsHandler.ValidCreate, with others: [Request?]) -> [Answer?] {
-        guard let deployments else { return [nil] + others.map { _ in nil } }
-        return deployments.answer(first, with: others.map { $0.flatMap { isCreate($0) ? $0 : nil } }).map {
-            $0.map { result in
-                switch result {
-                case .success(let response): (response, nil, createRoute)
-                case .failure(let error): Application.answer(to: error, route: createRoute)
-                }
-            }
+    func change(_ request: Request) -> Change? {
+        guard let deployments, case .found(_, _, let route) = router.match(method: request.method, path: request.path)
+        else { return nil }
+        switch route {
+        case changeRoutes.create: return (try? deployments.validCreate(request)).map { (.create($0), route) }
+        case changeRoutes.complete:
+            return (try? deployments.validCompletion(request)).flatMap { $0 }.map { ($0, route) }
+        default: return nil
         }
     }
 
-    private func isCreate(_ request: Request) -> Bool {
-        guard request.method == DeploymentsHandler.createRoute.method,
-            case .found(_, _, let route) = router.match(method: request.method, path: request.path)
-        else { return false }
-        return route == createRoute
+    /// Answers `changes` with `DeploymentsHandler.answer(_:)` (nil: one to be answered by `respond`).
+    func answer(_ changes: [Change?]) -> [Answer?] {
+        guard let deployments else { return changes.map { _ in nil } }
+        return zip(changes, deployments.answer(changes.map { $0?.change })).map { change, result in
+            guard let change, let result else { return nil }
+            return switch result {
+            case .success(let response): (response, nil, change.route)
+            case .failure(let error): Application.answer(to: error, route: change.route)
+            }
+        }
     }
 
     /// The response, for a `500` the underlying error for the log (never sent to the client), and the index of the

@@ -46,24 +46,6 @@ struct ClusterScheduler {
 
         func lastCreate(in cluster: Int64) -> Create { lastCreate[cluster] ?? .started }
 
-        /// Creates into a cluster still to go before this worker again takes the creates waiting behind one
-        /// (`createTogether`): set when a batch into it held fewer than two of its creates, which is what a load
-        /// spread over many clusters gives, where taking more only makes the others wait in line in this worker.
-        private var batchesSkipped: [Int64: Int] = [:]
-        static let skipAfterUnpaidBatch = 64
-
-        /// Whether to take the creates waiting behind one into `cluster`; counts a skipped chance.
-        func takesBatch(into cluster: Int64) -> Bool {
-            guard let left = batchesSkipped[cluster], left > 0 else { return true }
-            batchesSkipped[cluster] = left - 1
-            return false
-        }
-
-        func noteBatch(creates: Int, into cluster: Int64) {
-            if batchesSkipped.count >= 1024 { batchesSkipped.removeAll() }
-            batchesSkipped[cluster] = creates >= 2 ? nil : PathHints.skipAfterUnpaidBatch
-        }
-
         func noteCreate(_ outcome: Create, in cluster: Int64) {
             // Bounded: a worker that has seen many clusters starts over (hints are only a guess).
             if lastCreate.count >= 1024 { lastCreate.removeAll() }
@@ -86,18 +68,35 @@ struct ClusterScheduler {
         }
     }
 
-    /// Creates a deployment in `clusterID` and schedules it.
+    /// A create (which schedules the new deployment) or a completion of a running deployment (which schedules what its
+    /// resources admit), which `make` takes together with others.
+    enum Change {
+        case create(NewDeployment, in: Int64, by: Caller)
+        case complete(Int64, by: Caller)
+    }
+
+    /// Makes `changes`, each as if it came alone after the ones before it, and returns each one's row or error:
+    /// `HTTPError` 401/404/409/422 for the client, `PostgresError` (a duplicate name, say) otherwise.
     ///
-    /// - Throws: `HTTPError` 401/404/409/422 for the client, `ServiceUnavailable` when PostgreSQL is down.
-    func create(_ new: NewDeployment, in clusterID: Int64, by caller: Caller) throws -> DeploymentRow {
-        let (row, change) =
-            try oneRoundTripCreate(in: clusterID).flatMap {
-                try createInOneRoundTrip(new, in: clusterID, by: caller, using: $0)
+    /// They are first tried together in one round trip (`makeTogether`); each that was not made there is then made
+    /// alone on its general path (`createPlanned`, `end`), which also gives the errors their answers.
+    /// - Throws: `ServiceUnavailable` when PostgreSQL cannot be reached or the connection drops (whether the changes
+    ///   tried together were committed is then unknown, as for a change made alone).
+    func make(_ changes: [Change]) throws -> [Result<DeploymentRow, any Error>] {
+        try zip(changes, makeTogether(changes)).map { change, row in
+            if let row { return .success(row) }
+            return Result {
+                switch change {
+                case .create(let new, let cluster, let caller):
+                    let (row, change) = try createPlanned(new, in: cluster, by: caller)
+                    hints.noteCreate(PathHints.Create(change), in: cluster)
+                    queue.publish([change], rebuildFrom: database)
+                    return row
+                case .complete(let id, let caller):
+                    return try end(id, as: .completed, by: caller)
+                }
             }
-            ?? createPlanned(new, in: clusterID, by: caller)
-        hints.noteCreate(PathHints.Create(change), in: clusterID)
-        queue.publish(change, rebuildFrom: database)
-        return row
+        }
     }
 
     /// The one-round-trip statement the cluster's last create on this worker points to (`PathHints.Create`); nil for
@@ -109,6 +108,70 @@ struct ClusterScheduler {
         case .swapped: SchedulerStatements.createSwapping
         case .preempted: nil
         }
+    }
+
+    /// The one-round-trip statement the last completion on this worker points to (`PathHints.Completion`); nil for
+    /// the general path.
+    private var oneRoundTripCompletion: Statement? {
+        switch hints.lastCompletion {
+        case .queueEmpty: SchedulerStatements.completeIfQueueEmpty
+        case .headDecides: SchedulerStatements.completeAtQueueHead
+        case .planned: nil
+        }
+    }
+
+    /// Makes what it can of `changes` in one round trip and one transaction, each decided and written entirely inside
+    /// PostgreSQL by the one-round-trip statement its hints point to: the locks of every cluster they change, taken
+    /// in ascending order (`SchedulerStatements.lockClusters`), then each change's statement, which decides it on
+    /// what is committed and what the statements before it wrote, exactly as if it had come alone after them; then the
+    /// commit, without waiting for the flush, and one wait for the flush (`SchedulerStatements.durable`). Returns each
+    /// change's row, or nil for one it did not make: one whose statement's case did not apply (it changed nothing),
+    /// every error case, and all of them when PostgreSQL refused a statement (a duplicate name), which rolls the
+    /// transaction back. `docs/decisions.md`, "Changes taken together".
+    ///
+    /// - Throws: `ServiceUnavailable` when PostgreSQL cannot be reached or the connection drops.
+    private func makeTogether(_ changes: [Change]) throws -> [DeploymentRow?] {
+        var clusters: [Int64] = []
+        var deployments: [Int64] = []
+        var steps: [(Statement, [String?])] = []
+        var made: [Int] = []
+        for (index, change) in changes.enumerated() {
+            switch change {
+            case .create(let new, let cluster, let caller):
+                guard let statement = oneRoundTripCreate(in: cluster) else { continue }
+                clusters.append(cluster)
+                steps.append((statement, ClusterScheduler.parameters(of: new, in: cluster, by: caller)))
+            case .complete(let id, let caller):
+                guard let statement = oneRoundTripCompletion else { continue }
+                deployments.append(id)
+                steps.append((statement, [String(caller.id), String(caller.issuedAt), String(id)]))
+            }
+            made.append(index)
+        }
+        var rows = [DeploymentRow?](repeating: nil, count: changes.count)
+        guard !steps.isEmpty else { return rows }
+        let lock = (SchedulerStatements.lockClusters, [Events.array(clusters), Events.array(deployments)])
+        let outcomes = try database.run { connection in
+            try connection.pipeline(transactions: [[lock] + steps, [(SchedulerStatements.durable, [])]])
+        }
+        _ = try outcomes[1].get()
+        guard case .success(let results) = outcomes[0] else { return rows }
+        var published: [DeploymentQueue.Change] = []
+        for (index, result) in zip(made, results.dropFirst()) {
+            let decoded: (DeploymentRow, DeploymentQueue.Change)?
+            switch changes[index] {
+            case .create(let new, let cluster, _):
+                decoded = ClusterScheduler.decoded(result, new, in: cluster)
+                if let (_, change) = decoded { hints.noteCreate(PathHints.Create(change), in: cluster) }
+            case .complete(let id, _):
+                decoded = decodedCompletion(result, id)
+            }
+            guard let (row, change) = decoded else { continue }
+            published.append(change)
+            rows[index] = row
+        }
+        queue.publish(published, rebuildFrom: database)
+        return rows
     }
 
     /// The general path of `create`: reads what the plan needs under the lock, plans in the worker, and writes.
@@ -165,67 +228,6 @@ struct ClusterScheduler {
         }
     }
 
-    /// A create decided and written entirely inside PostgreSQL in one round trip: `BEGIN`, the lock, `statement`
-    /// (`createIfFits`, `createIfDecided` or `createSwapping`, read after the lock) and `COMMIT`, so the lock is never
-    /// held across a client round trip. Returns nil, having changed nothing, when the statement's case does not
-    /// apply; the general path then decides.
-    private func createInOneRoundTrip(
-        _ new: NewDeployment, in clusterID: Int64, by caller: Caller, using statement: Statement
-    ) throws -> (DeploymentRow, DeploymentQueue.Change)? {
-        let created = try inOneRoundTrip(
-            (SchedulerStatements.lock, [String(clusterID)]),
-            (statement, ClusterScheduler.parameters(of: new, in: clusterID, by: caller)))
-        return ClusterScheduler.decoded(created, new, in: clusterID)
-    }
-
-    /// Several creates into `clusterID`, taken together by a worker from the requests waiting for it, in one
-    /// transaction: `BEGIN`, the lock, the cluster's one-round-trip statement once per create, `COMMIT` and one wait
-    /// for the flush, all in one round trip. Each statement decides its create under the lock on what the ones before
-    /// it wrote, exactly as if it had come alone after them; the lock cycle, the commit and the flush are shared
-    /// (`docs/decisions.md`, "Creates taken together"). Returns each create's row, or nil for a create whose
-    /// statement did not apply, and nil for all when PostgreSQL refused a statement and rolled the transaction back
-    /// (a duplicate name fails it whole): each of those is then made alone by `create`, which gives it its own answer.
-    ///
-    /// - Throws: `ServiceUnavailable` when PostgreSQL cannot be reached or the connection drops (whether the creates
-    ///   were committed is then unknown, as for a create made alone).
-    func createTogether(_ creates: [(new: NewDeployment, caller: Caller)], in clusterID: Int64) throws
-        -> [DeploymentRow?]
-    {
-        guard let statement = oneRoundTripCreate(in: clusterID), statement != SchedulerStatements.createSwapping else {
-            return creates.map { _ in nil }
-        }
-        let steps: [(Statement, [String?])] =
-            [(SchedulerStatements.begin, []), (SchedulerStatements.lock, [String(clusterID)])]
-            + creates.map { (statement, ClusterScheduler.parameters(of: $0.new, in: clusterID, by: $0.caller)) }
-            + [(SchedulerStatements.commit, []), (SchedulerStatements.durable, [])]
-        // Made alone again only when nothing was committed: a statement refused inside the transaction aborts the rest
-        // of the pipeline, `COMMIT` included, and the transaction is rolled back here.
-        var rolledBack = false
-        let results: [PostgresResult]
-        do {
-            results = try database.run { connection in
-                do {
-                    return try connection.pipeline(steps)
-                } catch {
-                    if connection.inTransaction {
-                        _ = try? connection.execute(SchedulerStatements.rollback)
-                        rolledBack = true
-                    }
-                    throw error
-                }
-            }
-        } catch is PostgresError where rolledBack {
-            return creates.map { _ in nil }
-        }
-        return creates.enumerated().map { index, create in
-            guard let (row, change) = ClusterScheduler.decoded(results[2 + index], create.new, in: clusterID)
-            else { return nil }
-            hints.noteCreate(PathHints.Create(change), in: clusterID)
-            queue.publish(change, rebuildFrom: database)
-            return row
-        }
-    }
-
     /// The one-round-trip create statements' parameters.
     private static func parameters(of new: NewDeployment, in clusterID: Int64, by caller: Caller) -> [String?] {
         [
@@ -255,21 +257,6 @@ struct ClusterScheduler {
         return (new.row(id: id, in: clusterID, status: status), change)
     }
 
-    /// `BEGIN`, `lock`, `statement` and `COMMIT`, then `SchedulerStatements.durable`, in one round trip: the
-    /// one-round-trip paths. Returns `statement`'s rows.
-    private func inOneRoundTrip(_ lock: (Statement, [String?]), _ statement: (Statement, [String?])) throws
-        -> PostgresResult
-    {
-        try database.run { connection in
-            try transaction(connection) {
-                try connection.pipeline([
-                    (SchedulerStatements.begin, []), lock, statement, (SchedulerStatements.commit, []),
-                    (SchedulerStatements.durable, []),
-                ])[2]
-            }
-        }
-    }
-
     /// How a deployment ends.
     enum Ending: String {
         /// Only a running deployment completes.
@@ -287,23 +274,6 @@ struct ClusterScheduler {
                     ? nil : "Deployment is \(status); only a Pending or Running deployment can be cancelled"
             }
         }
-    }
-
-    /// Completes a running deployment and schedules what its resources admit.
-    ///
-    /// - Throws: `HTTPError` 401/404/409 for the client, `ServiceUnavailable` when PostgreSQL is down.
-    func complete(_ id: Int64, by caller: Caller) throws -> DeploymentRow {
-        let statement: Statement? =
-            switch hints.lastCompletion {
-            case .queueEmpty: SchedulerStatements.completeIfQueueEmpty
-            case .headDecides: SchedulerStatements.completeAtQueueHead
-            case .planned: nil
-            }
-        if let statement, let (row, change) = try completeInOneRoundTrip(id, by: caller, using: statement) {
-            queue.publish(change, rebuildFrom: database)
-            return row
-        }
-        return try end(id, as: .completed, by: caller)
     }
 
     /// Cancels a pending or running deployment. A running one frees its resources like a completion; a pending one
@@ -329,7 +299,10 @@ struct ClusterScheduler {
                 ])
                 let read = results[2]
                 guard read.rowCount == 1 else { throw HTTPError.unauthorized }
-                guard let found = DeploymentRow(read, row: 0) else { throw HTTPError(404, "Deployment not found") }
+                // No lock: the lock's statement could not see the deployment yet (its create committed since).
+                guard let found = DeploymentRow(read, row: 0), results[1].rowCount == 1 else {
+                    throw HTTPError(404, "Deployment not found")
+                }
                 if let conflict = ending.conflict(with: found.status) { throw HTTPError(409, conflict) }
                 let available = read.resources(10)!
                 let ended = ActiveDeployment(
@@ -360,18 +333,13 @@ struct ClusterScheduler {
                 return (row, change)
             }
         }
-        queue.publish(change, rebuildFrom: database)
+        queue.publish([change], rebuildFrom: database)
         return row
     }
 
-    /// A completion decided and written entirely inside PostgreSQL in one round trip, like `createInOneRoundTrip`:
-    /// `statement` is `completeIfQueueEmpty` or `completeAtQueueHead`. Returns nil, having changed nothing, when the
-    /// statement's case does not apply (including every error case); the general path then decides and answers.
-    private func completeInOneRoundTrip(_ id: Int64, by caller: Caller, using statement: Statement) throws -> (
-        DeploymentRow, DeploymentQueue.Change
-    )? {
-        let parameters = [String(caller.id), String(caller.issuedAt), String(id)]
-        let done = try inOneRoundTrip((SchedulerStatements.lockDeployment, parameters), (statement, parameters))
+    /// The row and the snapshot change of a one-round-trip completion statement's result (`completeIfQueueEmpty`,
+    /// `completeAtQueueHead`), noting what it found in the hints; nil when it had no row (its case did not apply).
+    private func decodedCompletion(_ done: PostgresResult, _ id: Int64) -> (DeploymentRow, DeploymentQueue.Change)? {
         guard done.rowCount == 1, let row = DeploymentRow(done, row: 0), let seq = done.int(0, 9),
             let available = done.resources(11)
         else { return nil }
@@ -535,7 +503,7 @@ struct ClusterScheduler {
                 return (plan, change)
             }
         }
-        if let change { queue.publish(change, rebuildFrom: database) }
+        if let change { queue.publish([change], rebuildFrom: database) }
         return plan
     }
 
@@ -891,6 +859,7 @@ enum SchedulerStatements {
                        d.priority, d.seq
                 FROM users u JOIN deployments d ON d.id = $3 AND \(sqlInScope("d"))
                 WHERE u.id = $1 AND u.tokens_valid_after <= $2 AND \(sqlStatus(of: "d", is: "Running"))
+                  AND \(sqlLocked("d.cluster_id"))
                   AND NOT EXISTS (SELECT FROM deployments p WHERE p.cluster_id = d.cluster_id AND p.status = 'Pending')
             ), completed AS (
                 UPDATE deployments d SET status = 'Completed', finished_at = now()
@@ -985,6 +954,7 @@ enum SchedulerStatements {
                 FROM users u JOIN deployments d ON d.id = $3 AND \(sqlInScope("d"))
                 JOIN clusters c ON c.id = d.cluster_id
                 WHERE u.id = $1 AND u.tokens_valid_after <= $2 AND \(sqlStatus(of: "d", is: "Running"))
+                  AND \(sqlLocked("d.cluster_id"))
             ), head AS (
                 SELECT t.*, h.id AS head_id, h.priority AS head_priority, h.seq AS head_seq,
                        h.ram_required AS head_ram, h.cpu_required AS head_cpu, h.gpu_required AS head_gpu,
@@ -1098,6 +1068,29 @@ enum SchedulerStatements {
             WHERE u.id = $1 AND u.tokens_valid_after <= $2
             """)
 
+    /// `lock` for every cluster a batch changes (`ClusterScheduler.makeTogether`): the clusters `$1` (creates) and those
+    /// of the deployments `$2` (completions), in ascending order, so that batches cannot deadlock (a batch waits only
+    /// for a lock above every lock it holds, and every other change takes one). It also records the clusters it
+    /// locked in `hv.locked` for the completions to check (`sqlLocked`): a deployment this statement could not see yet
+    /// (its create committed since) has its cluster unlocked.
+    static let lockClusters = Statement(
+        name: "sched_lock_clusters",
+        sql: """
+            WITH locked AS (
+                SELECT k.cluster_id, pg_advisory_xact_lock(k.cluster_id) FROM (
+                    SELECT unnest($1::bigint[]) AS cluster_id
+                    UNION SELECT d.cluster_id FROM deployments d WHERE d.id = ANY($2::bigint[])
+                    ORDER BY 1
+                ) k
+            )
+            SELECT set_config('hv.locked', coalesce(string_agg(cluster_id::text, ','), ''), true),
+                   set_config('synchronous_commit', 'off', true)
+            FROM locked
+            """)
+    /// Whether the cluster `column` is one `lockClusters` locked in this transaction.
+    private static func sqlLocked(_ column: String) -> String {
+        "\(column) = ANY(string_to_array(current_setting('hv.locked', true), ',')::bigint[])"
+    }
     /// `lock` for the cluster of the deployment `$3` (cluster ids never change, so this statement's own snapshot is
     /// fine).
     static let lockDeployment = Statement(

@@ -147,22 +147,37 @@ struct DeploymentQueue {
             return 1
             """)
 
-    /// Publishes a committed change. Never throws: Redis is a cache.
+    /// Publishes committed changes, in one round trip unless a snapshot needs rebuilding. Never throws: Redis is a
+    /// cache.
     ///
     /// Workers publish after their commit, outside the cluster's lock, so changes can reach Redis out of order: a
     /// change that arrives early waits in Redis for its predecessors, which apply it when they come, and the worker
     /// goes on at once. A snapshot that cannot catch up that way (see `applyScript`) is rebuilt from PostgreSQL, and
     /// so is every cluster whose change this worker failed to publish, once Redis answers again.
-    func publish(_ change: Change, rebuildFrom database: Database) {
+    func publish(_ changes: [Change], rebuildFrom database: Database) {
+        func failed(_ cluster: Int64, _ error: any Error) {
+            unpublished.ids.insert(cluster)
+            log.warning("queue snapshot not published", ["cluster_id": String(cluster), "error": "\(error)"])
+        }
+        let replies: [Result<RedisReply, RedisError>]
         do {
             for cluster in unpublished.ids {
                 try rebuildOnce(cluster, from: database)
                 unpublished.ids.remove(cluster)
             }
-            if try apply(change) { try rebuildOnce(change.cluster, from: database) }
+            replies = try redis.evaluate(
+                DeploymentQueue.applyScript,
+                calls: changes.map { (DeploymentQueue.keys($0.cluster), arguments(of: $0)) })
         } catch {
-            unpublished.ids.insert(change.cluster)
-            log.warning("queue snapshot not published", ["cluster_id": String(change.cluster), "error": "\(error)"])
+            for change in changes { failed(change.cluster, error) }
+            return
+        }
+        for (change, reply) in zip(changes, replies) {
+            do {
+                if try reply.get().integer == -1 { try rebuildOnce(change.cluster, from: database) }
+            } catch {
+                failed(change.cluster, error)
+            }
         }
     }
 
@@ -176,8 +191,8 @@ struct DeploymentQueue {
         try rebuild(cluster, from: database)
     }
 
-    /// Applies `change` by `applyScript`; returns whether the snapshot must be rebuilt.
-    private func apply(_ change: Change) throws -> Bool {
+    /// `applyScript`'s arguments for `change`.
+    private func arguments(of change: Change) -> [String] {
         var arguments = [
             String(change.version), String(change.available.ram), String(change.available.cpu),
             String(change.available.gpu),
@@ -186,9 +201,7 @@ struct DeploymentQueue {
             arguments.append(String(group.count))
             arguments += group.map(DeploymentQueue.member)
         }
-        let reply = try redis.evaluate(
-            DeploymentQueue.applyScript, keys: DeploymentQueue.keys(change.cluster), arguments: arguments)
-        return reply.integer == -1
+        return arguments
     }
 
     /// Writes the whole snapshot of `cluster` as PostgreSQL has it now (one consistent read), staged under temporary

@@ -10,12 +10,13 @@ struct DeploymentsHandler {
         [
             Route(DeploymentsHandler.createRoute.method, DeploymentsHandler.createRoute.pattern, create),
             Route("GET", "/deployments/get_deployment", get),
-            Route("POST", "/deployments/complete", complete),
+            Route(DeploymentsHandler.completeRoute.method, DeploymentsHandler.completeRoute.pattern, complete),
         ]
     }
 
-    /// The seed create, which `answer(_:with:)` also answers.
+    /// The seed create and completion, which `answer(_:)` also answers.
     static let createRoute = (method: "POST", pattern: "/deployments/create")
+    static let completeRoute = (method: "POST", pattern: "/deployments/complete")
 
     static let byID = read(where: "id")
     static let byName = read(where: "name")
@@ -39,19 +40,21 @@ struct DeploymentsHandler {
         let new: ClusterScheduler.NewDeployment
     }
 
-    private func create(_ request: Request) throws -> Response {
-        try make(validCreate(request))
+    /// A seed create or a seed completion by id, validated: a change a worker may make together with others.
+    enum ValidChange {
+        case create(ValidCreate)
+        case complete(Int64, by: Caller)
+
+        var caller: Caller {
+            switch self {
+            case .create(let create): create.caller
+            case .complete(_, let caller): caller
+            }
+        }
     }
 
-    /// Makes `create` alone.
-    private func make(_ create: ValidCreate) throws -> Response {
-        let row: DeploymentRow
-        do {
-            row = try scheduler.create(create.new, in: create.cluster, by: create.caller)
-        } catch let error as PostgresError where error.sqlState == .uniqueViolation {
-            throw HTTPError(409, "Deployment with the given name already exists")
-        }
-        return respond(row, create.caller)
+    private func create(_ request: Request) throws -> Response {
+        try answer([.create(validCreate(request))])[0]!.get()
     }
 
     /// - Throws: `HTTPError` 401 or a `ValidationFailure` for the client.
@@ -69,36 +72,42 @@ struct DeploymentsHandler {
         return ValidCreate(caller: caller, cluster: clusterID, new: new)
     }
 
-    /// Whether this worker currently takes along the creates waiting behind one into `cluster`.
-    func takesCreatesAlong(into cluster: Int64) -> Bool { scheduler.hints.takesBatch(into: cluster) }
-
-    /// Answers `first` and the valid creates into its cluster among `others` (nil: not a create), each parsed once:
-    /// together in one transaction when there are two or more (`ClusterScheduler.createTogether`), and alone those
-    /// the transaction did not make. Nil for each of `others` to be answered by its route (another cluster, invalid
-    /// input).
-    func answer(_ first: ValidCreate, with others: [Request?]) -> [Result<Response, any Error>?] {
-        let creates: [ValidCreate?] =
-            [first]
-            + others.map { request in
-                request.flatMap { try? validCreate($0) }.flatMap { $0.cluster == first.cluster ? $0 : nil }
-            }
-        let together = creates.compactMap { $0 }
-        if !others.isEmpty { scheduler.hints.noteBatch(creates: together.count, into: first.cluster) }
-        var rows: [DeploymentRow?] = []
-        if together.count >= 2 {
-            do {
-                rows = try scheduler.createTogether(together.map { ($0.new, $0.caller) }, in: first.cluster)
-            } catch let error as any ClientError {
-                return creates.map { $0.map { _ in .failure(error) } }
-            } catch {
-                // Each is made alone below.
-            }
+    /// A completion by id, its caller authenticated; nil for one by name, which is resolved first (`complete`).
+    ///
+    /// - Throws: `HTTPError` 401/400 or a `ValidationFailure` for the client.
+    func validCompletion(_ request: Request) throws -> ValidChange? {
+        let caller = try authenticator.caller(request, now: unixTime())
+        guard case .id(let id) = try Lookup(request, nameField: "deployment_name", noun: "deployment") else {
+            return nil
         }
-        var made = rows.makeIterator()
-        return creates.map { create in
-            guard let create else { return nil }
-            if let row = made.next() ?? nil { return .success(respond(row, create.caller)) }
-            return Result { try make(create) }
+        return .complete(id, by: caller)
+    }
+
+    /// Answers `changes` (nil: a request to be answered by its route), each made as if it came alone after the ones
+    /// before it, and those that can together in one round trip (`ClusterScheduler.make`).
+    func answer(_ changes: [ValidChange?]) -> [Result<Response, any Error>?] {
+        let valid = changes.compactMap { $0 }
+        let made: [Result<DeploymentRow, any Error>]
+        do {
+            made = try scheduler.make(
+                valid.map { change in
+                    switch change {
+                    case .create(let create): .create(create.new, in: create.cluster, by: create.caller)
+                    case .complete(let id, let caller): .complete(id, by: caller)
+                    }
+                })
+        } catch {
+            return changes.map { $0.map { _ in .failure(error) } }
+        }
+        var results = zip(valid, made).makeIterator()
+        return changes.map { change in
+            guard change != nil, let (change, result) = results.next() else { return nil }
+            return result.map { respond($0, change.caller) }.mapError { error in
+                if let error = error as? PostgresError, error.sqlState == .uniqueViolation {
+                    return HTTPError(409, "Deployment with the given name already exists")
+                }
+                return error
+            }
         }
     }
 
@@ -108,12 +117,11 @@ struct DeploymentsHandler {
     }
 
     private func complete(_ request: Request) throws -> Response {
-        let caller = try authenticator.caller(request, now: unixTime())
-        let lookup = try Lookup(request, nameField: "deployment_name", noun: "deployment")
         // The scheduler checks the caller and the scope of an id itself (401, 404): a name needs resolving first.
-        let id: Int64
-        if case .id(let given) = lookup { id = given } else { id = try find(lookup, caller).id }
-        return respond(try scheduler.complete(id, by: caller), caller)
+        if let completion = try validCompletion(request) { return try answer([completion])[0]!.get() }
+        let caller = try authenticator.caller(request, now: unixTime())
+        let found = try find(request, caller)
+        return try answer([.complete(found.id, by: caller)])[0]!.get()
     }
 
     /// The deployment the request names, in the caller's scope.

@@ -62,66 +62,100 @@ final class RedisConnection {
     /// Sends one command and waits for its reply.
     ///
     /// - Throws: `RedisError.unavailable` when Redis cannot be reached, `.reply` for an error reply.
-    /// The corresponding hiredis function is `redisCommandArgv`.
     func command(_ arguments: [String]) throws(RedisError) -> RedisReply {
+        try pipeline([arguments])[0].get()
+    }
+
+    /// Sends several commands in one round trip and returns each one's reply, or its error reply.
+    ///
+    /// - Throws: `RedisError.unavailable` when Redis cannot be reached.
+    /// The corresponding hiredis functions are `redisAppendCommandArgv` and `redisGetReply`.
+    func pipeline(_ commands: [[String]]) throws(RedisError) -> [Result<RedisReply, RedisError>] {
         // A connection made before a Redis restart fails on first use: retry once on a fresh one.
         let reused = context != nil
         do {
-            return try send(arguments, on: try connected())
+            return try send(commands, on: try connected())
         } catch .unavailable where reused {
             nextAttempt = 0
-            return try send(arguments, on: try connected())
+            return try send(commands, on: try connected())
         }
     }
 
-    private func send(_ arguments: [String], on context: UnsafeMutablePointer<redisContext>) throws(RedisError)
-        -> RedisReply
+    private func send(_ commands: [[String]], on context: UnsafeMutablePointer<redisContext>) throws(RedisError)
+        -> [Result<RedisReply, RedisError>]
     {
-        // Exact byte copies: an argument may hold any bytes, including NUL.
-        let copies = arguments.map { argument -> UnsafeMutablePointer<CChar> in
-            let bytes = Array(argument.utf8)
-            let copy = UnsafeMutablePointer<CChar>.allocate(capacity: max(1, bytes.count))
-            bytes.withUnsafeBytes { source in
-                if let base = source.baseAddress {
-                    UnsafeMutableRawPointer(copy).copyMemory(from: base, byteCount: source.count)
+        for arguments in commands {
+            // Exact byte copies: an argument may hold any bytes, including NUL.
+            let copies = arguments.map { argument -> UnsafeMutablePointer<CChar> in
+                let bytes = Array(argument.utf8)
+                let copy = UnsafeMutablePointer<CChar>.allocate(capacity: max(1, bytes.count))
+                bytes.withUnsafeBytes { source in
+                    if let base = source.baseAddress {
+                        UnsafeMutableRawPointer(copy).copyMemory(from: base, byteCount: source.count)
+                    }
+                }
+                return copy
+            }
+            defer { for copy in copies { copy.deallocate() } }
+            let lengths = arguments.map { $0.utf8.count }
+            var pointers: [UnsafePointer<CChar>?] = copies.map { UnsafePointer($0) }
+            let appended = pointers.withUnsafeMutableBufferPointer { argv in
+                lengths.withUnsafeBufferPointer { argvlen in
+                    redisAppendCommandArgv(context, Int32(arguments.count), argv.baseAddress, argvlen.baseAddress)
                 }
             }
-            return copy
+            guard appended == REDIS_OK else { throw failure(of: context) }
         }
-        defer { for copy in copies { copy.deallocate() } }
-        let lengths = arguments.map { $0.utf8.count }
-        var pointers: [UnsafePointer<CChar>?] = copies.map { UnsafePointer($0) }
-        let raw = pointers.withUnsafeMutableBufferPointer { argv in
-            lengths.withUnsafeBufferPointer { argvlen in
-                redisCommandArgv(context, Int32(arguments.count), argv.baseAddress, argvlen.baseAddress)
+        var replies: [Result<RedisReply, RedisError>] = []
+        for _ in commands {
+            var raw: UnsafeMutableRawPointer?
+            guard redisGetReply(context, &raw) == REDIS_OK, let raw else { throw failure(of: context) }
+            defer { freeReplyObject(raw) }
+            do {
+                replies.append(
+                    .success(try RedisConnection.convert(raw.assumingMemoryBound(to: redisReply.self).pointee)))
+            } catch {
+                replies.append(.failure(error))
             }
         }
-        guard let raw else {
-            let reason = withUnsafeBytes(of: context.pointee.errstr) { buffer in
-                String(decoding: buffer.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            disconnect()
-            throw .unavailable(reason)
+        return replies
+    }
+
+    /// The context's error, after which it is closed.
+    private func failure(of context: UnsafeMutablePointer<redisContext>) -> RedisError {
+        let reason = withUnsafeBytes(of: context.pointee.errstr) { buffer in
+            String(decoding: buffer.prefix { $0 != 0 }, as: UTF8.self)
         }
-        let reply = raw.assumingMemoryBound(to: redisReply.self)
-        defer { freeReplyObject(raw) }
-        return try RedisConnection.convert(reply.pointee)
+        disconnect()
+        return .unavailable(reason)
     }
 
     /// Runs a Lua script by its digest, loading it first when Redis does not have it (after a restart, say).
     ///
     /// - Throws: `RedisError`.
     func evaluate(_ script: RedisScript, keys: [String], arguments: [String]) throws(RedisError) -> RedisReply {
-        let evaluation = ["EVALSHA", script.digest, String(keys.count)] + keys + arguments
-        do {
-            return try command(evaluation)
-        } catch .reply(let message) where message.hasPrefix("NOSCRIPT") {
-            // Redis has not seen the script since it started: load it once, then run it by digest again.
-            guard try command(["SCRIPT", "LOAD", script.source]) == .string(script.digest) else {
-                throw .reply("SCRIPT LOAD named the script differently than its SHA-1")
-            }
-            return try command(evaluation)
+        try evaluate(script, calls: [(keys, arguments)])[0].get()
+    }
+
+    /// Runs a Lua script once per call in one round trip, loading it first when Redis does not have it, and returns
+    /// each call's reply, or its error reply.
+    ///
+    /// - Throws: `RedisError.unavailable` when Redis cannot be reached.
+    func evaluate(_ script: RedisScript, calls: [(keys: [String], arguments: [String])]) throws(RedisError) -> [Result<
+        RedisReply, RedisError
+    >] {
+        let evaluations = calls.map { ["EVALSHA", script.digest, String($0.keys.count)] + $0.keys + $0.arguments }
+        var replies = try pipeline(evaluations)
+        let unknown = replies.indices.filter {
+            if case .failure(.reply(let message)) = replies[$0] { message.hasPrefix("NOSCRIPT") } else { false }
         }
+        guard !unknown.isEmpty else { return replies }
+        // Redis has not seen the script since it started: load it once, then run those calls by digest again.
+        guard try command(["SCRIPT", "LOAD", script.source]) == .string(script.digest) else {
+            throw .reply("SCRIPT LOAD named the script differently than its SHA-1")
+        }
+        for (index, reply) in zip(unknown, try pipeline(unknown.map { evaluations[$0] })) { replies[index] = reply }
+        return replies
     }
 
     /// Whether Redis answers PING now.

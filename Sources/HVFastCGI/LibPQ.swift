@@ -125,59 +125,86 @@ final class PostgresConnection {
     /// The server still runs them one after another, each with its own snapshot, so a statement after
     /// `pg_advisory_xact_lock` sees everything committed before the lock was granted.
     /// - Throws: the first statement's `PostgresError`; the statements after it do not run.
-    /// The corresponding libpq functions are `PQenterPipelineMode`, `PQsendQueryPrepared` and `PQpipelineSync`.
     func pipeline(_ steps: [(Statement, [String?])]) throws(PostgresError) -> [PostgresResult] {
+        try pipeline(transactions: [steps])[0].get()
+    }
+
+    /// Runs several groups of prepared statements in one network round trip, each group followed by a sync point:
+    /// outside `BEGIN` a group is one implicit transaction, committed at its sync point, or rolled back whole when
+    /// one of its statements fails, and the groups after it still run. Returns each group's results, or its first
+    /// statement's error.
+    ///
+    /// - Throws: `PostgresError` with `connectionLost` when the connection fails.
+    /// The corresponding libpq functions are `PQenterPipelineMode`, `PQsendQueryPrepared` and `PQpipelineSync`.
+    func pipeline(transactions: [[(Statement, [String?])]]) throws(PostgresError) -> [Result<
+        [PostgresResult], PostgresError
+    >] {
         guard let connection else { throw PostgresError(sqlState: nil, message: "not connected", connectionLost: true) }
         guard PQenterPipelineMode(connection) == 1 else { throw lastError() }
         defer { PQexitPipelineMode(connection) }
-        // Per command sent: the statement it prepares, or nil for an execution whose result is returned.
-        var sent: [String?] = []
-        for (statement, parameters) in steps {
-            if !prepared.contains(statement.name) && !sent.contains(statement.name) {
-                guard PQsendPrepare(connection, statement.name, statement.sql, 0, nil) == 1 else { throw lastError() }
-                sent.append(statement.name)
+        // Per group, per command sent: the statement it prepares, or nil for an execution whose result is returned.
+        // A statement is prepared right before its first execution, not ahead of `BEGIN`: preparing takes a snapshot,
+        // after which `BEGIN ISOLATION LEVEL` is refused. (A statement first prepared in a group that fails is not
+        // prepared for the groups after it, which then fail too.)
+        var sent: [[String?]] = []
+        for steps in transactions {
+            var commands: [String?] = []
+            for (statement, parameters) in steps {
+                if !prepared.contains(statement.name) && !sent.joined().contains(statement.name)
+                    && !commands.contains(statement.name)
+                {
+                    guard PQsendPrepare(connection, statement.name, statement.sql, 0, nil) == 1 else {
+                        throw lastError()
+                    }
+                    commands.append(statement.name)
+                }
+                let queued = withCStrings(parameters) { values in
+                    PQsendQueryPrepared(connection, statement.name, Int32(parameters.count), values, nil, nil, 0)
+                }
+                guard queued == 1 else { throw lastError() }
+                commands.append(nil)
             }
-            let queued = withCStrings(parameters) { values in
-                PQsendQueryPrepared(connection, statement.name, Int32(parameters.count), values, nil, nil, 0)
-            }
-            guard queued == 1 else { throw lastError() }
-            sent.append(nil)
+            guard PQpipelineSync(connection) == 1 else { throw lastError() }
+            sent.append(commands)
         }
-        guard PQpipelineSync(connection) == 1 else { throw lastError() }
 
-        var results: [PostgresResult] = []
-        var failure: PostgresError?
-        for preparing in sent {
-            var first: OpaquePointer?
-            while let result = PQgetResult(connection) {
-                if first == nil { first = result } else { PQclear(result) }
-            }
-            guard let result = first else {
-                failure = failure ?? lastError()
-                continue
-            }
-            let status = PQresultStatus(result)
-            if status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK {
-                if let name = preparing {
-                    prepared.insert(name)
+        var outcomes: [Result<[PostgresResult], PostgresError>] = []
+        for commands in sent {
+            var results: [PostgresResult] = []
+            var failure: PostgresError?
+            for preparing in commands {
+                var first: OpaquePointer?
+                while let result = PQgetResult(connection) {
+                    if first == nil { first = result } else { PQclear(result) }
+                }
+                guard let result = first else {
+                    failure = failure ?? lastError()
+                    continue
+                }
+                let status = PQresultStatus(result)
+                if status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK {
+                    if let name = preparing {
+                        prepared.insert(name)
+                        PQclear(result)
+                    } else {
+                        results.append(PostgresResult(result))
+                    }
+                } else if status == PGRES_PIPELINE_ABORTED {
                     PQclear(result)
                 } else {
-                    results.append(PostgresResult(result))
+                    failure = failure ?? resultError(result)
                 }
-            } else if status == PGRES_PIPELINE_ABORTED {
-                PQclear(result)
-            } else {
-                failure = failure ?? resultError(result)
             }
+            // The sync point's own result.
+            while let result = PQgetResult(connection) {
+                let done = PQresultStatus(result) == PGRES_PIPELINE_SYNC
+                PQclear(result)
+                if done { break }
+            }
+            if let failure, failure.connectionLost { throw failure }
+            outcomes.append(failure.map { .failure($0) } ?? .success(results))
         }
-        // The sync point's own result.
-        while let result = PQgetResult(connection) {
-            let done = PQresultStatus(result) == PGRES_PIPELINE_SYNC
-            PQclear(result)
-            if done { break }
-        }
-        if let failure { throw failure }
-        return results
+        return outcomes
     }
 
     /// Runs SQL text that may hold several statements and no parameters (migrations only).

@@ -1,13 +1,13 @@
 import Glibc
 
 /// A worker process: one libfcgi accept loop, one PostgreSQL and one Redis connection, one request at a time, except
-/// that a create may take along the requests already waiting for a worker and make the creates among them into its
-/// cluster together (`serve`).
+/// that a create or a completion may take along the requests already waiting for a worker and make the changes among
+/// them together (`serve`).
 final class Worker {
     private let configuration: Configuration
     private let log: Log
     private let connection: FastCGIConnection
-    /// Connections for the requests a create takes along; see `serve`.
+    /// Connections for the requests a change takes along; see `serve`.
     private let spares: [FastCGIConnection]
     private let scoreboard: Scoreboard
     private let slot: Int
@@ -15,7 +15,7 @@ final class Worker {
     private var requestCounter = 0
 
     static let bodyLimit = 64 * 1024
-    /// The most requests a worker answers together: a create and those it takes along.
+    /// The most requests a worker answers together: a change and those it takes along.
     static let batchLimit = 8
 
     /// Worker setup, after the fork: signals, then the connections (opened lazily on first use).
@@ -82,24 +82,23 @@ final class Worker {
         let read: Double
     }
 
-    /// Answers the request on `connection` and, when it is a create into a cluster whose creates this worker takes
-    /// together, the requests already waiting for a worker, up to `batchLimit` in all: the creates among them into the
-    /// same cluster in one transaction (`ClusterScheduler.createTogether`), the others one by one after them. Under a
-    /// load of creates into one cluster they share the lock's cycle, commit and flush (`docs/decisions.md`, "Creates
-    /// taken together"); requests taken along wait for those before them, as they would have waited for a worker.
-    /// Returns how many requests it answered.
+    /// Answers the request on `connection` and, when it is a create or a completion, the requests already waiting
+    /// for a worker, up to `batchLimit` in all: the creates and completions among them in one round trip to
+    /// PostgreSQL where their one-round-trip statements apply (`ClusterScheduler.make`), the others one by one after
+    /// them. Under a load of changes they share round trips, the flush, and for creates into one cluster the lock's
+    /// cycle and the commit (`docs/decisions.md`, "Changes taken together"); requests taken along wait for those
+    /// before them, as they would have waited for a worker. Returns how many requests it answered.
     private func serve() -> Int {
         var batch = [receive(connection)]
         var answers: [Application.Answer?] = [nil]
-        if !batch[0].bodyTooLarge, let first = application.validCreate(batch[0].request) {
-            if let route = application.createRoute { scoreboard.markRouted(slot: slot, route: route) }
-            if application.deployments?.takesCreatesAlong(into: first.cluster) == true {
-                for spare in spares {
-                    guard spare.acceptWaiting() else { break }
-                    batch.append(receive(spare))
-                }
+        if !batch[0].bodyTooLarge, let first = application.change(batch[0].request) {
+            scoreboard.markRouted(slot: slot, route: first.route)
+            for spare in spares {
+                guard spare.acceptWaiting() else { break }
+                batch.append(receive(spare))
             }
-            answers = application.answer(first, with: batch.dropFirst().map { $0.bodyTooLarge ? nil : $0.request })
+            answers = application.answer(
+                [first] + batch.dropFirst().map { $0.bodyTooLarge ? nil : application.change($0.request) })
         }
         for (received, answer) in zip(batch, answers) { self.answer(received, answer) }
         return batch.count
@@ -124,7 +123,7 @@ final class Worker {
             read: monotonicSeconds())
     }
 
-    /// Writes the response to `received` (`answered`, when it was answered with a create it was taken along with),
+    /// Writes the response to `received` (`answered`, when it was answered with the changes it was taken along with),
     /// finishes its connection, and accounts for it in the scoreboard and the log.
     private func answer(_ received: Received, _ answered: Application.Answer?) {
         let request = received.request

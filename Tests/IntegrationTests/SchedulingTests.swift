@@ -549,51 +549,74 @@ struct SchedulingTests {
 
     // MARK: - Clusters do not block one another
 
-    /// A worker that takes a create also takes the creates into its cluster already waiting for a worker and makes them
-    /// in one transaction (`ClusterScheduler.createTogether`). One worker and sixteen clients creating at once: every
-    /// create is answered exactly as alone (a duplicate name among them gets its `409`, the other twin its `200`),
-    /// some transactions carried several creates (rows committed together share `xmin`), and the accounting, the
-    /// events and the Redis snapshot are exact.
-    @Test func createsWaitingForAWorkerAreMadeTogetherAndAnsweredAsAlone() throws {
+    /// A worker that takes a create or a completion also takes the requests already waiting for a worker and makes the
+    /// changes among them in one round trip (`ClusterScheduler.make`): the creates into one cluster in one transaction,
+    /// each completion in its own. One worker and sixteen clients, each creating into a roomy cluster and a small one
+    /// (where creates queue and completions admit) and completing what it created the round before: every change is
+    /// answered exactly as alone (a duplicate name gets its `409`, the other twin its `200`; a completion `200` or,
+    /// for one still pending, `409`, and PostgreSQL agrees), some transactions carried several creates (rows committed
+    /// together share `xmin`), and both clusters are settled, with exact accounting, events and Redis snapshots.
+    @Test func changesWaitingForAWorkerAreMadeTogetherAndAnsweredAsAlone() throws {
         let single = try Stack.started(environment: ["HV_WORKERS": "1"]).get()
         defer { single.stop() }
         let api = SchedulingAPI(client: single.client)
         let owner = try api.register("sched-together")
-        let cluster = try api.createCluster(owner, name: "together", ram: 1_000, cpu: "1000", gpu: 0)
+        let roomy = try api.createCluster(owner, name: "roomy", ram: 1_000, cpu: "1000", gpu: 0)
+        let small = try api.createCluster(owner, name: "small", ram: 6, cpu: "6", gpu: 0)
         let clients = 16
         let rounds = 6
         let statuses = LockedStatuses()
         runThreads(clients) { client in
+            var created: [Int64] = []
             for round in 0..<rounds {
                 // Clients 0 and 1 create the same name in their first round.
                 let name = client < 2 && round == 0 ? "twin" : "d-\(client)-\(round)"
-                let status =
-                    (try? api.createDeployment(
-                        owner, name: name, cluster: cluster, ram: 1, cpu: "1", gpu: 0, priority: 1))?.status ?? 0
-                statuses.add(name, status)
+                for cluster in [roomy, small] {
+                    let response = try? api.createDeployment(
+                        owner, name: cluster == roomy ? name : "s-\(client)-\(round)", cluster: cluster, ram: 1,
+                        cpu: "1", gpu: 0, priority: Int32(client % 3))
+                    statuses.add(cluster == roomy ? name : "small", response?.status ?? 0)
+                    if let id = int(response?.jsonObject?["id"]) { created.append(id) }
+                }
+                if round > 0 {
+                    for id in created.prefix(2) {
+                        statuses.add("complete \(id)", (try? api.complete(owner, id))?.status ?? 0)
+                    }
+                    created.removeFirst(min(2, created.count))
+                }
             }
         }
         let seen = statuses.all
         #expect(seen.filter { $0.name == "twin" }.map(\.status).sorted() == [200, 409])
-        #expect(seen.filter { $0.name != "twin" }.allSatisfy { $0.status == 200 })
-        #expect(seen.count == clients * rounds)
+        let creates = seen.filter { !$0.name.hasPrefix("complete ") && $0.name != "twin" }
+        #expect(creates.count == 2 * clients * rounds - 2 && creates.allSatisfy { $0.status == 200 })
+        let completions = seen.filter { $0.name.hasPrefix("complete ") }
+        #expect(!completions.isEmpty && completions.allSatisfy { [200, 409].contains($0.status) }, "\(completions)")
 
         let database = try TestDatabase(single.databaseURL)
+        for completion in completions {
+            let id = completion.name.dropFirst("complete ".count)
+            let status = try database.query("SELECT status FROM deployments WHERE id = $1", [String(id)])
+            #expect((status.string(0, 0) == "Completed") == (completion.status == 200), "\(completion)")
+        }
         let rows = try database.query(
-            "SELECT count(*), count(DISTINCT xmin::text), count(*) FILTER (WHERE status = 'Running'),"
-                + " coalesce(sum(ram_required), 0) FROM deployments WHERE cluster_id = $1", [String(cluster)])
-        let made = clients * rounds - 1
-        #expect(rows.int(0, 0) == Int64(made))
-        #expect((rows.int(0, 1) ?? 0) < Int64(made), "no transaction carried more than one create")
-        #expect(rows.int(0, 2) == Int64(made))
-        let available = try database.query(
-            "SELECT available_ram FROM clusters WHERE id = $1", [String(cluster)])
-        #expect(available.int(0, 0) == 1_000 - (rows.int(0, 3) ?? 0))
+            "SELECT count(*), count(DISTINCT xmin::text) FROM deployments WHERE cluster_id = $1 AND status = 'Running'",
+            [String(roomy)])
+        #expect((rows.int(0, 1) ?? 0) < (rows.int(0, 0) ?? 0), "no transaction carried more than one create")
+        for cluster in [roomy, small] {
+            let state = try database.clusterState(cluster)
+            #expect(Scheduler.plan(for: state.snapshot) == SchedulingPlan(), "cluster \(cluster) is not settled")
+            #expect(state.available == state.capacity - state.runningSum)
+            try SchedulingTests(stack: single).expectRedisMatches(cluster, database)
+        }
         let events = try database.query(
-            "SELECT count(*) FROM deployment_events e JOIN deployments d ON d.id = e.deployment_id"
-                + " WHERE d.cluster_id = $1", [String(cluster)])
-        #expect(events.int(0, 0) == Int64(2 * made), "each create has its Queued and Started events")
-        try SchedulingTests(stack: single).expectRedisMatches(cluster, database)
+            "SELECT count(*) FILTER (WHERE e.kind = 'Queued'), count(*) FILTER (WHERE e.kind = 'Completed')"
+                + " FROM deployment_events e JOIN deployments d ON d.id = e.deployment_id WHERE d.cluster_id = $1",
+            [String(roomy)])
+        #expect(events.int(0, 0) == Int64(clients * rounds - 1), "each create has its Queued event")
+        let completedInRoomy = try database.query(
+            "SELECT count(*) FROM deployments WHERE cluster_id = $1 AND status = 'Completed'", [String(roomy)])
+        #expect(events.int(0, 1) == completedInRoomy.int(0, 0), "each completion has its Completed event")
     }
 
     @Test func aLockedClusterDoesNotDelayAnotherCluster() throws {
@@ -763,7 +786,7 @@ struct SchedulingTests {
         var change = DeploymentQueue.Change(
             cluster: cluster, version: version + 1, available: Resources(ram: 1, cpu: 7000, gpu: 0))
         change.addedPending = [newer]
-        queue.publish(change, rebuildFrom: service)
+        queue.publish([change], rebuildFrom: service)
         let expected = RedisSnapshot(
             version: version + 1, available: Resources(ram: 1, cpu: 7000, gpu: 0),
             running: Set(running.map(DeploymentQueue.member)),
@@ -777,7 +800,7 @@ struct SchedulingTests {
         late.removedRunning = running
         late.addedRunning = [older]
         late.removedPending = pending
-        queue.publish(late, rebuildFrom: service)
+        queue.publish([late], rebuildFrom: service)
         #expect(try readSnapshot(cluster, redis) == expected)
 
         // Neither does a full rebuild from PostgreSQL (still at N − 1), nor a later change whose gap triggers one.
@@ -785,7 +808,7 @@ struct SchedulingTests {
         #expect(try readSnapshot(cluster, redis) == expected)
         var gap = DeploymentQueue.Change(cluster: cluster, version: version + 3, available: Resources())
         gap.removedPending = pending
-        queue.publish(gap, rebuildFrom: service)
+        queue.publish([gap], rebuildFrom: service)
         #expect(try readSnapshot(cluster, redis) == expected)
         let staged = try redis.command([
             "EXISTS", "hv:q:\(cluster):running:staged", "hv:q:\(cluster):pending:staged",
@@ -812,10 +835,10 @@ struct SchedulingTests {
         var third = DeploymentQueue.Change(cluster: cluster, version: 3, available: Resources(ram: 7))
         third.addedPending = [deployment(3, running: false)]
 
-        queue.publish(first, rebuildFrom: service)
-        queue.publish(third, rebuildFrom: service)  // ahead of its predecessor: waits in Redis
+        queue.publish([first], rebuildFrom: service)
+        queue.publish([third], rebuildFrom: service)  // ahead of its predecessor: waits in Redis
         #expect(try readSnapshot(cluster, redis).version == 1)
-        queue.publish(second, rebuildFrom: service)  // fills the gap; the buffered third follows
+        queue.publish([second], rebuildFrom: service)  // fills the gap; the buffered third follows
         let snapshot = try readSnapshot(cluster, redis)
         #expect(snapshot.version == 3)
         #expect(snapshot.available == Resources(ram: 7))
@@ -824,6 +847,22 @@ struct SchedulingTests {
                 == Set([deployment(1, running: true), deployment(2, running: true)].map(DeploymentQueue.member)))
         #expect(snapshot.pending == Set([DeploymentQueue.member(deployment(3, running: false))]))
         #expect(try redis.command(["HLEN", DeploymentQueue.keys(cluster)[3]]) == .integer(0))
+
+        // Several changes in one round trip, out of order, just after Redis forgot its scripts (as after a restart).
+        var fourth = DeploymentQueue.Change(cluster: cluster, version: 4, available: Resources(ram: 4))
+        fourth.removedPending = [deployment(3, running: false)]
+        fourth.addedRunning = [deployment(3, running: true)]
+        var fifth = DeploymentQueue.Change(cluster: cluster, version: 5, available: Resources(ram: 5))
+        fifth.removedRunning = [deployment(2, running: true)]
+        _ = try redis.command(["SCRIPT", "FLUSH"])
+        queue.publish([fifth, fourth], rebuildFrom: service)
+        let batched = try readSnapshot(cluster, redis)
+        #expect(batched.version == 5)
+        #expect(batched.available == Resources(ram: 5))
+        #expect(
+            batched.running
+                == Set([deployment(1, running: true), deployment(3, running: true)].map(DeploymentQueue.member)))
+        #expect(batched.pending.isEmpty)
         _ = try redis.command(["DEL"] + DeploymentQueue.keys(cluster))
     }
 
