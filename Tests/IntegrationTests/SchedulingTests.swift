@@ -838,14 +838,23 @@ struct SchedulingTests {
         queue.publish([first], rebuildFrom: service)
         queue.publish([third], rebuildFrom: service)  // ahead of its predecessor: waits in Redis
         #expect(try readSnapshot(cluster, redis).version == 1)
+        /// The snapshot shows `version`, `ram` available, and the deployments `running` and `pending`.
+        func expectSnapshot(
+            _ version: Int64, ram: Int64, running: [Int64], pending: [Int64],
+            sourceLocation: SourceLocation = #_sourceLocation
+        ) throws {
+            let snapshot = try readSnapshot(cluster, redis)
+            #expect(snapshot.version == version, sourceLocation: sourceLocation)
+            #expect(snapshot.available == Resources(ram: ram), sourceLocation: sourceLocation)
+            #expect(
+                snapshot.running == Set(running.map { DeploymentQueue.member(deployment($0, running: true)) }),
+                sourceLocation: sourceLocation)
+            #expect(
+                snapshot.pending == Set(pending.map { DeploymentQueue.member(deployment($0, running: false)) }),
+                sourceLocation: sourceLocation)
+        }
         queue.publish([second], rebuildFrom: service)  // fills the gap; the buffered third follows
-        let snapshot = try readSnapshot(cluster, redis)
-        #expect(snapshot.version == 3)
-        #expect(snapshot.available == Resources(ram: 7))
-        #expect(
-            snapshot.running
-                == Set([deployment(1, running: true), deployment(2, running: true)].map(DeploymentQueue.member)))
-        #expect(snapshot.pending == Set([DeploymentQueue.member(deployment(3, running: false))]))
+        try expectSnapshot(3, ram: 7, running: [1, 2], pending: [3])
         #expect(try redis.command(["HLEN", DeploymentQueue.keys(cluster)[3]]) == .integer(0))
 
         // Several changes in one round trip, out of order, just after Redis forgot its scripts (as after a restart).
@@ -856,13 +865,7 @@ struct SchedulingTests {
         fifth.removedRunning = [deployment(2, running: true)]
         _ = try redis.command(["SCRIPT", "FLUSH"])
         queue.publish([fifth, fourth], rebuildFrom: service)
-        let batched = try readSnapshot(cluster, redis)
-        #expect(batched.version == 5)
-        #expect(batched.available == Resources(ram: 5))
-        #expect(
-            batched.running
-                == Set([deployment(1, running: true), deployment(3, running: true)].map(DeploymentQueue.member)))
-        #expect(batched.pending.isEmpty)
+        try expectSnapshot(5, ram: 5, running: [1, 3], pending: [])
         _ = try redis.command(["DEL"] + DeploymentQueue.keys(cluster))
     }
 
