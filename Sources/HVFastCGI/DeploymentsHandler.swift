@@ -72,7 +72,7 @@ struct DeploymentsHandler {
         return ValidCreate(caller: caller, cluster: clusterID, new: new)
     }
 
-    /// A completion by id, its caller authenticated; nil for one by name, which is resolved first (`complete`).
+    /// A completion by id, its caller authenticated; nil for one by name, which its route resolves first.
     ///
     /// - Throws: `HTTPError` 401/400 or a `ValidationFailure` for the client.
     func validCompletion(_ request: Request) throws -> ValidChange? {
@@ -117,11 +117,12 @@ struct DeploymentsHandler {
     }
 
     private func complete(_ request: Request) throws -> Response {
-        // The scheduler checks the caller and the scope of an id itself (401, 404): a name needs resolving first.
-        if let completion = try validCompletion(request) { return try answer([completion])[0]!.get() }
         let caller = try authenticator.caller(request, now: unixTime())
-        let found = try find(request, caller)
-        return try answer([.complete(found.id, by: caller)])[0]!.get()
+        let lookup = try Lookup(request, nameField: "deployment_name", noun: "deployment")
+        // The scheduler checks the caller and the scope of an id itself (401, 404): a name needs resolving first.
+        let id: Int64
+        if case .id(let given) = lookup { id = given } else { id = try find(lookup, caller).id }
+        return try answer([.complete(id, by: caller)])[0]!.get()
     }
 
     /// The deployment the request names, in the caller's scope.
