@@ -133,42 +133,73 @@ struct ClusterScheduler {
     private func makeTogether(_ changes: [Change]) throws -> [DeploymentRow?] {
         var clusters: [Int64] = []
         var deployments: [Int64] = []
-        var steps: [(Statement, [String?])] = []
-        var made: [Int] = []
+        // Each statement and the changes it makes (several for `createAllIfFit`, one for the others).
+        var steps: [(statement: Statement, parameters: [String?], changes: [Int])] = []
+        let fitting = Dictionary(
+            grouping: changes.indices.filter { index in
+                guard case .create(_, let cluster, _) = changes[index] else { return false }
+                return oneRoundTripCreate(in: cluster) == SchedulerStatements.createIfFits
+            },
+            by: { index -> Int64 in
+                guard case .create(_, let cluster, _) = changes[index] else { return 0 }
+                return cluster
+            }
+        ).filter { $0.value.count >= 2 }
         for (index, change) in changes.enumerated() {
             switch change {
             case .create(let new, let cluster, let caller):
+                if let together = fitting[cluster] {
+                    // Made with the first of them.
+                    guard together[0] == index else { continue }
+                    clusters.append(cluster)
+                    steps.append(
+                        (
+                            SchedulerStatements.createAllIfFit, ClusterScheduler.parameters(of: together, changes),
+                            together
+                        ))
+                    continue
+                }
                 guard let statement = oneRoundTripCreate(in: cluster) else { continue }
                 clusters.append(cluster)
-                steps.append((statement, ClusterScheduler.parameters(of: new, in: cluster, by: caller)))
+                steps.append((statement, ClusterScheduler.parameters(of: new, in: cluster, by: caller), [index]))
             case .complete(let id, let caller):
                 guard let statement = oneRoundTripCompletion else { continue }
                 deployments.append(id)
-                steps.append((statement, [String(caller.id), String(caller.issuedAt), String(id)]))
+                steps.append((statement, [String(caller.id), String(caller.issuedAt), String(id)], [index]))
             }
-            made.append(index)
         }
         var rows = [DeploymentRow?](repeating: nil, count: changes.count)
         guard !steps.isEmpty else { return rows }
         let lock = (SchedulerStatements.lockClusters, [Events.array(clusters), Events.array(deployments)])
         let outcomes = try database.run { connection in
-            try connection.pipeline(transactions: [[lock] + steps, [(SchedulerStatements.durable, [])]])
+            try connection.pipeline(transactions: [
+                [lock] + steps.map { ($0.statement, $0.parameters) }, [(SchedulerStatements.durable, [])],
+            ])
         }
         _ = try outcomes[1].get()
         guard case .success(let results) = outcomes[0] else { return rows }
         var published: [DeploymentQueue.Change] = []
-        for (index, result) in zip(made, results.dropFirst()) {
-            let decoded: (DeploymentRow, DeploymentQueue.Change)?
-            switch changes[index] {
-            case .create(let new, let cluster, _):
-                decoded = ClusterScheduler.decoded(result, new, in: cluster)
-                if let (_, change) = decoded { hints.noteCreate(PathHints.Create(change), in: cluster) }
-            case .complete(let id, _):
-                decoded = decodedCompletion(result, id)
+        for (step, result) in zip(steps, results.dropFirst()) {
+            // `createAllIfFit` returns a row per create it started, numbered by its place among them.
+            let resultRows =
+                step.changes.count == 1
+                ? [0: 0]
+                : Dictionary(
+                    (0..<result.rowCount).map { (Int(result.int($0, 13) ?? 0) - 1, $0) }, uniquingKeysWith: min)
+            for (place, index) in step.changes.enumerated() {
+                guard let row = resultRows[place] else { continue }
+                let decoded: (DeploymentRow, DeploymentQueue.Change)?
+                switch changes[index] {
+                case .create(let new, let cluster, _):
+                    decoded = ClusterScheduler.decoded(result, row: row, new, in: cluster)
+                    if let (_, change) = decoded { hints.noteCreate(PathHints.Create(change), in: cluster) }
+                case .complete(let id, _):
+                    decoded = decodedCompletion(result, id)
+                }
+                guard let (made, change) = decoded else { continue }
+                published.append(change)
+                rows[index] = made
             }
-            guard let (row, change) = decoded else { continue }
-            published.append(change)
-            rows[index] = row
         }
         queue.publish(published, rebuildFrom: database)
         return rows
@@ -228,6 +259,22 @@ struct ClusterScheduler {
         }
     }
 
+    /// `createAllIfFit`'s parameters for the creates `indexes` of `changes`, all into one cluster.
+    private static func parameters(of indexes: [Int], _ changes: [Change]) -> [String?] {
+        var cluster: Int64 = 0
+        var columns = [[String]](repeating: [], count: 8)
+        for index in indexes {
+            guard case .create(let new, let into, let caller) = changes[index] else { continue }
+            cluster = into
+            let values = [
+                String(caller.id), String(caller.issuedAt), new.name, new.imagePath, String(new.request.ram),
+                String(new.request.cpu), String(new.request.gpu), String(new.priority),
+            ]
+            for (column, value) in values.enumerated() { columns[column].append(value) }
+        }
+        return [String(cluster)] + columns.map(sqlArray)
+    }
+
     /// The one-round-trip create statements' parameters.
     private static func parameters(of new: NewDeployment, in clusterID: Int64, by caller: Caller) -> [String?] {
         [
@@ -236,21 +283,22 @@ struct ClusterScheduler {
         ]
     }
 
-    /// The row and the snapshot change of a one-round-trip create statement's result; nil when it had no row.
-    private static func decoded(_ created: PostgresResult, _ new: NewDeployment, in clusterID: Int64) -> (
-        DeploymentRow, DeploymentQueue.Change
-    )? {
-        guard created.rowCount == 1, let id = created.int(0, 0), let seq = created.int(0, 1),
-            let status = created.string(0, 6)
+    /// The row and the snapshot change of a one-round-trip create statement's result row `row`; nil when it has none.
+    private static func decoded(_ created: PostgresResult, row: Int = 0, _ new: NewDeployment, in clusterID: Int64)
+        -> (DeploymentRow, DeploymentQueue.Change)?
+    {
+        guard row < created.rowCount, let id = created.int(row, 0), let seq = created.int(row, 1),
+            let status = created.string(row, 6)
         else { return nil }
         let running = status == "Running"
         let deployment = ActiveDeployment(
             id: id, priority: new.priority, seq: seq, request: new.request, isRunning: running)
         var change = DeploymentQueue.Change(
-            cluster: clusterID, version: created.int(0, 2) ?? 0, available: created.resources(3) ?? Resources())
+            cluster: clusterID, version: created.int(row, 2) ?? 0,
+            available: created.resources(3, row: row) ?? Resources())
         if running { change.addedRunning = [deployment] } else { change.addedPending = [deployment] }
-        if created.int(0, 7) != nil {
-            let preempted = ActiveDeployment(created, row: 0, from: 7, running: true)
+        if created.int(row, 7) != nil {
+            let preempted = ActiveDeployment(created, row: row, from: 7, running: true)
             change.removedRunning = [preempted]
             change.addedPending = [preempted.with(running: false)]
         }
@@ -714,16 +762,24 @@ private struct Events {
     static func array(_ values: [Int64]) -> String { "{" + values.map(String.init).joined(separator: ",") + "}" }
 }
 
+/// A PostgreSQL array literal of `values`, each quoted.
+private func sqlArray(_ values: [String]) -> String {
+    let quoted = values.map { value in
+        "\"" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+    }
+    return "{" + quoted.joined(separator: ",") + "}"
+}
+
 extension PostgresResult {
     /// Every row as `id, priority, seq, ram_required, cpu_required, gpu_required`.
     fileprivate func deployments(running: Bool) -> [ActiveDeployment] {
         (0..<rowCount).map { ActiveDeployment(self, row: $0, running: running) }
     }
 
-    /// Row 0's columns `first`…`first + 2` as RAM, CPU and GPU; nil when they are NULL (an aggregate over no rows).
-    func resources(_ first: Int) -> Resources? {
-        guard let ram = int(0, first) else { return nil }
-        return Resources(ram: ram, cpu: int(0, first + 1) ?? 0, gpu: int(0, first + 2) ?? 0)
+    /// Columns `first`…`first + 2` of `row` as RAM, CPU and GPU; nil when they are NULL (an aggregate over no rows).
+    func resources(_ first: Int, row: Int = 0) -> Resources? {
+        guard let ram = int(row, first) else { return nil }
+        return Resources(ram: ram, cpu: int(row, first + 1) ?? 0, gpu: int(row, first + 2) ?? 0)
     }
 }
 
@@ -844,6 +900,71 @@ enum SchedulerStatements {
             FROM inserted i, updated u
             """
     }
+
+    /// `createIfFits` for several creates into the cluster `$1` (the callers `$2` with their tokens' issue times `$3`,
+    /// names `$4`, images `$5`, requests `$6`–`$8` and priorities `$9`, as arrays in the order given), in one statement:
+    /// each starts when its caller may create there and it fits in what the ones before it left, exactly as
+    /// `createIfFits` one after another would (a recursive walk in that order), and those that do not start change
+    /// nothing. Starting and finishing a statement's executor costs as much as running a create's plan, so a batch's
+    /// creates into one cluster share one. Returns, per create that started, what `createIfFits` returns (its version
+    /// and `available_*` as after it), then its place among them (1-based).
+    static let createAllIfFit = Statement(
+        name: "sched_create_all_if_fit",
+        sql: """
+            WITH RECURSIVE input AS (
+                SELECT * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
+                                     $8::bigint[], $9::integer[])
+                    WITH ORDINALITY AS t(caller, issued, name, image, ram, cpu, gpu, priority, n)
+            ), cluster AS (
+                SELECT c.id, c.organization_id, c.owner_id, c.next_seq, c.version, c.available_ram, c.available_cpu,
+                       c.available_gpu
+                FROM clusters c WHERE c.id = $1
+            ), walk AS (
+                SELECT 0::bigint AS n, c.available_ram AS ram, c.available_cpu AS cpu, c.available_gpu AS gpu,
+                       false AS starts, 0::bigint AS started
+                FROM cluster c
+                UNION ALL
+                SELECT i.n, w.ram - CASE WHEN s.starts THEN i.ram ELSE 0 END,
+                       w.cpu - CASE WHEN s.starts THEN i.cpu ELSE 0 END,
+                       w.gpu - CASE WHEN s.starts THEN i.gpu ELSE 0 END, s.starts, w.started + s.starts::integer
+                FROM walk w JOIN input i ON i.n = w.n + 1
+                CROSS JOIN LATERAL (
+                    SELECT i.ram <= w.ram AND i.cpu <= w.cpu AND i.gpu <= w.gpu
+                           AND EXISTS (SELECT FROM users u, cluster c
+                                       WHERE u.id = i.caller AND u.tokens_valid_after <= i.issued
+                                         AND \(sqlInScope("c"))) AS starts
+                ) s
+            ), decided AS (
+                SELECT w.*, i.caller, i.name, i.image, i.ram AS ram_required, i.cpu AS cpu_required,
+                       i.gpu AS gpu_required, i.priority, c.next_seq + w.started - 1 AS seq,
+                       c.version + w.started AS version, c.organization_id
+                FROM walk w JOIN input i ON i.n = w.n CROSS JOIN cluster c
+                WHERE w.starts
+            ), inserted AS (
+                INSERT INTO deployments (id, cluster_id, organization_id, owner_id, name, image_path, ram_required,
+                                         cpu_required, gpu_required, priority, status, seq, started_at)
+                SELECT nextval('deployments_id_seq'), $1, d.organization_id, d.caller, d.name, d.image,
+                       d.ram_required, d.cpu_required, d.gpu_required, d.priority, 'Running', d.seq, now()
+                FROM decided d
+                ORDER BY d.n
+                RETURNING id, seq
+            ), events AS (
+                INSERT INTO deployment_events (deployment_id, cluster_id, kind)
+                SELECT i.id, $1, k.kind
+                FROM inserted i, unnest('{Queued,Started}'::deployment_event_kind[]) WITH ORDINALITY AS k(kind, o)
+                ORDER BY i.seq, k.o
+            ), updated AS (
+                UPDATE clusters c
+                SET available_ram = l.ram, available_cpu = l.cpu, available_gpu = l.gpu,
+                    next_seq = c.next_seq + l.started, version = c.version + l.started
+                FROM (SELECT * FROM decided ORDER BY n DESC LIMIT 1) l
+                WHERE c.id = $1
+            )
+            SELECT i.id, i.seq, d.version, d.ram, d.cpu, d.gpu, 'Running'::deployment_status,
+                   NULL, NULL, NULL, NULL, NULL, NULL, d.n
+            FROM decided d JOIN inserted i ON i.seq = d.seq
+            ORDER BY d.n
+            """)
 
     /// `completeIfQueueEmpty`, read after the lock: completes the running deployment `$3` of the caller's scope when
     /// its cluster has nothing pending (one look-up in a pending index). No row otherwise.

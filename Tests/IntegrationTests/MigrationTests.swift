@@ -278,7 +278,8 @@ import Testing
         let statements =
             [
                 SchedulerStatements.lock, SchedulerStatements.durable, SchedulerStatements.createIfDecided,
-                SchedulerStatements.createIfFits, SchedulerStatements.completeIfQueueEmpty,
+                SchedulerStatements.createIfFits, SchedulerStatements.createAllIfFit,
+                SchedulerStatements.completeIfQueueEmpty,
                 SchedulerStatements.createSwapping, SchedulerStatements.completeAtQueueHead,
                 SchedulerStatements.clusterForDelete, SchedulerStatements.clusterForCreate,
                 SchedulerStatements.lockDeployment, SchedulerStatements.lockClusters,

@@ -619,6 +619,52 @@ struct SchedulingTests {
         #expect(events.int(0, 1) == completedInRoomy.int(0, 0), "each completion has its Completed event")
     }
 
+    /// Creates into one cluster that a batch makes in one statement (`createAllIfFit`) are decided as if they came one
+    /// after another: the second does not fit in what the first left and is made alone after the batch (it waits),
+    /// the third fits and starts in the statement, and the fourth's caller is of another tenant (404, made alone).
+    /// The two that started share a transaction, their `seq`, versions, events, accounting and snapshot are exact.
+    @Test func createsMadeInOneStatementAreDecidedAsOneAfterAnother() throws {
+        let owner = try api.register("sched-fused")
+        let stranger = try api.register("sched-fused-stranger")
+        let cluster = try api.createCluster(owner, name: "fused", ram: 10, cpu: "10", gpu: 0)
+        let log = Log(path: nil, level: .error, role: "test")
+        let redis = RedisConnection(endpoint: .unix(path: stack.redisHost), database: 0)
+        let scheduler = ClusterScheduler(
+            database: Database(url: stack.databaseURL, log: log), queue: DeploymentQueue(redis: redis, log: log))
+        let now = Int64(Date().timeIntervalSince1970)
+        func create(_ name: String, ram: Int64, by account: Account) -> ClusterScheduler.Change {
+            let new = ClusterScheduler.NewDeployment(
+                name: name, imagePath: "registry.example.com/team/app:1.0",
+                request: Resources(ram: ram, cpu: 1000, gpu: 0), priority: 1)
+            return .create(new, in: cluster, by: Caller(id: account.id, issuedAt: now))
+        }
+        let made = try scheduler.make([
+            create("first", ram: 4, by: owner), create("second", ram: 8, by: owner),
+            create("third", ram: 5, by: owner), create("fourth", ram: 1, by: stranger),
+        ])
+        #expect(made.map { (try? $0.get())?.status } == ["Running", "Pending", "Running", nil])
+        #expect(throws: HTTPError(404, "Cluster not found")) { try made[3].get() }
+
+        let database = try TestDatabase(stack.databaseURL)
+        let rows = try database.query(
+            "SELECT name, seq, xmin::text FROM deployments WHERE cluster_id = $1 ORDER BY seq", [String(cluster)])
+        #expect((0..<rows.rowCount).map { rows.string($0, 0) ?? "" } == ["first", "third", "second"])
+        #expect((0..<rows.rowCount).map { rows.int($0, 1) ?? 0 } == [1, 2, 3])
+        #expect(rows.string(0, 2) == rows.string(1, 2) && rows.string(1, 2) != rows.string(2, 2))
+        let state = try database.clusterState(cluster)
+        #expect(state.available == Resources(ram: 1, cpu: 8000, gpu: 0))
+        #expect(state.version == 3 && state.nextSeq == 4)
+        #expect(Scheduler.plan(for: state.snapshot) == SchedulingPlan())
+        let events = try database.query(
+            "SELECT d.name, e.kind::text FROM deployment_events e JOIN deployments d ON d.id = e.deployment_id"
+                + " WHERE d.cluster_id = $1 ORDER BY e.id", [String(cluster)])
+        #expect(
+            (0..<events.rowCount).map { "\(events.string($0, 0) ?? "") \(events.string($0, 1) ?? "")" } == [
+                "first Queued", "first Started", "third Queued", "third Started", "second Queued",
+            ])
+        try expectRedisMatches(cluster, database)
+    }
+
     /// Batches lock all their clusters before their first change, in ascending order, so batches of several workers
     /// over the same clusters wait for each other but never deadlock (PostgreSQL would abort one after a second and
     /// log it; with the locks in random order this test sees several). Four workers, three clusters, and clients that
