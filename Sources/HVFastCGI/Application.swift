@@ -19,15 +19,17 @@ struct Application {
         )
     }
 
+    /// The route `request` matches, found once per request for `change` and `respond`.
+    func match(_ request: Request) -> Router.Match { router.match(method: request.method, path: request.path) }
+
     /// A change `answer(_:)` answers, parsed once, and its route's index; nil for any other request, and for one
     /// that is not valid (its route then answers it).
-    typealias Change = (change: DeploymentsHandler.ValidChange, route: Int)
+    typealias Change = (change: ClusterScheduler.Change, route: Int)
 
-    func change(_ request: Request) -> Change? {
-        guard let deployments, case .found(_, _, let route) = router.match(method: request.method, path: request.path)
-        else { return nil }
+    func change(_ request: Request, _ match: Router.Match) -> Change? {
+        guard let deployments, case .found(_, _, let route) = match else { return nil }
         switch route {
-        case changeRoutes.create: return (try? deployments.validCreate(request)).map { (.create($0), route) }
+        case changeRoutes.create: return (try? deployments.validCreate(request)).map { ($0, route) }
         case changeRoutes.complete:
             return (try? deployments.validCompletion(request)).flatMap { $0 }.map { ($0, route) }
         default: return nil
@@ -49,7 +51,12 @@ struct Application {
     /// The response, for a `500` the underlying error for the log (never sent to the client), and the index of the
     /// route that answered (nil when none matched), which `routed` also gets before the handler runs.
     func respond(to request: Request, routed: (Int) -> Void = { _ in }) -> Answer {
-        switch router.match(method: request.method, path: request.path) {
+        respond(to: request, match(request), routed: routed)
+    }
+
+    /// `respond(to:routed:)` for a request whose route `match` has already found.
+    func respond(to request: Request, _ match: Router.Match, routed: (Int) -> Void = { _ in }) -> Answer {
+        switch match {
         case .notFound:
             return (HTTPError.notFound.response, nil, nil)
         case .methodNotAllowed(let allowed):

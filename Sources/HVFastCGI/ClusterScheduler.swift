@@ -73,6 +73,12 @@ struct ClusterScheduler {
     enum Change {
         case create(NewDeployment, in: Int64, by: Caller)
         case complete(Int64, by: Caller)
+
+        var caller: Caller {
+            switch self {
+            case .create(_, _, let caller), .complete(_, let caller): caller
+            }
+        }
     }
 
     /// Makes `changes`, each as if it came alone after the ones before it, and returns each one's row or error:
@@ -133,33 +139,19 @@ struct ClusterScheduler {
     private func makeTogether(_ changes: [Change]) throws -> [DeploymentRow?] {
         var clusters: [Int64] = []
         var deployments: [Int64] = []
-        // Each statement and the changes it makes (several for `createAllIfFit`, one for the others).
+        // Each statement and the changes it makes: several for `createAllIfFit`, one for the others.
         var steps: [(statement: Statement, parameters: [String?], changes: [Int])] = []
-        let fitting = Dictionary(
-            grouping: changes.indices.filter { index in
-                guard case .create(_, let cluster, _) = changes[index] else { return false }
-                return oneRoundTripCreate(in: cluster) == SchedulerStatements.createIfFits
-            },
-            by: { index -> Int64 in
-                guard case .create(_, let cluster, _) = changes[index] else { return 0 }
-                return cluster
-            }
-        ).filter { $0.value.count >= 2 }
+        // The `createIfFits` step of each cluster, which takes the cluster's later creates that fit too.
+        var fitting: [Int64: Int] = [:]
         for (index, change) in changes.enumerated() {
             switch change {
             case .create(let new, let cluster, let caller):
-                if let together = fitting[cluster] {
-                    // Made with the first of them.
-                    guard together[0] == index else { continue }
-                    clusters.append(cluster)
-                    steps.append(
-                        (
-                            SchedulerStatements.createAllIfFit, ClusterScheduler.parameters(of: together, changes),
-                            together
-                        ))
+                guard let statement = oneRoundTripCreate(in: cluster) else { continue }
+                if let step = fitting[cluster] {
+                    steps[step].changes.append(index)
                     continue
                 }
-                guard let statement = oneRoundTripCreate(in: cluster) else { continue }
+                if statement == SchedulerStatements.createIfFits { fitting[cluster] = steps.count }
                 clusters.append(cluster)
                 steps.append((statement, ClusterScheduler.parameters(of: new, in: cluster, by: caller), [index]))
             case .complete(let id, let caller):
@@ -168,9 +160,14 @@ struct ClusterScheduler {
                 steps.append((statement, [String(caller.id), String(caller.issuedAt), String(id)], [index]))
             }
         }
+        for (cluster, step) in fitting where steps[step].changes.count > 1 {
+            steps[step].statement = SchedulerStatements.createAllIfFit
+            steps[step].parameters = ClusterScheduler.parameters(
+                of: steps[step].changes.map { changes[$0] }, in: cluster)
+        }
         var rows = [DeploymentRow?](repeating: nil, count: changes.count)
         guard !steps.isEmpty else { return rows }
-        let lock = (SchedulerStatements.lockClusters, [Events.array(clusters), Events.array(deployments)])
+        let lock = (SchedulerStatements.lockClusters, [sqlArray(clusters), sqlArray(deployments)])
         let outcomes = try database.run { connection in
             try connection.pipeline(transactions: [
                 [lock] + steps.map { ($0.statement, $0.parameters) }, [(SchedulerStatements.durable, [])],
@@ -180,14 +177,11 @@ struct ClusterScheduler {
         guard case .success(let results) = outcomes[0] else { return rows }
         var published: [DeploymentQueue.Change] = []
         for (step, result) in zip(steps, results.dropFirst()) {
-            // `createAllIfFit` returns a row per create it started, numbered by its place among them.
-            let resultRows =
-                step.changes.count == 1
-                ? [0: 0]
-                : Dictionary(
-                    (0..<result.rowCount).map { (Int(result.int($0, 13) ?? 0) - 1, $0) }, uniquingKeysWith: min)
-            for (place, index) in step.changes.enumerated() {
-                guard let row = resultRows[place] else { continue }
+            for row in 0..<result.rowCount {
+                // `createAllIfFit` numbers each create it started by its place among them (from 1).
+                let place = step.changes.count == 1 ? 0 : Int(result.int(row, 13) ?? 0) - 1
+                guard step.changes.indices.contains(place) else { continue }
+                let index = step.changes[place]
                 let decoded: (DeploymentRow, DeploymentQueue.Change)?
                 switch changes[index] {
                 case .create(let new, let cluster, _):
@@ -259,20 +253,14 @@ struct ClusterScheduler {
         }
     }
 
-    /// `createAllIfFit`'s parameters for the creates `indexes` of `changes`, all into one cluster.
-    private static func parameters(of indexes: [Int], _ changes: [Change]) -> [String?] {
-        var cluster: Int64 = 0
-        var columns = [[String]](repeating: [], count: 8)
-        for index in indexes {
-            guard case .create(let new, let into, let caller) = changes[index] else { continue }
-            cluster = into
-            let values = [
-                String(caller.id), String(caller.issuedAt), new.name, new.imagePath, String(new.request.ram),
-                String(new.request.cpu), String(new.request.gpu), String(new.priority),
-            ]
-            for (column, value) in values.enumerated() { columns[column].append(value) }
+    /// `createAllIfFit`'s parameters for `creates` into `cluster`: each parameter of `parameters(of:in:by:)` but the
+    /// cluster, as an array.
+    private static func parameters(of creates: [Change], in cluster: Int64) -> [String?] {
+        let each = creates.compactMap { create -> [String?]? in
+            guard case .create(let new, _, let caller) = create else { return nil }
+            return parameters(of: new, in: cluster, by: caller)
         }
-        return [String(cluster)] + columns.map(sqlArray)
+        return [String(cluster)] + [0, 1, 3, 4, 5, 6, 7, 8].map { column in sqlArray(each.map { $0[column] }) }
     }
 
     /// The one-round-trip create statements' parameters.
@@ -705,7 +693,7 @@ struct ClusterScheduler {
 
         var parameters: [String?] = [
             String(cluster), String(change.available.ram), String(change.available.cpu), String(change.available.gpu),
-            inserted.map { String($0.seq + 1) }, Events.array(toStart), Events.array(plan.preempt),
+            inserted.map { String($0.seq + 1) }, sqlArray(toStart), sqlArray(plan.preempt),
             ended.map { String($0.deployment.id) },
         ]
         parameters += events.parameters
@@ -752,23 +740,21 @@ private struct Events {
     }
 
     var parameters: [String?] {
-        [
-            Events.array(ids), "{" + kinds.joined(separator: ",") + "}",
-            "{" + causes.map { $0.map(String.init) ?? "NULL" }.joined(separator: ",") + "}",
-        ]
+        [sqlArray(ids), sqlArray(kinds), sqlArray(causes.map { $0.map(String.init) })]
     }
-
-    /// A PostgreSQL array literal of integers.
-    static func array(_ values: [Int64]) -> String { "{" + values.map(String.init).joined(separator: ",") + "}" }
 }
 
-/// A PostgreSQL array literal of `values`, each quoted.
-private func sqlArray(_ values: [String]) -> String {
-    let quoted = values.map { value in
-        "\"" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+/// A PostgreSQL array literal of `values`, each quoted (nil is NULL).
+private func sqlArray(_ values: [String?]) -> String {
+    let elements = values.map { value in
+        value.map {
+            "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        } ?? "NULL"
     }
-    return "{" + quoted.joined(separator: ",") + "}"
+    return "{" + elements.joined(separator: ",") + "}"
 }
+
+private func sqlArray(_ values: [Int64]) -> String { sqlArray(values.map { String($0) }) }
 
 extension PostgresResult {
     /// Every row as `id, priority, seq, ram_required, cpu_required, gpu_required`.

@@ -155,6 +155,7 @@ struct DeploymentQueue {
     /// goes on at once. A snapshot that cannot catch up that way (see `applyScript`) is rebuilt from PostgreSQL, and
     /// so is every cluster whose change this worker failed to publish, once Redis answers again.
     func publish(_ changes: [Change], rebuildFrom database: Database) {
+        guard !changes.isEmpty else { return }
         func failed(_ cluster: Int64, _ error: any Error) {
             unpublished.ids.insert(cluster)
             log.warning("queue snapshot not published", ["cluster_id": String(cluster), "error": "\(error)"])

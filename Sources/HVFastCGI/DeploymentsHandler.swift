@@ -33,32 +33,12 @@ struct DeploymentsHandler {
                 """)
     }
 
-    /// A create's caller, cluster and deployment, validated.
-    struct ValidCreate {
-        let caller: Caller
-        let cluster: Int64
-        let new: ClusterScheduler.NewDeployment
-    }
-
-    /// A seed create or a seed completion by id, validated: a change a worker may make together with others.
-    enum ValidChange {
-        case create(ValidCreate)
-        case complete(Int64, by: Caller)
-
-        var caller: Caller {
-            switch self {
-            case .create(let create): create.caller
-            case .complete(_, let caller): caller
-            }
-        }
-    }
-
     private func create(_ request: Request) throws -> Response {
-        try answer([.create(validCreate(request))])[0]!.get()
+        try answer([validCreate(request)])[0]!.get()
     }
 
     /// - Throws: `HTTPError` 401 or a `ValidationFailure` for the client.
-    func validCreate(_ request: Request) throws -> ValidCreate {
+    func validCreate(_ request: Request) throws -> ClusterScheduler.Change {
         let caller = try authenticator.caller(request, now: unixTime())
         var input = try Input(request)
         let name = input.string("name", Validation.name)
@@ -69,13 +49,13 @@ struct DeploymentsHandler {
         guard let name, let clusterID, let image, let demand else { throw ValidationFailure(input.issues) }
         let new = ClusterScheduler.NewDeployment(
             name: name, imagePath: image, request: demand.request, priority: demand.priority)
-        return ValidCreate(caller: caller, cluster: clusterID, new: new)
+        return .create(new, in: clusterID, by: caller)
     }
 
     /// A completion by id, its caller authenticated; nil for one by name, which its route resolves first.
     ///
     /// - Throws: `HTTPError` 401/400 or a `ValidationFailure` for the client.
-    func validCompletion(_ request: Request) throws -> ValidChange? {
+    func validCompletion(_ request: Request) throws -> ClusterScheduler.Change? {
         let caller = try authenticator.caller(request, now: unixTime())
         guard case .id(let id) = try Lookup(request, nameField: "deployment_name", noun: "deployment") else {
             return nil
@@ -85,17 +65,11 @@ struct DeploymentsHandler {
 
     /// Answers `changes` (nil: a request to be answered by its route), each made as if it came alone after the ones
     /// before it, and those that can together in one round trip (`ClusterScheduler.make`).
-    func answer(_ changes: [ValidChange?]) -> [Result<Response, any Error>?] {
+    func answer(_ changes: [ClusterScheduler.Change?]) -> [Result<Response, any Error>?] {
         let valid = changes.compactMap { $0 }
         let made: [Result<DeploymentRow, any Error>]
         do {
-            made = try scheduler.make(
-                valid.map { change in
-                    switch change {
-                    case .create(let create): .create(create.new, in: create.cluster, by: create.caller)
-                    case .complete(let id, let caller): .complete(id, by: caller)
-                    }
-                })
+            made = try scheduler.make(valid)
         } catch {
             return changes.map { $0.map { _ in .failure(error) } }
         }

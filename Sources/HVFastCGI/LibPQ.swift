@@ -147,12 +147,11 @@ final class PostgresConnection {
         // after which `BEGIN ISOLATION LEVEL` is refused. (A statement first prepared in a group that fails is not
         // prepared for the groups after it, which then fail too.)
         var sent: [[String?]] = []
+        var preparing: Set<String> = []
         for steps in transactions {
             var commands: [String?] = []
             for (statement, parameters) in steps {
-                if !prepared.contains(statement.name) && !sent.joined().contains(statement.name)
-                    && !commands.contains(statement.name)
-                {
+                if !prepared.contains(statement.name) && preparing.insert(statement.name).inserted {
                     guard PQsendPrepare(connection, statement.name, statement.sql, 0, nil) == 1 else {
                         throw lastError()
                     }

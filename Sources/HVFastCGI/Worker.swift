@@ -77,7 +77,8 @@ final class Worker {
     private struct Received {
         let connection: FastCGIConnection
         let request: Request
-        let bodyTooLarge: Bool
+        /// The request's route; nil when its body was too large to read.
+        let match: Router.Match?
         let started: Double
         let read: Double
     }
@@ -91,17 +92,20 @@ final class Worker {
     private func serve() -> Int {
         var batch = [receive(connection)]
         var answers: [Application.Answer?] = [nil]
-        if !batch[0].bodyTooLarge, let first = application.change(batch[0].request) {
+        if let first = change(batch[0]) {
             scoreboard.markRouted(slot: slot, route: first.route)
             for spare in spares {
                 guard spare.acceptWaiting() else { break }
                 batch.append(receive(spare))
             }
-            answers = application.answer(
-                [first] + batch.dropFirst().map { $0.bodyTooLarge ? nil : application.change($0.request) })
+            answers = application.answer([first] + batch.dropFirst().map(change))
         }
         for (received, answer) in zip(batch, answers) { self.answer(received, answer) }
         return batch.count
+    }
+
+    private func change(_ received: Received) -> Application.Change? {
+        received.match.flatMap { application.change(received.request, $0) }
     }
 
     private func receive(_ connection: FastCGIConnection) -> Received {
@@ -119,8 +123,8 @@ final class Worker {
             method: method, target: target, headers: headers, body: body ?? [], requestID: requestID,
             remoteAddress: connection.parameter("REMOTE_ADDR") ?? "")
         return Received(
-            connection: connection, request: request, bodyTooLarge: body == nil, started: started,
-            read: monotonicSeconds())
+            connection: connection, request: request, match: body == nil ? nil : application.match(request),
+            started: started, read: monotonicSeconds())
     }
 
     /// Writes the response to `received` (`answered`, when it was answered with the changes it was taken along with),
@@ -131,10 +135,10 @@ final class Worker {
         let (response, failure, route): Application.Answer =
             if let answered {
                 answered
-            } else if received.bodyTooLarge {
-                (HTTPError.bodyTooLarge.response, nil, nil)
+            } else if let match = received.match {
+                application.respond(to: request, match) { scoreboard.markRouted(slot: slot, route: $0) }
             } else {
-                application.respond(to: request) { scoreboard.markRouted(slot: slot, route: $0) }
+                (HTTPError.bodyTooLarge.response, nil, nil)
             }
         let handled = monotonicSeconds()
         if !received.connection.write(response.encoded(requestID: request.requestID)) {
