@@ -13,45 +13,6 @@ import Domain
 struct ClusterScheduler {
     let database: Database
     let queue: DeploymentQueue
-    /// Which path this worker tries first; see `PathHints`.
-    let hints = PathHints()
-
-    /// What recent changes on this worker needed, to pick the path that probably applies: a one-round-trip path
-    /// (`createIfFits`, `createIfDecided`, `createSwapping`, `completeIfQueueEmpty`, `completeAtQueueHead`) costs a
-    /// wasted round trip under the lock when it does not apply, and the general path costs one more round trip when
-    /// it would have. Either path is always correct. Each statement prepares only what its own case needs, since
-    /// PostgreSQL prepares every subquery of a statement on every execution, run or not.
-    final class PathHints {
-        /// What a cluster's last create on this worker did, which picks the next one's statement: after a start
-        /// `createIfFits` (does it fit?), after a wait `createIfDecided` (does it fit, or must it wait?), after a
-        /// start that preempted one deployment and nothing else `createSwapping`, after any other preemption the
-        /// general path.
-        enum Create {
-            case started, waited, swapped, preempted
-
-            /// What the create whose change this is did. A create that preempts always starts.
-            init(_ change: DeploymentQueue.Change) {
-                if change.removedRunning.isEmpty {
-                    self = change.addedPending.isEmpty ? .started : .waited
-                } else {
-                    self = change.removedRunning.count == 1 && change.addedRunning.count == 1 ? .swapped : .preempted
-                }
-            }
-        }
-        private var lastCreate: [Int64: Create] = [:]
-        /// What the last completion on this worker found: nothing pending (`completeIfQueueEmpty`), a queue head with
-        /// no running deployment below its priority (`completeAtQueueHead`), or a cluster the general path plans.
-        enum Completion { case queueEmpty, headDecides, planned }
-        var lastCompletion = Completion.queueEmpty
-
-        func lastCreate(in cluster: Int64) -> Create { lastCreate[cluster] ?? .started }
-
-        func noteCreate(_ outcome: Create, in cluster: Int64) {
-            // Bounded: a worker that has seen many clusters starts over (hints are only a guess).
-            if lastCreate.count >= 1024 { lastCreate.removeAll() }
-            lastCreate[cluster] = outcome
-        }
-    }
 
     /// A deployment request that passed validation.
     struct NewDeployment {
@@ -95,7 +56,6 @@ struct ClusterScheduler {
                 switch change {
                 case .create(let new, let cluster, let caller):
                     let (row, change) = try createPlanned(new, in: cluster, by: caller)
-                    hints.noteCreate(PathHints.Create(change), in: cluster)
                     queue.publish([change], rebuildFrom: database)
                     return row
                 case .complete(let id, let caller):
@@ -105,94 +65,67 @@ struct ClusterScheduler {
         }
     }
 
-    /// The one-round-trip statement the cluster's last create on this worker points to (`PathHints.Create`); nil for
-    /// the general path.
-    private func oneRoundTripCreate(in clusterID: Int64) -> Statement? {
-        switch hints.lastCreate(in: clusterID) {
-        case .started: SchedulerStatements.createIfFits
-        case .waited: SchedulerStatements.createIfDecided
-        case .swapped: SchedulerStatements.createSwapping
-        case .preempted: nil
-        }
-    }
-
-    /// The one-round-trip statement the last completion on this worker points to (`PathHints.Completion`); nil for
-    /// the general path.
-    private var oneRoundTripCompletion: Statement? {
-        switch hints.lastCompletion {
-        case .queueEmpty: SchedulerStatements.completeIfQueueEmpty
-        case .headDecides: SchedulerStatements.completeAtQueueHead
-        case .planned: nil
-        }
-    }
-
     /// Makes what it can of `changes` in one round trip and one transaction, each decided and written entirely inside
-    /// PostgreSQL by the one-round-trip statement its hints point to: the locks of every cluster they change, taken
-    /// in ascending order (`SchedulerStatements.lockClusters`), then each change's statement, which decides it on
-    /// what is committed and what the statements before it wrote, exactly as if it had come alone after them; then the
-    /// commit, without waiting for the flush, and one wait for the flush (`SchedulerStatements.durable`). Returns each
-    /// change's row, or nil for one it did not make: one whose statement's case did not apply (it changed nothing),
-    /// every error case, and all of them when PostgreSQL refused a statement (a duplicate name), which rolls the
-    /// transaction back. `docs/decisions.md`, "Changes taken together".
+    /// PostgreSQL: the locks of every cluster they change, taken in ascending order (`SchedulerStatements.lockClusters`),
+    /// then all the creates in one statement (`createAll`) and all the completions in another (`completeAll`), each
+    /// deciding every change on what is committed and what the changes before it wrote, exactly as if it had come
+    /// alone after them; then the commit, without waiting for the flush, and one wait for the flush
+    /// (`SchedulerStatements.durable`). Returns each change's row, or nil for one it did not make: one whose case
+    /// those statements do not decide (it changed nothing), every error case, and all of them when PostgreSQL refused
+    /// a statement (a duplicate name), which rolls the transaction back. `docs/decisions.md`, "Changes taken together".
     ///
     /// - Throws: `ServiceUnavailable` when PostgreSQL cannot be reached or the connection drops.
     private func makeTogether(_ changes: [Change]) throws -> [DeploymentRow?] {
+        var creates: [(index: Int, parameters: [String?])] = []
+        var completions: [(index: Int, parameters: [String?])] = []
         var clusters: [Int64] = []
         var deployments: [Int64] = []
-        // Each statement and the changes it makes: several for `createAllIfFit`, one for the others.
-        var steps: [(statement: Statement, parameters: [String?], changes: [Int])] = []
-        // The `createIfFits` step of each cluster, which takes the cluster's later creates that fit too.
-        var fitting: [Int64: Int] = [:]
         for (index, change) in changes.enumerated() {
             switch change {
             case .create(let new, let cluster, let caller):
-                guard let statement = oneRoundTripCreate(in: cluster) else { continue }
-                if let step = fitting[cluster] {
-                    steps[step].changes.append(index)
-                    continue
-                }
-                if statement == SchedulerStatements.createIfFits { fitting[cluster] = steps.count }
+                creates.append((index, ClusterScheduler.parameters(of: new, in: cluster, by: caller)))
                 clusters.append(cluster)
-                steps.append((statement, ClusterScheduler.parameters(of: new, in: cluster, by: caller), [index]))
             case .complete(let id, let caller):
-                guard let statement = oneRoundTripCompletion else { continue }
+                completions.append((index, [String(caller.id), String(caller.issuedAt), String(id)]))
                 deployments.append(id)
-                steps.append((statement, [String(caller.id), String(caller.issuedAt), String(id)], [index]))
             }
         }
-        for (cluster, step) in fitting where steps[step].changes.count > 1 {
-            steps[step].statement = SchedulerStatements.createAllIfFit
-            steps[step].parameters = ClusterScheduler.parameters(
-                of: steps[step].changes.map { changes[$0] }, in: cluster)
+        // Each statement, its parameters as arrays (each change's parameter `column` in turn), and its changes.
+        let steps = [
+            (SchedulerStatements.createAll, creates, [2, 0, 1, 3, 4, 5, 6, 7, 8]),
+            (SchedulerStatements.completeAll, completions, [0, 1, 2]),
+        ]
+        .filter { !$0.1.isEmpty }
+        .map { statement, made, columns in
+            (statement, columns.map { column in sqlArray(made.map { $0.parameters[column] }) }, made.map(\.index))
         }
         var rows = [DeploymentRow?](repeating: nil, count: changes.count)
         guard !steps.isEmpty else { return rows }
         let lock = (SchedulerStatements.lockClusters, [sqlArray(clusters), sqlArray(deployments)])
         let outcomes = try database.run { connection in
             try connection.pipeline(transactions: [
-                [lock] + steps.map { ($0.statement, $0.parameters) }, [(SchedulerStatements.durable, [])],
+                [lock] + steps.map { ($0.0, $0.1) }, [(SchedulerStatements.durable, [])],
             ])
         }
         _ = try outcomes[1].get()
         guard case .success(let results) = outcomes[0] else { return rows }
         var published: [DeploymentQueue.Change] = []
-        for (step, result) in zip(steps, results.dropFirst()) {
+        for ((_, _, made), result) in zip(steps, results.dropFirst()) {
             for row in 0..<result.rowCount {
-                // `createAllIfFit` numbers each create it started by its place among them (from 1).
-                let place = step.changes.count == 1 ? 0 : Int(result.int(row, 13) ?? 0) - 1
-                guard step.changes.indices.contains(place) else { continue }
-                let index = step.changes[place]
+                // Each result row ends with its change's place among the statement's changes (from 1).
+                let place = Int(result.int(row, result.columnCount - 1) ?? 0) - 1
+                guard made.indices.contains(place) else { continue }
+                let index = made[place]
                 let decoded: (DeploymentRow, DeploymentQueue.Change)?
                 switch changes[index] {
                 case .create(let new, let cluster, _):
                     decoded = ClusterScheduler.decoded(result, row: row, new, in: cluster)
-                    if let (_, change) = decoded { hints.noteCreate(PathHints.Create(change), in: cluster) }
                 case .complete(let id, _):
-                    decoded = decodedCompletion(result, id)
+                    decoded = ClusterScheduler.decodedCompletion(result, row: row, id)
                 }
-                guard let (made, change) = decoded else { continue }
+                guard let (done, change) = decoded else { continue }
                 published.append(change)
-                rows[index] = made
+                rows[index] = done
             }
         }
         queue.publish(published, rebuildFrom: database)
@@ -206,7 +139,7 @@ struct ClusterScheduler {
         try database.run { connection in
             try transaction(connection) { () throws -> (DeploymentRow, DeploymentQueue.Change) in
                 // Everything a preempting create reads, in the round trip that takes the lock (this path is taken when
-                // no one-round-trip statement applied, usually because the create preempts).
+                // `createAll` did not decide it, usually because the create preempts more than one).
                 let results = try connection.pipeline([
                     (SchedulerStatements.begin, []),
                     (SchedulerStatements.lock, [String(clusterID)]),
@@ -253,17 +186,7 @@ struct ClusterScheduler {
         }
     }
 
-    /// `createAllIfFit`'s parameters for `creates` into `cluster`: each parameter of `parameters(of:in:by:)` but the
-    /// cluster, as an array.
-    private static func parameters(of creates: [Change], in cluster: Int64) -> [String?] {
-        let each = creates.compactMap { create -> [String?]? in
-            guard case .create(let new, _, let caller) = create else { return nil }
-            return parameters(of: new, in: cluster, by: caller)
-        }
-        return [String(cluster)] + [0, 1, 3, 4, 5, 6, 7, 8].map { column in sqlArray(each.map { $0[column] }) }
-    }
-
-    /// The one-round-trip create statements' parameters.
+    /// A create's parameters for `createAll`, one per array.
     private static func parameters(of new: NewDeployment, in clusterID: Int64, by caller: Caller) -> [String?] {
         [
             String(caller.id), String(caller.issuedAt), String(clusterID), new.name, new.imagePath,
@@ -271,7 +194,7 @@ struct ClusterScheduler {
         ]
     }
 
-    /// The row and the snapshot change of a one-round-trip create statement's result row `row`; nil when it has none.
+    /// The row and the snapshot change of `createAll`'s result row `row`; nil when it has none.
     private static func decoded(_ created: PostgresResult, row: Int = 0, _ new: NewDeployment, in clusterID: Int64)
         -> (DeploymentRow, DeploymentQueue.Change)?
     {
@@ -360,9 +283,6 @@ struct ClusterScheduler {
                 let snapshot = try loadForCompleting(
                     ended, available: available, read: prefetched, cluster: found.clusterID, connection)
                 let plan = Scheduler.plan(for: snapshot)
-                hints.lastCompletion =
-                    prefetched.smallestPending == nil
-                    ? .queueEmpty : prefetched.running.isEmpty && plan.start.count <= 1 ? .headDecides : .planned
                 let change = try apply(
                     PlannedChange(plan: plan, snapshot: snapshot), available: freed, write: .end(ended, ending),
                     cluster: found.clusterID, connection)
@@ -373,25 +293,25 @@ struct ClusterScheduler {
         return row
     }
 
-    /// The row and the snapshot change of a one-round-trip completion statement's result (`completeIfQueueEmpty`,
-    /// `completeAtQueueHead`), noting what it found in the hints; nil when it had no row (its case did not apply).
-    private func decodedCompletion(_ done: PostgresResult, _ id: Int64) -> (DeploymentRow, DeploymentQueue.Change)? {
-        guard done.rowCount == 1, let row = DeploymentRow(done, row: 0), let seq = done.int(0, 9),
-            let available = done.resources(11)
+    /// The row and the snapshot change of `completeAll`'s result row `row`; nil when it has none.
+    private static func decodedCompletion(_ done: PostgresResult, row: Int, _ id: Int64)
+        -> (DeploymentRow, DeploymentQueue.Change)?
+    {
+        guard row < done.rowCount, let deployment = DeploymentRow(done, row: row), let seq = done.int(row, 9),
+            let available = done.resources(11, row: row)
         else { return nil }
-        var change = DeploymentQueue.Change(cluster: row.clusterID, version: done.int(0, 10) ?? 0, available: available)
+        var change = DeploymentQueue.Change(
+            cluster: deployment.clusterID, version: done.int(row, 10) ?? 0, available: available)
         change.removedRunning = [
-            ActiveDeployment(id: id, priority: row.priority, seq: seq, request: row.request, isRunning: true)
+            ActiveDeployment(
+                id: id, priority: deployment.priority, seq: seq, request: deployment.request, isRunning: true)
         ]
-        // Without a queue head the queue is most likely empty: the next completion takes the statement that prepares
-        // nothing else.
-        hints.lastCompletion = done.int(0, 14) == nil ? .queueEmpty : .headDecides
-        if done.bool(0, 20) {
-            let head = ActiveDeployment(done, row: 0, from: 14, running: false)
+        if done.bool(row, 20) {
+            let head = ActiveDeployment(done, row: row, from: 14, running: false)
             change.removedPending = [head]
             change.addedRunning = [head.with(running: true)]
         }
-        return (row, change)
+        return (deployment, change)
     }
 
     /// What creating a deployment with `request` and `priority` in `clusterID` would do now, changing nothing.
@@ -822,291 +742,264 @@ enum SchedulerStatements {
                 THEN pg_logical_emit_message(true, 'hypervisor', '') END
             """)
 
-    /// The two cheap cases of `Scheduler.decide` in one statement, read after the lock: a request that fits in
-    /// `available` starts (`.start`); one that does not fit even after evicting every strictly lower priority waits
-    /// (`.queue`: it does not fit in `available` plus the running requests below its priority, summed only in that
-    /// case; by the accounting that is the capacity minus those at or above it). PostgreSQL prepares that sum's
-    /// aggregate on every execution whether it runs or not, which cost 8–26 % of PostgreSQL's CPU per create that
-    /// fits (five alternated `make bench` pairs), so creates into clusters that have not been queueing use
-    /// `createIfFits`, the same statement without it. Nothing else changes in either case (the proofs are on
-    /// `Scheduler.plan(adding:to:)` and `startsWhenCreated`). No row when the deployment would preempt (`.fullPass`),
-    /// exceeds the cluster's total, or the caller or cluster does not qualify.
+    /// Creates (into the clusters `$1`, by the callers `$2` with their tokens' issue times `$3`, names `$4`, images
+    /// `$5`, requests `$6`–`$8` and priorities `$9`, as arrays in the order given) in one statement read after the
+    /// locks, each decided exactly as if it came alone after the ones before it in its cluster. A recursive walk over
+    /// each cluster's creates in order carries what the ones before left: `available_*`, the running deployments
+    /// they preempted, the lowest priority they started, and the smallest request they put in the queue. Each create
+    /// of a caller who may create there and no larger than the cluster's total is decided by the cheap cases of
+    /// `Scheduler.decide`, then `Scheduler.planSwapping`:
+    /// - `start`: it fits in `available`, so it starts and nothing else changes (proof on `plan(adding:to:)`);
+    /// - `swap`: the lowest-ordered running deployment below its priority (one step along `deployments_running`
+    ///   past the ones already preempted, which must be ordered before every create started in the walk) makes room
+    ///   for it, and the smallest pending request (`smallestFitsSQL` with what the walk queued) does not fit in what
+    ///   is left: it starts and that one goes back to the queue;
+    /// - `wait`: it does not fit in `available` plus every running request below its priority (`startsWhenCreated`
+    ///   by the accounting). The sum is taken only when it does not fit once the deployment `swap` looked at is out
+    ///   (else it fits in the sum). It counts every deployment preempted before it, and every create started before
+    ///   it once one of them is below its priority, which can only make it larger, so a create found waiting waits;
+    /// - anything else changes nothing, and the create is made alone on the general path afterwards.
     ///
-    /// Like every one-round-trip create, it returns the new id, `seq`, version, `available_*` and status, then the
-    /// deployment it preempted (`id, priority, seq, ram/cpu/gpu_required`; NULLs here).
-    static let createIfDecided = Statement(name: "sched_create_if_decided", sql: createSQL(deciding: true))
-    /// `createIfDecided` for `.start` alone: no row unless the request fits in `available`.
-    static let createIfFits = Statement(name: "sched_create_if_fits", sql: createSQL(deciding: false))
-    private static func createSQL(deciding: Bool) -> String {
-        let waits = """
-            WHEN (SELECT NOT ($6 <= c.available_ram + coalesce(sum(r.ram_required), 0)
-                              AND $7 <= c.available_cpu + coalesce(sum(r.cpu_required), 0)
-                              AND $8 <= c.available_gpu + coalesce(sum(r.gpu_required), 0))
-                  FROM deployments r
-                  WHERE r.cluster_id = c.id AND r.status = 'Running' AND r.priority < $9)
-            THEN 'Pending'::deployment_status
-            """
-        return """
-            WITH cluster AS (
-                SELECT c.id, c.organization_id, c.next_seq,
-                       CASE
-                           WHEN $6 <= c.available_ram AND $7 <= c.available_cpu AND $8 <= c.available_gpu
-                           THEN 'Running'::deployment_status
-                           \(deciding ? waits : "")
-                       END AS status
-                FROM users u JOIN clusters c ON c.id = $3 AND \(sqlInScope("c"))
-                WHERE u.id = $1 AND u.tokens_valid_after <= $2
-                  AND $6 <= c.total_ram AND $7 <= c.total_cpu AND $8 <= c.total_gpu
-            ), decided AS (
-                SELECT * FROM cluster WHERE status IS NOT NULL
-            ), inserted AS (
-                INSERT INTO deployments (id, cluster_id, organization_id, owner_id, name, image_path, ram_required,
-                                         cpu_required, gpu_required, priority, status, seq, started_at)
-                SELECT nextval('deployments_id_seq'), c.id, c.organization_id, $1, $4, $5, $6, $7, $8, $9, c.status,
-                       c.next_seq, CASE WHEN c.status = 'Running' THEN now() END
-                FROM decided c
-                RETURNING id, seq, status
-            ), events AS (
-                INSERT INTO deployment_events (deployment_id, cluster_id, kind)
-                SELECT i.id, $3, k.kind
-                FROM inserted i,
-                     unnest(CASE WHEN i.status = 'Running' THEN '{Queued,Started}' ELSE '{Queued}'
-                            END::deployment_event_kind[]) AS k(kind)
-            ), updated AS (
-                UPDATE clusters c
-                SET available_ram = c.available_ram - CASE WHEN d.status = 'Running' THEN $6 ELSE 0 END,
-                    available_cpu = c.available_cpu - CASE WHEN d.status = 'Running' THEN $7 ELSE 0 END,
-                    available_gpu = c.available_gpu - CASE WHEN d.status = 'Running' THEN $8 ELSE 0 END,
-                    next_seq = c.next_seq + 1, version = c.version + 1
-                FROM decided d WHERE c.id = d.id
-                RETURNING c.version, c.available_ram, c.available_cpu, c.available_gpu
-            )
-            SELECT i.id, i.seq, u.version, u.available_ram, u.available_cpu, u.available_gpu, i.status,
-                   NULL, NULL, NULL, NULL, NULL, NULL
-            FROM inserted i, updated u
-            """
-    }
-
-    /// `createIfFits` for several creates into the cluster `$1` (the callers `$2` with their tokens' issue times `$3`,
-    /// names `$4`, images `$5`, requests `$6`–`$8` and priorities `$9`, as arrays in the order given), in one statement:
-    /// each starts when its caller may create there and it fits in what the ones before it left, exactly as
-    /// `createIfFits` one after another would (a recursive walk in that order), and those that do not start change
-    /// nothing. Starting and finishing a statement's executor costs as much as running a create's plan, so a batch's
-    /// creates into one cluster share one. Returns, per create that started, what `createIfFits` returns (its version
-    /// and `available_*` as after it), then its place among them (1-based).
-    static let createAllIfFit = Statement(
-        name: "sched_create_all_if_fit",
+    /// Starting and finishing a statement's executor costs as much as running a create's plan, so a batch's creates
+    /// share one. Returns, per create made, the new id, `seq`, the cluster's version and `available_*` as after it,
+    /// its status, the deployment it preempted (`id, priority, seq, ram/cpu/gpu_required`; NULLs: none), then its
+    /// place in the arrays (1-based).
+    static let createAll = Statement(
+        name: "sched_create_all",
         sql: """
             WITH RECURSIVE input AS (
-                SELECT * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
-                                     $8::bigint[], $9::integer[])
-                    WITH ORDINALITY AS t(caller, issued, name, image, ram, cpu, gpu, priority, n)
+                SELECT t.*, row_number() OVER (PARTITION BY t.cluster ORDER BY t.n) AS k
+                FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[],
+                            $7::bigint[], $8::bigint[], $9::integer[])
+                    WITH ORDINALITY AS t(cluster, caller, issued, name, image, ram, cpu, gpu, priority, n)
             ), cluster AS (
-                SELECT c.id, c.organization_id, c.owner_id, c.next_seq, c.version, c.available_ram, c.available_cpu,
-                       c.available_gpu
-                FROM clusters c WHERE c.id = $1
+                SELECT c.* FROM (SELECT DISTINCT cluster FROM input) x CROSS JOIN LATERAL (
+                    SELECT c.id, c.organization_id, c.owner_id, c.next_seq, c.version, c.available_ram,
+                           c.available_cpu, c.available_gpu, c.total_ram, c.total_cpu, c.total_gpu
+                    FROM clusters c WHERE c.id = x.cluster OFFSET 0
+                ) c
             ), walk AS (
-                SELECT 0::bigint AS n, c.available_ram AS ram, c.available_cpu AS cpu, c.available_gpu AS gpu,
-                       false AS starts, 0::bigint AS started
+                SELECT c.id AS cluster, 0::bigint AS k, 0::bigint AS n, NULL::text AS kind, false AS made_here,
+                       0::bigint AS made,
+                       c.available_ram AS ram, c.available_cpu AS cpu, c.available_gpu AS gpu,
+                       NULL::bigint AS victim, NULL::integer AS victim_priority, NULL::bigint AS victim_seq,
+                       NULL::bigint AS victim_ram, NULL::bigint AS victim_cpu, NULL::bigint AS victim_gpu,
+                       NULL::bigint AS preempted_priority, NULL::bigint AS preempted_seq,
+                       2147483648::bigint AS lowest_started, 0::bigint AS started_ram, 0::bigint AS started_cpu,
+                       0::bigint AS started_gpu, NULL::bigint AS queued_ram, NULL::bigint AS queued_cpu,
+                       NULL::bigint AS queued_gpu
                 FROM cluster c
                 UNION ALL
-                SELECT i.n, w.ram - CASE WHEN s.starts THEN i.ram ELSE 0 END,
-                       w.cpu - CASE WHEN s.starts THEN i.cpu ELSE 0 END,
-                       w.gpu - CASE WHEN s.starts THEN i.gpu ELSE 0 END, s.starts, w.started + s.starts::integer
-                FROM walk w JOIN input i ON i.n = w.n + 1
+                SELECT w.cluster, i.k, i.n, s.kind, s.kind IS NOT NULL, w.made + (s.kind IS NOT NULL)::integer,
+                       w.ram - CASE s.kind WHEN 'start' THEN i.ram WHEN 'swap' THEN i.ram - v.ram_required ELSE 0 END,
+                       w.cpu - CASE s.kind WHEN 'start' THEN i.cpu WHEN 'swap' THEN i.cpu - v.cpu_required ELSE 0 END,
+                       w.gpu - CASE s.kind WHEN 'start' THEN i.gpu WHEN 'swap' THEN i.gpu - v.gpu_required ELSE 0 END,
+                       swapped.id, swapped.priority, swapped.seq, swapped.ram_required, swapped.cpu_required,
+                       swapped.gpu_required, coalesce(swapped.priority, w.preempted_priority),
+                       coalesce(swapped.seq, w.preempted_seq),
+                       CASE WHEN s.kind IN ('start', 'swap') THEN least(w.lowest_started, i.priority)
+                            ELSE w.lowest_started END,
+                       w.started_ram + CASE WHEN s.kind IN ('start', 'swap') THEN i.ram ELSE 0 END,
+                       w.started_cpu + CASE WHEN s.kind IN ('start', 'swap') THEN i.cpu ELSE 0 END,
+                       w.started_gpu + CASE WHEN s.kind IN ('start', 'swap') THEN i.gpu ELSE 0 END,
+                       CASE s.kind WHEN 'wait' THEN least(w.queued_ram, i.ram)
+                                   WHEN 'swap' THEN least(w.queued_ram, v.ram_required) ELSE w.queued_ram END,
+                       CASE s.kind WHEN 'wait' THEN least(w.queued_cpu, i.cpu)
+                                   WHEN 'swap' THEN least(w.queued_cpu, v.cpu_required) ELSE w.queued_cpu END,
+                       CASE s.kind WHEN 'wait' THEN least(w.queued_gpu, i.gpu)
+                                   WHEN 'swap' THEN least(w.queued_gpu, v.gpu_required) ELSE w.queued_gpu END
+                FROM walk w
+                JOIN input i ON i.cluster = w.cluster AND i.k = w.k + 1
+                JOIN cluster c ON c.id = w.cluster
+                LEFT JOIN LATERAL (
+                    SELECT r.id, r.priority, r.seq, r.ram_required, r.cpu_required, r.gpu_required FROM deployments r
+                    WHERE NOT (i.ram <= w.ram AND i.cpu <= w.cpu AND i.gpu <= w.gpu)
+                      AND r.cluster_id = w.cluster AND r.status = 'Running' AND r.priority < i.priority
+                      AND (w.preempted_priority IS NULL OR r.priority > w.preempted_priority
+                           OR (r.priority = w.preempted_priority AND r.seq < w.preempted_seq))
+                    ORDER BY r.priority, r.seq DESC LIMIT 1
+                ) v ON true
                 CROSS JOIN LATERAL (
-                    SELECT i.ram <= w.ram AND i.cpu <= w.cpu AND i.gpu <= w.gpu
-                           AND EXISTS (SELECT FROM users u, cluster c
-                                       WHERE u.id = i.caller AND u.tokens_valid_after <= i.issued
-                                         AND \(sqlInScope("c"))) AS starts
+                    SELECT CASE WHEN w.lowest_started < i.priority THEN w.started_ram ELSE 0 END AS ram,
+                           CASE WHEN w.lowest_started < i.priority THEN w.started_cpu ELSE 0 END AS cpu,
+                           CASE WHEN w.lowest_started < i.priority THEN w.started_gpu ELSE 0 END AS gpu
+                ) b
+                CROSS JOIN LATERAL (
+                    SELECT CASE
+                        WHEN NOT (i.ram <= c.total_ram AND i.cpu <= c.total_cpu AND i.gpu <= c.total_gpu)
+                             OR NOT EXISTS (SELECT FROM users u WHERE u.id = i.caller AND u.tokens_valid_after <= i.issued
+                                                                  AND \(sqlInScope("c")))
+                        THEN NULL
+                        WHEN i.ram <= w.ram AND i.cpu <= w.cpu AND i.gpu <= w.gpu THEN 'start'
+                        WHEN v.priority < w.lowest_started
+                             AND i.ram <= w.ram + v.ram_required AND i.cpu <= w.cpu + v.cpu_required
+                             AND i.gpu <= w.gpu + v.gpu_required
+                             AND NOT coalesce(\(smallestFitsSQL(cluster: "w.cluster", queued: "w.queued") { "w.\($0) + v.\($0)_required - i.\($0)" }),
+                                              false)
+                        THEN 'swap'
+                        WHEN NOT coalesce(i.ram <= w.ram + v.ram_required AND i.cpu <= w.cpu + v.cpu_required
+                                          AND i.gpu <= w.gpu + v.gpu_required, false)
+                             AND (SELECT NOT (i.ram <= w.ram + b.ram + coalesce(sum(r.ram_required), 0)
+                                          AND i.cpu <= w.cpu + b.cpu + coalesce(sum(r.cpu_required), 0)
+                                          AND i.gpu <= w.gpu + b.gpu + coalesce(sum(r.gpu_required), 0))
+                              FROM deployments r
+                              WHERE r.cluster_id = w.cluster AND r.status = 'Running' AND r.priority < i.priority)
+                        THEN 'wait'
+                    END AS kind
+                    OFFSET 0
                 ) s
+                LEFT JOIN LATERAL (SELECT v.* WHERE s.kind = 'swap') swapped ON true
             ), decided AS (
                 SELECT w.*, i.caller, i.name, i.image, i.ram AS ram_required, i.cpu AS cpu_required,
-                       i.gpu AS gpu_required, i.priority, c.next_seq + w.started - 1 AS seq,
-                       c.version + w.started AS version, c.organization_id
-                FROM walk w JOIN input i ON i.n = w.n CROSS JOIN cluster c
-                WHERE w.starts
+                       i.gpu AS gpu_required, i.priority, c.organization_id, c.next_seq + w.made - 1 AS seq,
+                       c.version + w.made AS version
+                FROM walk w JOIN input i ON i.n = w.n JOIN cluster c ON c.id = w.cluster
+                WHERE w.made_here
             ), inserted AS (
                 INSERT INTO deployments (id, cluster_id, organization_id, owner_id, name, image_path, ram_required,
                                          cpu_required, gpu_required, priority, status, seq, started_at)
-                SELECT nextval('deployments_id_seq'), $1, d.organization_id, d.caller, d.name, d.image,
-                       d.ram_required, d.cpu_required, d.gpu_required, d.priority, 'Running', d.seq, now()
+                SELECT nextval('deployments_id_seq'), d.cluster, d.organization_id, d.caller, d.name, d.image,
+                       d.ram_required, d.cpu_required, d.gpu_required, d.priority,
+                       CASE WHEN d.kind = 'wait' THEN 'Pending' ELSE 'Running' END::deployment_status, d.seq,
+                       CASE WHEN d.kind <> 'wait' THEN now() END
                 FROM decided d
                 ORDER BY d.n
-                RETURNING id, seq
+                RETURNING id, cluster_id, seq, status
+            ), preempted AS (
+                UPDATE deployments r SET status = 'Pending', preemptions = r.preemptions + 1
+                FROM decided d WHERE r.id = d.victim AND \(sqlStatus(of: "r", is: "Running"))
             ), events AS (
-                INSERT INTO deployment_events (deployment_id, cluster_id, kind)
-                SELECT i.id, $1, k.kind
-                FROM inserted i, unnest('{Queued,Started}'::deployment_event_kind[]) WITH ORDINALITY AS k(kind, o)
-                ORDER BY i.seq, k.o
+                INSERT INTO deployment_events (deployment_id, cluster_id, kind, caused_by)
+                SELECT CASE WHEN k.kind = 'Preempted' THEN d.victim ELSE i.id END, d.cluster, k.kind,
+                       CASE WHEN k.kind = 'Preempted' THEN i.id END
+                FROM decided d JOIN inserted i ON i.cluster_id = d.cluster AND i.seq = d.seq
+                CROSS JOIN LATERAL unnest(CASE d.kind WHEN 'wait' THEN '{Queued}' WHEN 'start' THEN '{Queued,Started}'
+                                          ELSE '{Queued,Started,Preempted}' END::deployment_event_kind[])
+                    WITH ORDINALITY AS k(kind, o)
+                ORDER BY d.n, k.o
             ), updated AS (
                 UPDATE clusters c
                 SET available_ram = l.ram, available_cpu = l.cpu, available_gpu = l.gpu,
-                    next_seq = c.next_seq + l.started, version = c.version + l.started
-                FROM (SELECT * FROM decided ORDER BY n DESC LIMIT 1) l
-                WHERE c.id = $1
+                    next_seq = c.next_seq + l.made, version = c.version + l.made
+                FROM (SELECT DISTINCT ON (d.cluster) * FROM decided d ORDER BY d.cluster, d.k DESC) l
+                WHERE c.id = l.cluster
             )
-            SELECT i.id, i.seq, d.version, d.ram, d.cpu, d.gpu, 'Running'::deployment_status,
-                   NULL, NULL, NULL, NULL, NULL, NULL, d.n
-            FROM decided d JOIN inserted i ON i.seq = d.seq
+            SELECT i.id, i.seq, d.version, d.ram, d.cpu, d.gpu, i.status, d.victim, d.victim_priority, d.victim_seq,
+                   d.victim_ram, d.victim_cpu, d.victim_gpu, d.n
+            FROM decided d JOIN inserted i ON i.cluster_id = d.cluster AND i.seq = d.seq
             ORDER BY d.n
             """)
 
-    /// `completeIfQueueEmpty`, read after the lock: completes the running deployment `$3` of the caller's scope when
-    /// its cluster has nothing pending (one look-up in a pending index). No row otherwise.
+    /// Completions of the running deployments `$3` (by the callers `$1` with their tokens' issue times `$2`, as
+    /// arrays in the order given) in one statement read after the locks, each decided exactly as if it came alone
+    /// after the ones before it in its cluster, by `Scheduler.planAtQueueHead`: a recursive walk over each cluster's
+    /// completions in order carries `available_*`, the deployments completed and the queue heads started. Its head is
+    /// the first pending deployment past the heads the walk started (one step along `deployments_pending_order`),
+    /// which must be ordered after the completed one (no head: nothing is pending there). A completion applies when
+    /// no running deployment the walk did not complete is below the head's priority and the smallest other pending
+    /// request (`smallestFitsSQL`, past the started heads) does not fit in what is left once the head, if it fits in
+    /// what the completion frees, has started. Any other completion (not running, not the caller's, its cluster not
+    /// locked by `lockClusters`, or another case) changes nothing and is made alone on the general path afterwards.
     ///
-    /// Like every one-round-trip completion, it returns the row, its `seq`, the cluster's new version and
-    /// `available_*`, then the queue head (`id, priority, seq, ram/cpu/gpu_required`; NULLs here) and whether it
-    /// started.
-    static let completeIfQueueEmpty = Statement(
-        name: "sched_complete_if_queue_empty",
+    /// Returns, per completion made, the row, its `seq`, the cluster's new version and `available_*`, then the queue
+    /// head (`id, priority, seq, ram/cpu/gpu_required`; NULLs: none), whether it started, and the completion's place
+    /// in the arrays (1-based).
+    static let completeAll = Statement(
+        name: "sched_complete_all",
         sql: """
-            WITH target AS (
-                SELECT d.id, d.name, d.cluster_id, d.image_path, d.ram_required, d.cpu_required, d.gpu_required,
-                       d.priority, d.seq
-                FROM users u JOIN deployments d ON d.id = $3 AND \(sqlInScope("d"))
-                WHERE u.id = $1 AND u.tokens_valid_after <= $2 AND \(sqlStatus(of: "d", is: "Running"))
-                  AND \(sqlLocked("d.cluster_id"))
-                  AND NOT EXISTS (SELECT FROM deployments p WHERE p.cluster_id = d.cluster_id AND p.status = 'Pending')
-            ), completed AS (
-                UPDATE deployments d SET status = 'Completed', finished_at = now()
-                FROM target t WHERE d.id = t.id AND \(sqlStatus(of: "d", is: "Running"))
-                RETURNING d.id
-            ), events AS (
-                INSERT INTO deployment_events (deployment_id, cluster_id, kind)
-                SELECT t.id, t.cluster_id, 'Completed'::deployment_event_kind FROM target t
-            ), updated AS (
-                UPDATE clusters c
-                SET available_ram = c.available_ram + t.ram_required,
-                    available_cpu = c.available_cpu + t.cpu_required,
-                    available_gpu = c.available_gpu + t.gpu_required, version = c.version + 1
-                FROM target t WHERE c.id = t.cluster_id
-                RETURNING c.version, c.available_ram, c.available_cpu, c.available_gpu
-            )
-            SELECT t.id, t.name, t.cluster_id, t.image_path, t.ram_required, t.cpu_required, t.gpu_required,
-                   'Completed', t.priority, t.seq, u.version, u.available_ram, u.available_cpu, u.available_gpu,
-                   NULL, NULL, NULL, NULL, NULL, NULL, false
-            FROM target t, completed, updated u
-            """)
-
-    /// `Scheduler.planSwapping` in one statement read after the lock, like `createIfDecided`: when the request does not
-    /// fit in `available` but fits once the lowest-ordered running deployment below its priority (one step along
-    /// `deployments_running`) is out, and the smallest pending request (`smallestFitsSQL`) does not fit in what that
-    /// leaves, it inserts the deployment as running, puts that one back in the queue, and writes the events
-    /// (`Queued`, `Started`, `Preempted` naming the new one) and the cluster's accounting. Returns what
-    /// `createIfDecided` returns, with the preempted deployment. No row when that is not the plan or the caller or
-    /// cluster does not qualify.
-    static let createSwapping = Statement(
-        name: "sched_create_swapping",
-        sql: """
-            WITH cluster AS (
-                SELECT c.id, c.organization_id, c.next_seq, c.available_ram, c.available_cpu, c.available_gpu
-                FROM users u JOIN clusters c ON c.id = $3 AND \(sqlInScope("c"))
-                WHERE u.id = $1 AND u.tokens_valid_after <= $2
-                  AND NOT ($6 <= c.available_ram AND $7 <= c.available_cpu AND $8 <= c.available_gpu)
-            ), swap AS (
-                SELECT v.*, c.available_ram + v.ram_required - $6 AS room_ram,
-                       c.available_cpu + v.cpu_required - $7 AS room_cpu,
-                       c.available_gpu + v.gpu_required - $8 AS room_gpu
-                FROM cluster c CROSS JOIN LATERAL (
-                    SELECT r.id, r.priority, r.seq, r.ram_required, r.cpu_required, r.gpu_required FROM deployments r
-                    WHERE r.cluster_id = c.id AND r.status = 'Running' AND r.priority < $9
-                    ORDER BY r.priority, r.seq DESC LIMIT 1
-                ) v
-            ), decided AS (
-                SELECT * FROM swap s
-                WHERE s.room_ram >= 0 AND s.room_cpu >= 0 AND s.room_gpu >= 0
-                  AND NOT coalesce(\(smallestFitsSQL(cluster: "$3") { "s.room_\($0)" }), false)
-            ), inserted AS (
-                INSERT INTO deployments (id, cluster_id, organization_id, owner_id, name, image_path, ram_required,
-                                         cpu_required, gpu_required, priority, status, seq, started_at)
-                SELECT nextval('deployments_id_seq'), c.id, c.organization_id, $1, $4, $5, $6, $7, $8, $9, 'Running',
-                       c.next_seq, now()
-                FROM cluster c, decided
-                RETURNING id, seq
-            ), preempted AS (
-                UPDATE deployments d SET status = 'Pending', preemptions = d.preemptions + 1
-                FROM decided v WHERE d.id = v.id AND \(sqlStatus(of: "d", is: "Running"))
-            ), events AS (
-                INSERT INTO deployment_events (deployment_id, cluster_id, kind, caused_by)
-                SELECT CASE WHEN k.kind = 'Preempted' THEN v.id ELSE i.id END, $3, k.kind,
-                       CASE WHEN k.kind = 'Preempted' THEN i.id END
-                FROM inserted i, decided v,
-                     unnest('{Queued,Started,Preempted}'::deployment_event_kind[]) WITH ORDINALITY AS k(kind, n)
-                ORDER BY k.n
-            ), updated AS (
-                UPDATE clusters c
-                SET available_ram = v.room_ram, available_cpu = v.room_cpu, available_gpu = v.room_gpu,
-                    next_seq = c.next_seq + 1, version = c.version + 1
-                FROM decided v WHERE c.id = $3
-                RETURNING c.version
-            )
-            SELECT i.id, i.seq, u.version, v.room_ram, v.room_cpu, v.room_gpu, 'Running',
-                   v.id, v.priority, v.seq, v.ram_required, v.cpu_required, v.gpu_required
-            FROM inserted i, updated u, decided v
-            """)
-
-    /// `Scheduler.planAtQueueHead` in one statement read after the lock, like `completeIfQueueEmpty`: completes the
-    /// running deployment `$3` of the caller's scope when no running deployment is below the priority of the queue
-    /// head after it (one step along `deployments_pending_order`, then one along `deployments_running`), starts the
-    /// head when it fits in what the completion frees, and the smallest other pending request does not fit in what is
-    /// left. Returns what `completeIfQueueEmpty` returns, with the head (NULLs: none). No row otherwise.
-    static let completeAtQueueHead = Statement(
-        name: "sched_complete_at_queue_head",
-        sql: """
-            WITH target AS (
-                SELECT d.id, d.name, d.cluster_id, d.image_path, d.ram_required, d.cpu_required, d.gpu_required,
-                       d.priority, d.seq, c.available_ram + d.ram_required AS room_ram,
-                       c.available_cpu + d.cpu_required AS room_cpu, c.available_gpu + d.gpu_required AS room_gpu
-                FROM users u JOIN deployments d ON d.id = $3 AND \(sqlInScope("d"))
-                JOIN clusters c ON c.id = d.cluster_id
-                WHERE u.id = $1 AND u.tokens_valid_after <= $2 AND \(sqlStatus(of: "d", is: "Running"))
-                  AND \(sqlLocked("d.cluster_id"))
-            ), head AS (
-                SELECT t.*, h.id AS head_id, h.priority AS head_priority, h.seq AS head_seq,
-                       h.ram_required AS head_ram, h.cpu_required AS head_cpu, h.gpu_required AS head_gpu,
-                       coalesce(h.ram_required <= t.room_ram AND h.cpu_required <= t.room_cpu
-                                AND h.gpu_required <= t.room_gpu, false) AS starts
-                FROM target t LEFT JOIN LATERAL (
+            WITH RECURSIVE input AS (
+                SELECT t.n, d.id, d.name, d.cluster_id AS cluster, d.image_path, d.ram_required AS ram,
+                       d.cpu_required AS cpu, d.gpu_required AS gpu, d.priority, d.seq,
+                       EXISTS (SELECT FROM users u WHERE u.id = t.caller AND u.tokens_valid_after <= t.issued
+                                                    AND \(sqlInScope("d")))
+                           AND \(sqlStatus(of: "d", is: "Running")) AND \(sqlLocked("d.cluster_id")) AS allowed,
+                       row_number() OVER (PARTITION BY d.cluster_id ORDER BY t.n) AS k
+                FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS t(caller, issued, id, n)
+                JOIN deployments d ON d.id = t.id
+            ), cluster AS (
+                SELECT c.* FROM (SELECT DISTINCT cluster FROM input) x CROSS JOIN LATERAL (
+                    SELECT c.id, c.version, c.available_ram, c.available_cpu, c.available_gpu
+                    FROM clusters c WHERE c.id = x.cluster OFFSET 0
+                ) c
+            ), walk AS (
+                SELECT c.id AS cluster, 0::bigint AS k, 0::bigint AS n, false AS applies, 0::bigint AS made,
+                       c.available_ram AS ram, c.available_cpu AS cpu, c.available_gpu AS gpu,
+                       '{}'::bigint[] AS done, '{}'::bigint[] AS heads, NULL::integer AS started_priority,
+                       NULL::bigint AS started_seq, NULL::bigint AS head, NULL::integer AS head_priority,
+                       NULL::bigint AS head_seq, NULL::bigint AS head_ram, NULL::bigint AS head_cpu,
+                       NULL::bigint AS head_gpu, false AS starts
+                FROM cluster c
+                UNION ALL
+                SELECT w.cluster, i.k, i.n, s.applies, w.made + s.applies::integer,
+                       CASE WHEN s.applies THEN x.left_ram ELSE w.ram END,
+                       CASE WHEN s.applies THEN x.left_cpu ELSE w.cpu END,
+                       CASE WHEN s.applies THEN x.left_gpu ELSE w.gpu END,
+                       CASE WHEN s.applies THEN w.done || i.id ELSE w.done END,
+                       CASE WHEN s.applies AND x.starts THEN w.heads || h.id ELSE w.heads END,
+                       CASE WHEN s.applies AND x.starts THEN h.priority ELSE w.started_priority END,
+                       CASE WHEN s.applies AND x.starts THEN h.seq ELSE w.started_seq END,
+                       h.id, h.priority, h.seq, h.ram_required, h.cpu_required, h.gpu_required, x.starts
+                FROM walk w
+                JOIN input i ON i.cluster = w.cluster AND i.k = w.k + 1
+                LEFT JOIN LATERAL (
                     SELECT p.id, p.priority, p.seq, p.ram_required, p.cpu_required, p.gpu_required FROM deployments p
-                    WHERE p.cluster_id = t.cluster_id AND p.status = 'Pending' AND p.priority <= t.priority
+                    WHERE p.cluster_id = w.cluster AND p.status = 'Pending'
+                      AND (w.started_priority IS NULL OR p.priority < w.started_priority
+                           OR (p.priority = w.started_priority AND p.seq > w.started_seq))
                     ORDER BY p.priority DESC, p.seq LIMIT 1
                 ) h ON true
-            ), planned AS (
-                SELECT h.*, h.room_ram - CASE WHEN h.starts THEN h.head_ram ELSE 0 END AS left_ram,
-                       h.room_cpu - CASE WHEN h.starts THEN h.head_cpu ELSE 0 END AS left_cpu,
-                       h.room_gpu - CASE WHEN h.starts THEN h.head_gpu ELSE 0 END AS left_gpu
-                FROM head h
+                CROSS JOIN LATERAL (
+                    SELECT coalesce(h.ram_required <= w.ram + i.ram AND h.cpu_required <= w.cpu + i.cpu
+                                    AND h.gpu_required <= w.gpu + i.gpu, false) AS starts
+                    OFFSET 0
+                ) f
+                CROSS JOIN LATERAL (
+                    SELECT f.starts, w.ram + i.ram - CASE WHEN f.starts THEN h.ram_required ELSE 0 END AS left_ram,
+                           w.cpu + i.cpu - CASE WHEN f.starts THEN h.cpu_required ELSE 0 END AS left_cpu,
+                           w.gpu + i.gpu - CASE WHEN f.starts THEN h.gpu_required ELSE 0 END AS left_gpu
+                ) x
+                CROSS JOIN LATERAL (
+                    SELECT i.allowed AND i.id <> ALL(w.done)
+                           AND (h.id IS NULL
+                                OR (h.priority <= i.priority
+                                    AND NOT EXISTS (SELECT FROM deployments r
+                                                    WHERE r.cluster_id = w.cluster AND r.status = 'Running'
+                                                      AND r.priority < h.priority AND r.id <> ALL(w.done))
+                                    AND NOT coalesce(\(smallestFitsSQL(cluster: "w.cluster", except: "w.heads || h.id") { "x.left_\($0)" }),
+                                                     false))) AS applies
+                    OFFSET 0
+                ) s
             ), decided AS (
-                SELECT * FROM planned x
-                WHERE x.head_id IS NULL
-                   OR (NOT EXISTS (SELECT FROM deployments r
-                                   WHERE r.cluster_id = x.cluster_id AND r.status = 'Running'
-                                     AND r.priority < x.head_priority)
-                       AND NOT coalesce(\(smallestFitsSQL(cluster: "x.cluster_id", except: "x.head_id") { "x.left_\($0)" }),
-                                        false))
+                SELECT w.*, i.id, i.name, i.image_path, i.ram AS ram_required, i.cpu AS cpu_required,
+                       i.gpu AS gpu_required, i.priority, i.seq, c.version + w.made AS version
+                FROM walk w JOIN input i ON i.n = w.n JOIN cluster c ON c.id = w.cluster
+                WHERE w.applies
             ), completed AS (
                 UPDATE deployments d SET status = 'Completed', finished_at = now()
                 FROM decided x WHERE d.id = x.id AND \(sqlStatus(of: "d", is: "Running"))
             ), started AS (
                 UPDATE deployments d SET status = 'Running', started_at = now()
-                FROM decided x WHERE x.starts AND d.id = x.head_id AND \(sqlStatus(of: "d", is: "Pending"))
+                FROM decided x WHERE x.starts AND d.id = x.head AND \(sqlStatus(of: "d", is: "Pending"))
             ), events AS (
                 INSERT INTO deployment_events (deployment_id, cluster_id, kind)
-                SELECT x.id, x.cluster_id, 'Completed'::deployment_event_kind FROM decided x
-                UNION ALL
-                SELECT x.head_id, x.cluster_id, 'Started'::deployment_event_kind FROM decided x WHERE x.starts
+                SELECT e.id, x.cluster, e.kind
+                FROM decided x CROSS JOIN LATERAL (
+                    VALUES (x.id, 'Completed'::deployment_event_kind, 1),
+                           (CASE WHEN x.starts THEN x.head END, 'Started', 2)
+                ) e(id, kind, o)
+                WHERE e.id IS NOT NULL
+                ORDER BY x.n, e.o
             ), updated AS (
                 UPDATE clusters c
-                SET available_ram = x.left_ram, available_cpu = x.left_cpu, available_gpu = x.left_gpu,
-                    version = c.version + 1
-                FROM decided x WHERE c.id = x.cluster_id
-                RETURNING c.version
+                SET available_ram = l.ram, available_cpu = l.cpu, available_gpu = l.gpu, version = c.version + l.made
+                FROM (SELECT DISTINCT ON (x.cluster) * FROM decided x ORDER BY x.cluster, x.k DESC) l
+                WHERE c.id = l.cluster
             )
-            SELECT x.id, x.name, x.cluster_id, x.image_path, x.ram_required, x.cpu_required, x.gpu_required,
-                   'Completed', x.priority, x.seq, u.version, x.left_ram, x.left_cpu, x.left_gpu,
-                   x.head_id, x.head_priority, x.head_seq, x.head_ram, x.head_cpu, x.head_gpu, x.starts
-            FROM decided x, updated u
+            SELECT x.id, x.name, x.cluster, x.image_path, x.ram_required, x.cpu_required, x.gpu_required,
+                   'Completed', x.priority, x.seq, x.version, x.ram, x.cpu, x.gpu,
+                   x.head, x.head_priority, x.head_seq, x.head_ram, x.head_cpu, x.head_gpu, x.starts, x.n
+            FROM decided x
+            ORDER BY x.n
             """)
 
     /// The caller (no row: unknown user or revoked token) and the cluster `$3` (NULLs: not found or not theirs):
@@ -1263,18 +1156,24 @@ enum SchedulerStatements {
     static let pendingMinimumForCompletion = Statement(
         name: "sched_pending_minimum_for_completion",
         sql: pendingMinimumSQL(cluster: "(SELECT d.cluster_id FROM deployments d WHERE d.id = $1)"))
-    /// Whether the smallest pending request of `cluster` (besides the deployment `except`) fits in `room(dimension)`
-    /// in every dimension, NULL when nothing is pending: like `pendingMinimum`, three index look-ups.
-    private static func smallestFitsSQL(cluster: String, except: String? = nil, room: (String) -> String) -> String {
-        dimensions.map { "\(smallestPendingSQL($0, cluster: cluster, except: except)) <= \(room($0))" }
-            .joined(separator: " AND ")
+    /// Whether the smallest pending request of `cluster` fits in `room(dimension)` in every dimension, NULL when nothing
+    /// is pending: like `pendingMinimum`, three index look-ups. The pending deployments in the array `except` are left
+    /// out, and `queued` names the columns (`<queued>_ram`, …) holding the smallest requests a statement queued since
+    /// its snapshot (NULL: none).
+    private static func smallestFitsSQL(
+        cluster: String, except: String? = nil, queued: String? = nil, room: (String) -> String
+    ) -> String {
+        dimensions.map { dimension in
+            let smallest = smallestPendingSQL(dimension, cluster: cluster, except: except)
+            return "\(queued.map { "least(\(smallest), \($0)_\(dimension))" } ?? smallest) <= \(room(dimension))"
+        }.joined(separator: " AND ")
     }
-    /// The smallest pending `dimension` request of `cluster`, besides the deployment `except`: one look-up at the start
-    /// of `deployments_pending_<dimension>`, whose predicate includes `<dimension>_required >= 0` (always true) so that
-    /// no other statement can walk it (migration 6).
+    /// The smallest pending `dimension` request of `cluster`, besides the deployments in the array `except`: one
+    /// look-up at the start of `deployments_pending_<dimension>`, whose predicate includes `<dimension>_required >= 0`
+    /// (always true) so that no other statement can walk it (migration 6).
     private static func smallestPendingSQL(_ dimension: String, cluster: String, except: String? = nil) -> String {
         "(SELECT \(dimension)_required FROM deployments WHERE cluster_id = \(cluster) AND status = 'Pending'"
-            + " AND \(dimension)_required >= 0" + (except.map { " AND id <> \($0)" } ?? "")
+            + " AND \(dimension)_required >= 0" + (except.map { " AND id <> ALL(\($0))" } ?? "")
             + " ORDER BY \(dimension)_required LIMIT 1)"
     }
     private static let dimensions = ["ram", "cpu", "gpu"]

@@ -32,6 +32,7 @@ final class PostgresResult {
     deinit { PQclear(result) }
 
     var rowCount: Int { Int(PQntuples(result)) }
+    var columnCount: Int { Int(PQnfields(result)) }
     var affectedRows: Int { Int(String(cString: PQcmdTuples(result))) ?? 0 }
 
     /// The corresponding libpq functions are `PQgetvalue` and `PQgetisnull`.

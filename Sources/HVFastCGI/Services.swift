@@ -34,7 +34,7 @@ func buildRouter(_ services: Services, openAPI: [UInt8], scoreboard: Scoreboard)
 }
 
 /// The worker's application: the router, and the deployments handler that answers creates together, sharing the
-/// router's scheduler (and so its `PathHints`).
+/// router's scheduler.
 func buildApplication(_ services: Services, openAPI: [UInt8], scoreboard: Scoreboard) -> Application {
     let authenticator = Authenticator(signer: services.signer)
     let queue = DeploymentQueue(redis: services.redis, log: services.log)

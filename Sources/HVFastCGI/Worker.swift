@@ -85,7 +85,7 @@ final class Worker {
 
     /// Answers the request on `connection` and, when it is a create or a completion, the requests already waiting
     /// for a worker, up to `batchLimit` in all: the creates and completions among them in one round trip to
-    /// PostgreSQL where their one-round-trip statements apply (`ClusterScheduler.make`), the others one by one after
+    /// PostgreSQL where its two batch statements decide them (`ClusterScheduler.make`), the others one by one after
     /// them. Under a load of changes they share round trips, the flush, and for creates into one cluster the lock's
     /// cycle and the commit (`docs/decisions.md`, "Changes taken together"); requests taken along wait for those
     /// before them, as they would have waited for a worker. Returns how many requests it answered.

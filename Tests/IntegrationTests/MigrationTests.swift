@@ -277,10 +277,8 @@ import Testing
                 .map { "ALTER TABLE \($0) SET (autovacuum_enabled = off);" }.joined())
         let statements =
             [
-                SchedulerStatements.lock, SchedulerStatements.durable, SchedulerStatements.createIfDecided,
-                SchedulerStatements.createIfFits, SchedulerStatements.createAllIfFit,
-                SchedulerStatements.completeIfQueueEmpty,
-                SchedulerStatements.createSwapping, SchedulerStatements.completeAtQueueHead,
+                SchedulerStatements.lock, SchedulerStatements.durable, SchedulerStatements.createAll,
+                SchedulerStatements.completeAll,
                 SchedulerStatements.clusterForDelete, SchedulerStatements.clusterForCreate,
                 SchedulerStatements.lockDeployment, SchedulerStatements.lockClusters,
                 SchedulerStatements.deploymentForComplete,

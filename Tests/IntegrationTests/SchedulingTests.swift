@@ -619,50 +619,198 @@ struct SchedulingTests {
         #expect(events.int(0, 1) == completedInRoomy.int(0, 0), "each completion has its Completed event")
     }
 
-    /// Creates into one cluster that a batch makes in one statement (`createAllIfFit`) are decided as if they came one
-    /// after another: the second does not fit in what the first left and is made alone after the batch (it waits),
-    /// the third fits and starts in the statement, and the fourth's caller is of another tenant (404, made alone).
-    /// The two that started share a transaction, their `seq`, versions, events, accounting and snapshot are exact.
+    /// Creates that a batch makes in one statement (`createAll`) are decided as if they came one after another, into a
+    /// cluster where `base` (priority 2) runs: the first fits, the second does not fit in what the first left and
+    /// waits, the third fits in what is left, the fourth's caller is of another tenant (404, made alone), and the
+    /// fifth must preempt, and the lowest-ordered running deployment below it is not `base` but a create started in
+    /// the walk, which the statement leaves to the general path: made alone after the batch, it preempts the first.
+    /// The first three share a transaction; `seq`, versions, events, accounting and snapshot are exact.
     @Test func createsMadeInOneStatementAreDecidedAsOneAfterAnother() throws {
         let owner = try api.register("sched-fused")
         let stranger = try api.register("sched-fused-stranger")
         let cluster = try api.createCluster(owner, name: "fused", ram: 10, cpu: "10", gpu: 0)
-        let log = Log(path: nil, level: .error, role: "test")
-        let redis = RedisConnection(endpoint: .unix(path: stack.redisHost), database: 0)
-        let scheduler = ClusterScheduler(
-            database: Database(url: stack.databaseURL, log: log), queue: DeploymentQueue(redis: redis, log: log))
+        let scheduler = directScheduler()
         let now = Int64(Date().timeIntervalSince1970)
-        func create(_ name: String, ram: Int64, by account: Account) -> ClusterScheduler.Change {
+        func create(_ name: String, ram: Int64, priority: Int32 = 1, by account: Account) -> ClusterScheduler.Change {
             let new = ClusterScheduler.NewDeployment(
                 name: name, imagePath: "registry.example.com/team/app:1.0",
-                request: Resources(ram: ram, cpu: 1000, gpu: 0), priority: 1)
+                request: Resources(ram: ram, cpu: 1000, gpu: 0), priority: priority)
             return .create(new, in: cluster, by: Caller(id: account.id, issuedAt: now))
         }
+        let base = try scheduler.make([create("base", ram: 4, priority: 2, by: owner)])
+        #expect((try base[0].get()).status == "Running")
         let made = try scheduler.make([
             create("first", ram: 4, by: owner), create("second", ram: 8, by: owner),
-            create("third", ram: 5, by: owner), create("fourth", ram: 1, by: stranger),
+            create("third", ram: 2, by: owner), create("fourth", ram: 1, by: stranger),
+            create("fifth", ram: 4, priority: 5, by: owner),
         ])
-        #expect(made.map { (try? $0.get())?.status } == ["Running", "Pending", "Running", nil])
+        #expect(made.map { (try? $0.get())?.status } == ["Running", "Pending", "Running", nil, "Running"])
         #expect(throws: HTTPError(404, "Cluster not found")) { try made[3].get() }
 
         let database = try TestDatabase(stack.databaseURL)
         let rows = try database.query(
-            "SELECT name, seq, xmin::text FROM deployments WHERE cluster_id = $1 ORDER BY seq", [String(cluster)])
-        #expect((0..<rows.rowCount).map { rows.string($0, 0) ?? "" } == ["first", "third", "second"])
-        #expect((0..<rows.rowCount).map { rows.int($0, 1) ?? 0 } == [1, 2, 3])
-        #expect(rows.string(0, 2) == rows.string(1, 2) && rows.string(1, 2) != rows.string(2, 2))
+            """
+            SELECT d.name, d.seq, e.xmin::text FROM deployments d
+            JOIN deployment_events e ON e.deployment_id = d.id AND e.kind = 'Queued'
+            WHERE d.cluster_id = $1 ORDER BY d.seq
+            """, [String(cluster)])
+        #expect((0..<rows.rowCount).map { rows.string($0, 0) ?? "" } == ["base", "first", "second", "third", "fifth"])
+        #expect((0..<rows.rowCount).map { rows.int($0, 1) ?? 0 } == [1, 2, 3, 4, 5])
+        let transactions = (0..<rows.rowCount).map { rows.string($0, 2) ?? "" }
+        #expect(Set(transactions[1...3]).count == 1 && !transactions[1...3].contains(transactions[4]))
         let state = try database.clusterState(cluster)
-        #expect(state.available == Resources(ram: 1, cpu: 8000, gpu: 0))
-        #expect(state.version == 3 && state.nextSeq == 4)
+        #expect(state.available == Resources(ram: 0, cpu: 7000, gpu: 0))
+        #expect(state.version == 5 && state.nextSeq == 6)
         #expect(Scheduler.plan(for: state.snapshot) == SchedulingPlan())
-        let events = try database.query(
-            "SELECT d.name, e.kind::text FROM deployment_events e JOIN deployments d ON d.id = e.deployment_id"
-                + " WHERE d.cluster_id = $1 ORDER BY e.id", [String(cluster)])
-        #expect(
-            (0..<events.rowCount).map { "\(events.string($0, 0) ?? "") \(events.string($0, 1) ?? "")" } == [
-                "first Queued", "first Started", "third Queued", "third Started", "second Queued",
-            ])
+        let ids = Dictionary(uniqueKeysWithValues: (base + made).compactMap { try? $0.get() }.map { ($0.name, $0.id) })
+        let fifth = try #require(ids["fifth"])
+        let started = [DeploymentEvent(kind: "Queued"), DeploymentEvent(kind: "Started")]
+        let events = try database.eventsByDeployment(cluster: cluster)
+        #expect(events[try #require(ids["base"])] == started)
+        #expect(events[try #require(ids["first"])] == started + [DeploymentEvent(kind: "Preempted", causedBy: fifth)])
+        #expect(events[try #require(ids["second"])] == [DeploymentEvent(kind: "Queued")])
+        #expect(events[try #require(ids["third"])] == started)
+        #expect(events[fifth] == started)
         try expectRedisMatches(cluster, database)
+    }
+
+    /// Random batches of creates and completions over two small clusters, made directly by `ClusterScheduler.make`
+    /// (so each whole batch reaches the batch statements, `createAll` and `completeAll`, whose walks carry what each
+    /// change leaves to the next, besides the changes they leave to the general path): replaying the changes made, in
+    /// the order of the events they wrote, through the reference plan from the state before the batch gives exactly
+    /// the state after it, with each create answered as the reference decided it and given the next `seq` in that
+    /// order, and every refused change refused with the answer it gets alone.
+    @Test func randomBatchesAreDecidedAsTheirChangesOneAfterAnother() throws {
+        let owner = try api.register("sched-batches")
+        let clusters = [
+            try api.createCluster(owner, name: "b0", ram: 10, cpu: "8", gpu: 2),
+            try api.createCluster(owner, name: "b1", ram: 6, cpu: "6", gpu: 1),
+        ]
+        let scheduler = directScheduler()
+        let database = try TestDatabase(stack.databaseURL)
+        let caller = Caller(id: owner.id, issuedAt: Int64(Date().timeIntervalSince1970))
+        var random = SchedulingRandom(seed: 0x5EED_0003)
+        var finished: [Int64] = []
+        var outcomes: [String: Int] = [:]
+        var sharedTransactions = 0
+        for round in 0..<120 {
+            let before = try clusters.map { try database.clusterState($0) }
+            let lastEvent = try database.query("SELECT coalesce(max(id), 0) FROM deployment_events").int(0, 0) ?? 0
+            // Completions mostly of running deployments, some of pending or finished ones (409).
+            let running = before.flatMap(\.active).filter(\.isRunning).map(\.id)
+            let others = before.flatMap(\.active).filter { !$0.isRunning }.map(\.id) + finished.suffix(3)
+            let changes = (0..<Int.random(in: 1...8, using: &random)).map { index -> ClusterScheduler.Change in
+                let dice = Int.random(in: 0..<10, using: &random)
+                if dice < 5, let target = running.randomElement(using: &random) { return .complete(target, by: caller) }
+                if dice == 5, let target = others.randomElement(using: &random) { return .complete(target, by: caller) }
+                let request = Resources(
+                    ram: .random(in: 0...5, using: &random), cpu: 1000 * .random(in: 0...4, using: &random),
+                    gpu: .random(in: 0...1, using: &random))
+                let new = ClusterScheduler.NewDeployment(
+                    name: "r\(round)-\(index)", imagePath: "registry.example.com/team/app:1.0",
+                    request: Int.random(in: 0..<30, using: &random) == 0 ? Resources(ram: 11, cpu: 0, gpu: 0) : request,
+                    priority: .random(in: 0...3, using: &random))
+                return .create(new, in: clusters.randomElement(using: &random)!, by: caller)
+            }
+            let made = try scheduler.make(changes)
+            // Each change made wrote one first event (`Queued` for a create, `Completed` for a completion).
+            let written = try database.query(
+                """
+                SELECT deployment_id, kind::text, id, xmin::text FROM deployment_events
+                WHERE id > $1 AND kind IN ('Queued', 'Completed') ORDER BY id
+                """, [String(lastEvent)])
+            var order: [(event: Int64, transaction: String, change: Int)] = []
+            for row in 0..<written.rowCount {
+                let deployment = written.int(row, 0)!
+                let index = changes.indices.first { index in
+                    switch (changes[index], made[index]) {
+                    case (.create, .success(let created)):
+                        written.string(row, 1) == "Queued" && created.id == deployment
+                    case (.complete(let id, _), .success): written.string(row, 1) == "Completed" && id == deployment
+                    default: false
+                    }
+                }
+                let change = try #require(index, "round \(round): an event of no change made")
+                order.append((written.int(row, 2)!, written.string(row, 3)!, change))
+            }
+            #expect(order.count == made.filter { (try? $0.get()) != nil }.count, "round \(round)")
+            sharedTransactions += Dictionary(grouping: order, by: \.transaction).values.filter { $0.count > 1 }
+                .map(\.count).reduce(0, +)
+            // The reference, change after change in that order.
+            var expected = Dictionary(uniqueKeysWithValues: zip(clusters, before.map(\.snapshot)))
+            var nextSeq = Dictionary(uniqueKeysWithValues: zip(clusters, before.map(\.nextSeq)))
+            for (_, _, index) in order {
+                let row = try made[index].get()
+                var snapshot = try #require(expected[row.clusterID])
+                let plan: SchedulingPlan
+                switch changes[index] {
+                case .create(let new, _, _):
+                    let seq = try #require(nextSeq[row.clusterID])
+                    nextSeq[row.clusterID] = seq + 1
+                    let stored = try database.query("SELECT seq FROM deployments WHERE id = $1", [String(row.id)])
+                    #expect(stored.int(0, 0) == seq, "round \(round): \(new.name)'s seq")
+                    let deployment = ActiveDeployment(
+                        id: row.id, priority: new.priority, seq: seq, request: new.request, isRunning: false)
+                    snapshot = snapshot.adding(deployment)
+                    plan = Scheduler.plan(for: snapshot)
+                    #expect(
+                        row.status == (plan.start.contains(row.id) ? "Running" : "Pending"),
+                        "round \(round): \(new.name)")
+                    outcomes["create starting \(plan.start.count), preempting \(plan.preempt.count)", default: 0] += 1
+                case .complete(let id, _):
+                    #expect(snapshot.active.first { $0.id == id }?.isRunning == true, "round \(round): \(id)")
+                    snapshot = snapshot.removing(id)
+                    plan = Scheduler.plan(for: snapshot)
+                    finished.append(id)
+                    outcomes["completion starting \(plan.start.count)", default: 0] += 1
+                }
+                for position in snapshot.active.indices {
+                    let id = snapshot.active[position].id
+                    if plan.start.contains(id) { snapshot.active[position].isRunning = true }
+                    if plan.preempt.contains(id) { snapshot.active[position].isRunning = false }
+                }
+                expected[row.clusterID] = snapshot
+            }
+            for (cluster, state) in zip(clusters, before) {
+                let after = try database.clusterState(cluster)
+                let reference = try #require(expected[cluster])
+                #expect(
+                    Set(after.active.map { "\($0.id) \($0.isRunning)" })
+                        == Set(reference.active.map { "\($0.id) \($0.isRunning)" }),
+                    "round \(round): cluster \(cluster)")
+                #expect(after.available == after.capacity - after.runningSum, "round \(round)")
+                let changed = order.filter { (try? made[$0.change].get())?.clusterID == cluster }.count
+                #expect(after.version == state.version + Int64(changed), "round \(round)")
+            }
+            for (change, result) in zip(changes, made) {
+                guard case .failure(let error) = result else { continue }
+                switch change {
+                case .create:
+                    #expect(
+                        error as? HTTPError == HTTPError(422, "Not Enough Resources on the cluster for this deployment")
+                    )
+                case .complete: #expect((error as? HTTPError)?.status == 409, "round \(round): \(error)")
+                }
+            }
+        }
+        for cluster in clusters { try expectRedisMatches(cluster, database) }
+        // Batches of up to 8 changes over two clusters: most changes share a transaction, and every case comes up.
+        let changes = outcomes.values.reduce(0, +)
+        #expect(sharedTransactions * 2 > changes, "\(sharedTransactions) of \(changes)")
+        for outcome in [
+            "create starting 1, preempting 0", "create starting 0, preempting 0",
+            "create starting 1, preempting 1", "completion starting 0", "completion starting 1",
+        ] {
+            #expect((outcomes[outcome] ?? 0) >= 10, "\(outcome): \(outcomes)")
+        }
+    }
+
+    /// A scheduler of this test process, over the suite's PostgreSQL and Redis.
+    private func directScheduler() -> ClusterScheduler {
+        let log = Log(path: nil, level: .error, role: "test")
+        let redis = RedisConnection(endpoint: .unix(path: stack.redisHost), database: 0)
+        return ClusterScheduler(
+            database: Database(url: stack.databaseURL, log: log), queue: DeploymentQueue(redis: redis, log: log))
     }
 
     /// Batches lock all their clusters before their first change, in ascending order, so batches of several workers
