@@ -764,131 +764,149 @@ enum SchedulerStatements {
     /// share one. Returns, per create made, the new id, `seq`, the cluster's version and `available_*` as after it,
     /// its status, the deployment it preempted (`id, priority, seq, ram/cpu/gpu_required`; NULLs: none), then its
     /// place in the arrays (1-based).
-    static let createAll = Statement(
-        name: "sched_create_all",
-        sql: """
-            WITH RECURSIVE input AS (
-                SELECT t.*, row_number() OVER (PARTITION BY t.cluster ORDER BY t.n) AS k
-                FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[],
-                            $7::bigint[], $8::bigint[], $9::integer[])
-                    WITH ORDINALITY AS t(cluster, caller, issued, name, image, ram, cpu, gpu, priority, n)
-            ), cluster AS (
-                SELECT c.* FROM (SELECT DISTINCT cluster FROM input) x CROSS JOIN LATERAL (
-                    SELECT c.id, c.organization_id, c.owner_id, c.next_seq, c.version, c.available_ram,
-                           c.available_cpu, c.available_gpu, c.total_ram, c.total_cpu, c.total_gpu
-                    FROM clusters c WHERE c.id = x.cluster OFFSET 0
-                ) c
-            ), walk AS (
-                SELECT c.id AS cluster, 0::bigint AS k, 0::bigint AS n, NULL::text AS kind, false AS made_here,
-                       0::bigint AS made,
-                       c.available_ram AS ram, c.available_cpu AS cpu, c.available_gpu AS gpu,
-                       NULL::bigint AS victim, NULL::integer AS victim_priority, NULL::bigint AS victim_seq,
-                       NULL::bigint AS victim_ram, NULL::bigint AS victim_cpu, NULL::bigint AS victim_gpu,
-                       NULL::bigint AS preempted_priority, NULL::bigint AS preempted_seq,
-                       2147483648::bigint AS lowest_started, 0::bigint AS started_ram, 0::bigint AS started_cpu,
-                       0::bigint AS started_gpu, NULL::bigint AS queued_ram, NULL::bigint AS queued_cpu,
-                       NULL::bigint AS queued_gpu
-                FROM cluster c
-                UNION ALL
-                SELECT w.cluster, i.k, i.n, s.kind, s.kind IS NOT NULL, w.made + (s.kind IS NOT NULL)::integer,
-                       w.ram - CASE s.kind WHEN 'start' THEN i.ram WHEN 'swap' THEN i.ram - v.ram_required ELSE 0 END,
-                       w.cpu - CASE s.kind WHEN 'start' THEN i.cpu WHEN 'swap' THEN i.cpu - v.cpu_required ELSE 0 END,
-                       w.gpu - CASE s.kind WHEN 'start' THEN i.gpu WHEN 'swap' THEN i.gpu - v.gpu_required ELSE 0 END,
-                       swapped.id, swapped.priority, swapped.seq, swapped.ram_required, swapped.cpu_required,
-                       swapped.gpu_required, coalesce(swapped.priority, w.preempted_priority),
-                       coalesce(swapped.seq, w.preempted_seq),
-                       CASE WHEN s.kind IN ('start', 'swap') THEN least(w.lowest_started, i.priority)
-                            ELSE w.lowest_started END,
-                       w.started_ram + CASE WHEN s.kind IN ('start', 'swap') THEN i.ram ELSE 0 END,
-                       w.started_cpu + CASE WHEN s.kind IN ('start', 'swap') THEN i.cpu ELSE 0 END,
-                       w.started_gpu + CASE WHEN s.kind IN ('start', 'swap') THEN i.gpu ELSE 0 END,
-                       CASE s.kind WHEN 'wait' THEN least(w.queued_ram, i.ram)
-                                   WHEN 'swap' THEN least(w.queued_ram, v.ram_required) ELSE w.queued_ram END,
-                       CASE s.kind WHEN 'wait' THEN least(w.queued_cpu, i.cpu)
-                                   WHEN 'swap' THEN least(w.queued_cpu, v.cpu_required) ELSE w.queued_cpu END,
-                       CASE s.kind WHEN 'wait' THEN least(w.queued_gpu, i.gpu)
-                                   WHEN 'swap' THEN least(w.queued_gpu, v.gpu_required) ELSE w.queued_gpu END
-                FROM walk w
-                JOIN input i ON i.cluster = w.cluster AND i.k = w.k + 1
-                JOIN cluster c ON c.id = w.cluster
-                LEFT JOIN LATERAL (
-                    SELECT r.id, r.priority, r.seq, r.ram_required, r.cpu_required, r.gpu_required FROM deployments r
-                    WHERE NOT (i.ram <= w.ram AND i.cpu <= w.cpu AND i.gpu <= w.gpu)
-                      AND r.cluster_id = w.cluster AND r.status = 'Running' AND r.priority < i.priority
-                      AND (w.preempted_priority IS NULL OR r.priority > w.preempted_priority
-                           OR (r.priority = w.preempted_priority AND r.seq < w.preempted_seq))
-                    ORDER BY r.priority, r.seq DESC LIMIT 1
-                ) v ON true
-                CROSS JOIN LATERAL (
-                    SELECT CASE WHEN w.lowest_started < i.priority THEN w.started_ram ELSE 0 END AS ram,
-                           CASE WHEN w.lowest_started < i.priority THEN w.started_cpu ELSE 0 END AS cpu,
-                           CASE WHEN w.lowest_started < i.priority THEN w.started_gpu ELSE 0 END AS gpu
-                ) b
-                CROSS JOIN LATERAL (
-                    SELECT CASE
-                        WHEN NOT (i.ram <= c.total_ram AND i.cpu <= c.total_cpu AND i.gpu <= c.total_gpu)
-                             OR NOT EXISTS (SELECT FROM users u WHERE u.id = i.caller AND u.tokens_valid_after <= i.issued
-                                                                  AND \(sqlInScope("c")))
-                        THEN NULL
-                        WHEN i.ram <= w.ram AND i.cpu <= w.cpu AND i.gpu <= w.gpu THEN 'start'
-                        WHEN v.priority < w.lowest_started
-                             AND i.ram <= w.ram + v.ram_required AND i.cpu <= w.cpu + v.cpu_required
-                             AND i.gpu <= w.gpu + v.gpu_required
-                             AND NOT coalesce(\(smallestFitsSQL(cluster: "w.cluster", queued: "w.queued") { "w.\($0) + v.\($0)_required - i.\($0)" }),
-                                              false)
-                        THEN 'swap'
-                        WHEN NOT coalesce(i.ram <= w.ram + v.ram_required AND i.cpu <= w.cpu + v.cpu_required
-                                          AND i.gpu <= w.gpu + v.gpu_required, false)
-                             AND (SELECT NOT (i.ram <= w.ram + b.ram + coalesce(sum(r.ram_required), 0)
-                                          AND i.cpu <= w.cpu + b.cpu + coalesce(sum(r.cpu_required), 0)
-                                          AND i.gpu <= w.gpu + b.gpu + coalesce(sum(r.gpu_required), 0))
-                              FROM deployments r
-                              WHERE r.cluster_id = w.cluster AND r.status = 'Running' AND r.priority < i.priority)
-                        THEN 'wait'
-                    END AS kind
-                    OFFSET 0
-                ) s
-                LEFT JOIN LATERAL (SELECT v.* WHERE s.kind = 'swap') swapped ON true
-            ), decided AS (
-                SELECT w.*, i.caller, i.name, i.image, i.ram AS ram_required, i.cpu AS cpu_required,
-                       i.gpu AS gpu_required, i.priority, c.organization_id, c.next_seq + w.made - 1 AS seq,
-                       c.version + w.made AS version
-                FROM walk w JOIN input i ON i.n = w.n JOIN cluster c ON c.id = w.cluster
-                WHERE w.made_here
-            ), inserted AS (
-                INSERT INTO deployments (id, cluster_id, organization_id, owner_id, name, image_path, ram_required,
-                                         cpu_required, gpu_required, priority, status, seq, started_at)
-                SELECT nextval('deployments_id_seq'), d.cluster, d.organization_id, d.caller, d.name, d.image,
-                       d.ram_required, d.cpu_required, d.gpu_required, d.priority,
-                       CASE WHEN d.kind = 'wait' THEN 'Pending' ELSE 'Running' END::deployment_status, d.seq,
-                       CASE WHEN d.kind <> 'wait' THEN now() END
-                FROM decided d
-                ORDER BY d.n
-                RETURNING id, cluster_id, seq, status
-            ), preempted AS (
-                UPDATE deployments r SET status = 'Pending', preemptions = r.preemptions + 1
-                FROM decided d WHERE r.id = d.victim AND \(sqlStatus(of: "r", is: "Running"))
-            ), events AS (
-                INSERT INTO deployment_events (deployment_id, cluster_id, kind, caused_by)
-                SELECT CASE WHEN k.kind = 'Preempted' THEN d.victim ELSE i.id END, d.cluster, k.kind,
-                       CASE WHEN k.kind = 'Preempted' THEN i.id END
+    static let createAll = createAllStatement()
+    private static func createAllStatement() -> Statement {
+        let running = ("w.running_from_priority", "w.running_from_seq")
+        let pending = ("w.pending_from_priority", "w.pending_from_seq")
+        let new = ("i.priority", "c.next_seq + w.made")
+        let startedTail = sqlFirstInTail(running, new)
+        let queuedHead = sqlFirstInQueue(pending, new)
+        let preemptedHead = sqlFirstInQueue(pending, ("v.priority", "v.seq"))
+        return Statement(
+            name: "sched_create_all",
+            sql: """
+                WITH RECURSIVE input AS (
+                    SELECT t.*, row_number() OVER (PARTITION BY t.cluster ORDER BY t.n) AS k
+                    FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[],
+                                $7::bigint[], $8::bigint[], $9::integer[])
+                        WITH ORDINALITY AS t(cluster, caller, issued, name, image, ram, cpu, gpu, priority, n)
+                ), cluster AS (
+                    SELECT c.* FROM (SELECT DISTINCT cluster FROM input) x CROSS JOIN LATERAL (
+                        SELECT c.id, c.organization_id, c.owner_id, c.next_seq, c.version, c.available_ram,
+                               c.available_cpu, c.available_gpu, c.total_ram, c.total_cpu, c.total_gpu,
+                               c.running_from_priority, c.running_from_seq, c.pending_from_priority, c.pending_from_seq
+                        FROM clusters c WHERE c.id = x.cluster OFFSET 0
+                    ) c
+                ), walk AS (
+                    SELECT c.id AS cluster, 0::bigint AS k, 0::bigint AS n, NULL::text AS kind, false AS made_here,
+                           0::bigint AS made,
+                           c.available_ram AS ram, c.available_cpu AS cpu, c.available_gpu AS gpu,
+                           NULL::bigint AS victim, NULL::integer AS victim_priority, NULL::bigint AS victim_seq,
+                           NULL::bigint AS victim_ram, NULL::bigint AS victim_cpu, NULL::bigint AS victim_gpu,
+                           c.running_from_priority, c.running_from_seq, c.pending_from_priority, c.pending_from_seq,
+                           2147483648::bigint AS lowest_started, 0::bigint AS started_ram, 0::bigint AS started_cpu,
+                           0::bigint AS started_gpu, NULL::bigint AS queued_ram, NULL::bigint AS queued_cpu,
+                           NULL::bigint AS queued_gpu
+                    FROM cluster c
+                    UNION ALL
+                    SELECT w.cluster, i.k, i.n, s.kind, s.kind IS NOT NULL, w.made + (s.kind IS NOT NULL)::integer,
+                           w.ram - CASE s.kind WHEN 'start' THEN i.ram WHEN 'swap' THEN i.ram - v.ram_required ELSE 0 END,
+                           w.cpu - CASE s.kind WHEN 'start' THEN i.cpu WHEN 'swap' THEN i.cpu - v.cpu_required ELSE 0 END,
+                           w.gpu - CASE s.kind WHEN 'start' THEN i.gpu WHEN 'swap' THEN i.gpu - v.gpu_required ELSE 0 END,
+                           swapped.id, swapped.priority, swapped.seq, swapped.ram_required, swapped.cpu_required,
+                           swapped.gpu_required, m.running_from_priority, m.running_from_seq, m.pending_from_priority,
+                           m.pending_from_seq,
+                           CASE WHEN s.kind IN ('start', 'swap') THEN least(w.lowest_started, i.priority)
+                                ELSE w.lowest_started END,
+                           w.started_ram + CASE WHEN s.kind IN ('start', 'swap') THEN i.ram ELSE 0 END,
+                           w.started_cpu + CASE WHEN s.kind IN ('start', 'swap') THEN i.cpu ELSE 0 END,
+                           w.started_gpu + CASE WHEN s.kind IN ('start', 'swap') THEN i.gpu ELSE 0 END,
+                           CASE s.kind WHEN 'wait' THEN least(w.queued_ram, i.ram)
+                                       WHEN 'swap' THEN least(w.queued_ram, v.ram_required) ELSE w.queued_ram END,
+                           CASE s.kind WHEN 'wait' THEN least(w.queued_cpu, i.cpu)
+                                       WHEN 'swap' THEN least(w.queued_cpu, v.cpu_required) ELSE w.queued_cpu END,
+                           CASE s.kind WHEN 'wait' THEN least(w.queued_gpu, i.gpu)
+                                       WHEN 'swap' THEN least(w.queued_gpu, v.gpu_required) ELSE w.queued_gpu END
+                    FROM walk w
+                    JOIN input i ON i.cluster = w.cluster AND i.k = w.k + 1
+                    JOIN cluster c ON c.id = w.cluster
+                    LEFT JOIN LATERAL (
+                        \(runningTailSQL(cluster: "w.cluster", from: "w", below: "i.priority",
+                                      when: "NOT (i.ram <= w.ram AND i.cpu <= w.cpu AND i.gpu <= w.gpu)"))
+                    ) v ON true
+                    CROSS JOIN LATERAL (
+                        SELECT CASE WHEN w.lowest_started < i.priority THEN w.started_ram ELSE 0 END AS ram,
+                               CASE WHEN w.lowest_started < i.priority THEN w.started_cpu ELSE 0 END AS cpu,
+                               CASE WHEN w.lowest_started < i.priority THEN w.started_gpu ELSE 0 END AS gpu
+                    ) b
+                    CROSS JOIN LATERAL (
+                        SELECT CASE
+                            WHEN NOT (i.ram <= c.total_ram AND i.cpu <= c.total_cpu AND i.gpu <= c.total_gpu)
+                                 OR NOT EXISTS (SELECT FROM users u WHERE u.id = i.caller AND u.tokens_valid_after <= i.issued
+                                                                      AND \(sqlInScope("c")))
+                            THEN NULL
+                            WHEN i.ram <= w.ram AND i.cpu <= w.cpu AND i.gpu <= w.gpu THEN 'start'
+                            WHEN v.priority < w.lowest_started
+                                 AND i.ram <= w.ram + v.ram_required AND i.cpu <= w.cpu + v.cpu_required
+                                 AND i.gpu <= w.gpu + v.gpu_required
+                                 AND NOT coalesce(\(smallestFitsSQL(cluster: "w.cluster", queued: "w.queued") { "w.\($0) + v.\($0)_required - i.\($0)" }),
+                                                  false)
+                            THEN 'swap'
+                            WHEN NOT coalesce(i.ram <= w.ram + v.ram_required AND i.cpu <= w.cpu + v.cpu_required
+                                              AND i.gpu <= w.gpu + v.gpu_required, false)
+                                 AND (SELECT NOT (i.ram <= w.ram + b.ram + coalesce(sum(r.ram_required), 0)
+                                              AND i.cpu <= w.cpu + b.cpu + coalesce(sum(r.cpu_required), 0)
+                                              AND i.gpu <= w.gpu + b.gpu + coalesce(sum(r.gpu_required), 0))
+                                  FROM deployments r
+                                  WHERE r.cluster_id = w.cluster AND r.status = 'Running' AND r.priority < i.priority)
+                            THEN 'wait'
+                        END AS kind
+                        OFFSET 0
+                    ) s
+                    LEFT JOIN LATERAL (SELECT v.* WHERE s.kind = 'swap') swapped ON true
+                    CROSS JOIN LATERAL (
+                        SELECT CASE s.kind WHEN 'start' THEN \(startedTail[0]) WHEN 'swap' THEN v.priority
+                                           ELSE w.running_from_priority END AS running_from_priority,
+                               CASE s.kind WHEN 'start' THEN \(startedTail[1]) WHEN 'swap' THEN v.seq - 1
+                                           ELSE w.running_from_seq END AS running_from_seq,
+                               CASE s.kind WHEN 'wait' THEN \(queuedHead[0]) WHEN 'swap' THEN \(preemptedHead[0])
+                                           ELSE w.pending_from_priority END AS pending_from_priority,
+                               CASE s.kind WHEN 'wait' THEN \(queuedHead[1]) WHEN 'swap' THEN \(preemptedHead[1])
+                                           ELSE w.pending_from_seq END AS pending_from_seq
+                    ) m
+                ), decided AS (
+                    SELECT w.*, i.caller, i.name, i.image, i.ram AS ram_required, i.cpu AS cpu_required,
+                           i.gpu AS gpu_required, i.priority, c.organization_id, c.next_seq + w.made - 1 AS seq,
+                           c.version + w.made AS version
+                    FROM walk w JOIN input i ON i.n = w.n JOIN cluster c ON c.id = w.cluster
+                    WHERE w.made_here
+                ), inserted AS (
+                    INSERT INTO deployments (id, cluster_id, organization_id, owner_id, name, image_path, ram_required,
+                                             cpu_required, gpu_required, priority, status, seq, started_at)
+                    SELECT nextval('deployments_id_seq'), d.cluster, d.organization_id, d.caller, d.name, d.image,
+                           d.ram_required, d.cpu_required, d.gpu_required, d.priority,
+                           CASE WHEN d.kind = 'wait' THEN 'Pending' ELSE 'Running' END::deployment_status, d.seq,
+                           CASE WHEN d.kind <> 'wait' THEN now() END
+                    FROM decided d
+                    ORDER BY d.n
+                    RETURNING id, cluster_id, seq, status
+                ), preempted AS (
+                    UPDATE deployments r SET status = 'Pending', preemptions = r.preemptions + 1
+                    FROM decided d WHERE r.id = d.victim AND \(sqlStatus(of: "r", is: "Running"))
+                ), events AS (
+                    INSERT INTO deployment_events (deployment_id, cluster_id, kind, caused_by)
+                    SELECT CASE WHEN k.kind = 'Preempted' THEN d.victim ELSE i.id END, d.cluster, k.kind,
+                           CASE WHEN k.kind = 'Preempted' THEN i.id END
+                    FROM decided d JOIN inserted i ON i.cluster_id = d.cluster AND i.seq = d.seq
+                    CROSS JOIN LATERAL unnest(CASE d.kind WHEN 'wait' THEN '{Queued}' WHEN 'start' THEN '{Queued,Started}'
+                                              ELSE '{Queued,Started,Preempted}' END::deployment_event_kind[])
+                        WITH ORDINALITY AS k(kind, o)
+                    ORDER BY d.n, k.o
+                ), updated AS (
+                    UPDATE clusters c
+                    SET available_ram = l.ram, available_cpu = l.cpu, available_gpu = l.gpu,
+                        next_seq = c.next_seq + l.made, version = c.version + l.made,
+                        running_from_priority = l.running_from_priority, running_from_seq = l.running_from_seq,
+                        pending_from_priority = l.pending_from_priority, pending_from_seq = l.pending_from_seq
+                    FROM (SELECT DISTINCT ON (d.cluster) * FROM decided d ORDER BY d.cluster, d.k DESC) l
+                    WHERE c.id = l.cluster
+                )
+                SELECT i.id, i.seq, d.version, d.ram, d.cpu, d.gpu, i.status, d.victim, d.victim_priority, d.victim_seq,
+                       d.victim_ram, d.victim_cpu, d.victim_gpu, d.n
                 FROM decided d JOIN inserted i ON i.cluster_id = d.cluster AND i.seq = d.seq
-                CROSS JOIN LATERAL unnest(CASE d.kind WHEN 'wait' THEN '{Queued}' WHEN 'start' THEN '{Queued,Started}'
-                                          ELSE '{Queued,Started,Preempted}' END::deployment_event_kind[])
-                    WITH ORDINALITY AS k(kind, o)
-                ORDER BY d.n, k.o
-            ), updated AS (
-                UPDATE clusters c
-                SET available_ram = l.ram, available_cpu = l.cpu, available_gpu = l.gpu,
-                    next_seq = c.next_seq + l.made, version = c.version + l.made
-                FROM (SELECT DISTINCT ON (d.cluster) * FROM decided d ORDER BY d.cluster, d.k DESC) l
-                WHERE c.id = l.cluster
-            )
-            SELECT i.id, i.seq, d.version, d.ram, d.cpu, d.gpu, i.status, d.victim, d.victim_priority, d.victim_seq,
-                   d.victim_ram, d.victim_cpu, d.victim_gpu, d.n
-            FROM decided d JOIN inserted i ON i.cluster_id = d.cluster AND i.seq = d.seq
-            ORDER BY d.n
-            """)
+                ORDER BY d.n
+                """)
+    }
 
     /// Completions of the running deployments `$3` (by the callers `$1` with their tokens' issue times `$2`, as
     /// arrays in the order given) in one statement read after the locks, each decided exactly as if it came alone
@@ -904,103 +922,107 @@ enum SchedulerStatements {
     /// Returns, per completion made, the row, its `seq`, the cluster's new version and `available_*`, then the queue
     /// head (`id, priority, seq, ram/cpu/gpu_required`; NULLs: none), whether it started, and the completion's place
     /// in the arrays (1-based).
-    static let completeAll = Statement(
-        name: "sched_complete_all",
-        sql: """
-            WITH RECURSIVE input AS (
-                SELECT t.n, d.id, d.name, d.cluster_id AS cluster, d.image_path, d.ram_required AS ram,
-                       d.cpu_required AS cpu, d.gpu_required AS gpu, d.priority, d.seq,
-                       EXISTS (SELECT FROM users u WHERE u.id = t.caller AND u.tokens_valid_after <= t.issued
-                                                    AND \(sqlInScope("d")))
-                           AND \(sqlStatus(of: "d", is: "Running")) AND \(sqlLocked("d.cluster_id")) AS allowed,
-                       row_number() OVER (PARTITION BY d.cluster_id ORDER BY t.n) AS k
-                FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS t(caller, issued, id, n)
-                JOIN deployments d ON d.id = t.id
-            ), cluster AS (
-                SELECT c.* FROM (SELECT DISTINCT cluster FROM input) x CROSS JOIN LATERAL (
-                    SELECT c.id, c.version, c.available_ram, c.available_cpu, c.available_gpu
-                    FROM clusters c WHERE c.id = x.cluster OFFSET 0
-                ) c
-            ), walk AS (
-                SELECT c.id AS cluster, 0::bigint AS k, 0::bigint AS n, false AS applies, 0::bigint AS made,
-                       c.available_ram AS ram, c.available_cpu AS cpu, c.available_gpu AS gpu,
-                       '{}'::bigint[] AS done, '{}'::bigint[] AS heads, NULL::integer AS started_priority,
-                       NULL::bigint AS started_seq, NULL::bigint AS head, NULL::integer AS head_priority,
-                       NULL::bigint AS head_seq, NULL::bigint AS head_ram, NULL::bigint AS head_cpu,
-                       NULL::bigint AS head_gpu, false AS starts
-                FROM cluster c
-                UNION ALL
-                SELECT w.cluster, i.k, i.n, s.applies, w.made + s.applies::integer,
-                       CASE WHEN s.applies THEN x.left_ram ELSE w.ram END,
-                       CASE WHEN s.applies THEN x.left_cpu ELSE w.cpu END,
-                       CASE WHEN s.applies THEN x.left_gpu ELSE w.gpu END,
-                       CASE WHEN s.applies THEN w.done || i.id ELSE w.done END,
-                       CASE WHEN s.applies AND x.starts THEN w.heads || h.id ELSE w.heads END,
-                       CASE WHEN s.applies AND x.starts THEN h.priority ELSE w.started_priority END,
-                       CASE WHEN s.applies AND x.starts THEN h.seq ELSE w.started_seq END,
-                       h.id, h.priority, h.seq, h.ram_required, h.cpu_required, h.gpu_required, x.starts
-                FROM walk w
-                JOIN input i ON i.cluster = w.cluster AND i.k = w.k + 1
-                LEFT JOIN LATERAL (
-                    SELECT p.id, p.priority, p.seq, p.ram_required, p.cpu_required, p.gpu_required FROM deployments p
-                    WHERE p.cluster_id = w.cluster AND p.status = 'Pending'
-                      AND (w.started_priority IS NULL OR p.priority < w.started_priority
-                           OR (p.priority = w.started_priority AND p.seq > w.started_seq))
-                    ORDER BY p.priority DESC, p.seq LIMIT 1
-                ) h ON true
-                CROSS JOIN LATERAL (
-                    SELECT coalesce(h.ram_required <= w.ram + i.ram AND h.cpu_required <= w.cpu + i.cpu
-                                    AND h.gpu_required <= w.gpu + i.gpu, false) AS starts
-                    OFFSET 0
-                ) f
-                CROSS JOIN LATERAL (
-                    SELECT f.starts, w.ram + i.ram - CASE WHEN f.starts THEN h.ram_required ELSE 0 END AS left_ram,
-                           w.cpu + i.cpu - CASE WHEN f.starts THEN h.cpu_required ELSE 0 END AS left_cpu,
-                           w.gpu + i.gpu - CASE WHEN f.starts THEN h.gpu_required ELSE 0 END AS left_gpu
-                ) x
-                CROSS JOIN LATERAL (
-                    SELECT i.allowed AND i.id <> ALL(w.done)
-                           AND (h.id IS NULL
-                                OR (h.priority <= i.priority
-                                    AND NOT EXISTS (SELECT FROM deployments r
-                                                    WHERE r.cluster_id = w.cluster AND r.status = 'Running'
-                                                      AND r.priority < h.priority AND r.id <> ALL(w.done))
-                                    AND NOT coalesce(\(smallestFitsSQL(cluster: "w.cluster", except: "w.heads || h.id") { "x.left_\($0)" }),
-                                                     false))) AS applies
-                    OFFSET 0
-                ) s
-            ), decided AS (
-                SELECT w.*, i.id, i.name, i.image_path, i.ram AS ram_required, i.cpu AS cpu_required,
-                       i.gpu AS gpu_required, i.priority, i.seq, c.version + w.made AS version
-                FROM walk w JOIN input i ON i.n = w.n JOIN cluster c ON c.id = w.cluster
-                WHERE w.applies
-            ), completed AS (
-                UPDATE deployments d SET status = 'Completed', finished_at = now()
-                FROM decided x WHERE d.id = x.id AND \(sqlStatus(of: "d", is: "Running"))
-            ), started AS (
-                UPDATE deployments d SET status = 'Running', started_at = now()
-                FROM decided x WHERE x.starts AND d.id = x.head AND \(sqlStatus(of: "d", is: "Pending"))
-            ), events AS (
-                INSERT INTO deployment_events (deployment_id, cluster_id, kind)
-                SELECT e.id, x.cluster, e.kind
-                FROM decided x CROSS JOIN LATERAL (
-                    VALUES (x.id, 'Completed'::deployment_event_kind, 1),
-                           (CASE WHEN x.starts THEN x.head END, 'Started', 2)
-                ) e(id, kind, o)
-                WHERE e.id IS NOT NULL
-                ORDER BY x.n, e.o
-            ), updated AS (
-                UPDATE clusters c
-                SET available_ram = l.ram, available_cpu = l.cpu, available_gpu = l.gpu, version = c.version + l.made
-                FROM (SELECT DISTINCT ON (x.cluster) * FROM decided x ORDER BY x.cluster, x.k DESC) l
-                WHERE c.id = l.cluster
-            )
-            SELECT x.id, x.name, x.cluster, x.image_path, x.ram_required, x.cpu_required, x.gpu_required,
-                   'Completed', x.priority, x.seq, x.version, x.ram, x.cpu, x.gpu,
-                   x.head, x.head_priority, x.head_seq, x.head_ram, x.head_cpu, x.head_gpu, x.starts, x.n
-            FROM decided x
-            ORDER BY x.n
-            """)
+    static let completeAll = completeAllStatement()
+    private static func completeAllStatement() -> Statement {
+        let startedTail = sqlFirstInTail(("w.running_from_priority", "w.running_from_seq"), ("h.priority", "h.seq"))
+        return Statement(
+            name: "sched_complete_all",
+            sql: """
+                WITH RECURSIVE input AS (
+                    SELECT t.n, d.id, d.name, d.cluster_id AS cluster, d.image_path, d.ram_required AS ram,
+                           d.cpu_required AS cpu, d.gpu_required AS gpu, d.priority, d.seq,
+                           EXISTS (SELECT FROM users u WHERE u.id = t.caller AND u.tokens_valid_after <= t.issued
+                                                        AND \(sqlInScope("d")))
+                               AND \(sqlStatus(of: "d", is: "Running")) AND \(sqlLocked("d.cluster_id")) AS allowed,
+                           row_number() OVER (PARTITION BY d.cluster_id ORDER BY t.n) AS k
+                    FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS t(caller, issued, id, n)
+                    JOIN deployments d ON d.id = t.id
+                ), cluster AS (
+                    SELECT c.* FROM (SELECT DISTINCT cluster FROM input) x CROSS JOIN LATERAL (
+                        SELECT c.id, c.version, c.available_ram, c.available_cpu, c.available_gpu, c.running_from_priority,
+                               c.running_from_seq, c.pending_from_priority, c.pending_from_seq
+                        FROM clusters c WHERE c.id = x.cluster OFFSET 0
+                    ) c
+                ), walk AS (
+                    SELECT c.id AS cluster, 0::bigint AS k, 0::bigint AS n, false AS applies, 0::bigint AS made,
+                           c.available_ram AS ram, c.available_cpu AS cpu, c.available_gpu AS gpu,
+                           '{}'::bigint[] AS done, '{}'::bigint[] AS heads, c.running_from_priority, c.running_from_seq,
+                           c.pending_from_priority, c.pending_from_seq, NULL::bigint AS head, NULL::integer AS head_priority,
+                           NULL::bigint AS head_seq, NULL::bigint AS head_ram, NULL::bigint AS head_cpu,
+                           NULL::bigint AS head_gpu, false AS starts
+                    FROM cluster c
+                    UNION ALL
+                    SELECT w.cluster, i.k, i.n, s.applies, w.made + s.applies::integer,
+                           CASE WHEN s.applies THEN x.left_ram ELSE w.ram END,
+                           CASE WHEN s.applies THEN x.left_cpu ELSE w.cpu END,
+                           CASE WHEN s.applies THEN x.left_gpu ELSE w.gpu END,
+                           CASE WHEN s.applies THEN w.done || i.id ELSE w.done END,
+                           CASE WHEN s.applies AND x.starts THEN w.heads || h.id ELSE w.heads END,
+                           CASE WHEN s.applies AND x.starts THEN \(startedTail[0]) ELSE w.running_from_priority END,
+                           CASE WHEN s.applies AND x.starts THEN \(startedTail[1]) ELSE w.running_from_seq END,
+                           coalesce(h.priority, w.pending_from_priority),
+                           CASE WHEN h.id IS NULL THEN w.pending_from_seq WHEN s.applies AND x.starts THEN h.seq + 1
+                                ELSE h.seq END,
+                           h.id, h.priority, h.seq, h.ram_required, h.cpu_required, h.gpu_required, x.starts
+                    FROM walk w
+                    JOIN input i ON i.cluster = w.cluster AND i.k = w.k + 1
+                    LEFT JOIN LATERAL (\(queueHeadSQL(cluster: "w.cluster", from: "w"))) h ON true
+                    CROSS JOIN LATERAL (
+                        SELECT coalesce(h.ram_required <= w.ram + i.ram AND h.cpu_required <= w.cpu + i.cpu
+                                        AND h.gpu_required <= w.gpu + i.gpu, false) AS starts
+                        OFFSET 0
+                    ) f
+                    CROSS JOIN LATERAL (
+                        SELECT f.starts, w.ram + i.ram - CASE WHEN f.starts THEN h.ram_required ELSE 0 END AS left_ram,
+                               w.cpu + i.cpu - CASE WHEN f.starts THEN h.cpu_required ELSE 0 END AS left_cpu,
+                               w.gpu + i.gpu - CASE WHEN f.starts THEN h.gpu_required ELSE 0 END AS left_gpu
+                    ) x
+                    CROSS JOIN LATERAL (
+                        SELECT i.allowed AND i.id <> ALL(w.done)
+                               AND (h.id IS NULL
+                                    OR (h.priority <= i.priority
+                                        AND NOT EXISTS (SELECT FROM deployments r
+                                                        WHERE r.cluster_id = w.cluster AND r.status = 'Running'
+                                                          AND r.priority < h.priority AND r.id <> ALL(w.done))
+                                        AND NOT coalesce(\(smallestFitsSQL(cluster: "w.cluster", except: "w.heads || h.id") { "x.left_\($0)" }),
+                                                         false))) AS applies
+                        OFFSET 0
+                    ) s
+                ), decided AS (
+                    SELECT w.*, i.id, i.name, i.image_path, i.ram AS ram_required, i.cpu AS cpu_required,
+                           i.gpu AS gpu_required, i.priority, i.seq, c.version + w.made AS version
+                    FROM walk w JOIN input i ON i.n = w.n JOIN cluster c ON c.id = w.cluster
+                    WHERE w.applies
+                ), completed AS (
+                    UPDATE deployments d SET status = 'Completed', finished_at = now()
+                    FROM decided x WHERE d.id = x.id AND \(sqlStatus(of: "d", is: "Running"))
+                ), started AS (
+                    UPDATE deployments d SET status = 'Running', started_at = now()
+                    FROM decided x WHERE x.starts AND d.id = x.head AND \(sqlStatus(of: "d", is: "Pending"))
+                ), events AS (
+                    INSERT INTO deployment_events (deployment_id, cluster_id, kind)
+                    SELECT e.id, x.cluster, e.kind
+                    FROM decided x CROSS JOIN LATERAL (
+                        VALUES (x.id, 'Completed'::deployment_event_kind, 1),
+                               (CASE WHEN x.starts THEN x.head END, 'Started', 2)
+                    ) e(id, kind, o)
+                    WHERE e.id IS NOT NULL
+                    ORDER BY x.n, e.o
+                ), updated AS (
+                    UPDATE clusters c
+                    SET available_ram = l.ram, available_cpu = l.cpu, available_gpu = l.gpu, version = c.version + l.made,
+                        running_from_priority = l.running_from_priority, running_from_seq = l.running_from_seq,
+                        pending_from_priority = l.pending_from_priority, pending_from_seq = l.pending_from_seq
+                    FROM (SELECT DISTINCT ON (x.cluster) * FROM decided x ORDER BY x.cluster, x.k DESC) l
+                    WHERE c.id = l.cluster
+                )
+                SELECT x.id, x.name, x.cluster, x.image_path, x.ram_required, x.cpu_required, x.gpu_required,
+                       'Completed', x.priority, x.seq, x.version, x.ram, x.cpu, x.gpu,
+                       x.head, x.head_priority, x.head_seq, x.head_ram, x.head_cpu, x.head_gpu, x.starts, x.n
+                FROM decided x
+                ORDER BY x.n
+                """)
+    }
 
     /// The caller (no row: unknown user or revoked token) and the cluster `$3` (NULLs: not found or not theirs):
     /// its capacity, accounting, next `seq` and version, and what the running ones of priority `$4` or higher leave
@@ -1156,6 +1178,54 @@ enum SchedulerStatements {
     static let pendingMinimumForCompletion = Statement(
         name: "sched_pending_minimum_for_completion",
         sql: pendingMinimumSQL(cluster: "(SELECT d.cluster_id FROM deployments d WHERE d.id = $1)"))
+    /// The running deployments of `cluster` below priority `below`, lowest-ordered first (lowest priority, then
+    /// latest `seq`: the order a preempting create evicts them in), from the row `from`'s `running_from_priority/seq`
+    /// on, at most one: two range scans of `deployments_running` that start there. Entries of deployments that left
+    /// the running set stay in the index until a vacuum and gather where this look-up starts (each preemption leaves
+    /// one), so a look-up from the index's end passed over every one of them. `when` gates both scans.
+    private static func runningTailSQL(cluster: String, from: String, below: String, when: String) -> String {
+        let columns = "r.id, r.priority, r.seq, r.ram_required, r.cpu_required, r.gpu_required"
+        let running = "\(when) AND r.cluster_id = \(cluster) AND r.status = 'Running' AND r.priority < \(below)"
+        return """
+            SELECT * FROM (
+                (SELECT \(columns) FROM deployments r
+                 WHERE \(running) AND r.priority = \(from).running_from_priority AND r.seq <= \(from).running_from_seq
+                 ORDER BY r.seq DESC LIMIT 1)
+                UNION ALL
+                (SELECT \(columns) FROM deployments r WHERE \(running) AND r.priority > \(from).running_from_priority
+                 ORDER BY r.priority, r.seq DESC LIMIT 1)
+            ) t ORDER BY t.priority, t.seq DESC LIMIT 1
+            """
+    }
+    /// The queue head of `cluster` (its first pending deployment in scheduling order), looked up from the row `from`'s
+    /// `pending_from_priority/seq` on like `runningTailSQL`: each start of a queue head leaves its entry in
+    /// `deployments_pending_order` where this look-up starts.
+    private static func queueHeadSQL(cluster: String, from: String) -> String {
+        let columns = "p.id, p.priority, p.seq, p.ram_required, p.cpu_required, p.gpu_required"
+        let pending = "p.cluster_id = \(cluster) AND p.status = 'Pending'"
+        return """
+            SELECT * FROM (
+                (SELECT \(columns) FROM deployments p
+                 WHERE \(pending) AND p.priority = \(from).pending_from_priority AND p.seq >= \(from).pending_from_seq
+                 ORDER BY p.seq LIMIT 1)
+                UNION ALL
+                (SELECT \(columns) FROM deployments p WHERE \(pending) AND p.priority < \(from).pending_from_priority
+                 ORDER BY p.priority DESC, p.seq LIMIT 1)
+            ) t ORDER BY t.priority DESC, t.seq LIMIT 1
+            """
+    }
+    /// Of the positions `a` and `b` (`priority`, `seq` as SQL), the one the running set's tail reaches first (lower
+    /// priority, then later `seq`), as its two expressions.
+    private static func sqlFirstInTail(_ a: (String, String), _ b: (String, String)) -> [String] {
+        sqlFirst(a, b, aFirst: "(\(a.0) < \(b.0) OR (\(a.0) = \(b.0) AND \(a.1) > \(b.1)))")
+    }
+    /// Of the positions `a` and `b`, the one first in scheduling order (higher priority, then earlier `seq`).
+    private static func sqlFirstInQueue(_ a: (String, String), _ b: (String, String)) -> [String] {
+        sqlFirst(a, b, aFirst: "(\(a.0) > \(b.0) OR (\(a.0) = \(b.0) AND \(a.1) < \(b.1)))")
+    }
+    private static func sqlFirst(_ a: (String, String), _ b: (String, String), aFirst: String) -> [String] {
+        ["CASE WHEN \(aFirst) THEN \(a.0) ELSE \(b.0) END", "CASE WHEN \(aFirst) THEN \(a.1) ELSE \(b.1) END"]
+    }
     /// Whether the smallest pending request of `cluster` fits in `room(dimension)` in every dimension, NULL when nothing
     /// is pending: like `pendingMinimum`, three index look-ups. The pending deployments in the array `except` are left
     /// out, and `queued` names the columns (`<queued>_ram`, …) holding the smallest requests a statement queued since
@@ -1203,8 +1273,10 @@ enum SchedulerStatements {
             """)
 
     /// Every write of one change as one statement: the new deployment (a create), the deployment that ends (`$8`,
-    /// completed or cancelled as `$23`), the plan's starts and preemptions, the events and the cluster's accounting.
-    /// Returns the new version and how many deployment rows changed, which must be exactly the plan's.
+    /// completed or cancelled as `$23`), the plan's starts and preemptions, the events and the cluster's accounting,
+    /// with where the look-ups of the running set's tail and of the queue's head start (`runningTailSQL`,
+    /// `queueHeadSQL`) moved back to any deployment that started or waits ahead of them. Returns the new version and
+    /// how many deployment rows changed, which must be exactly the plan's.
     static let apply = Statement(
         name: "sched_apply",
         sql: """
@@ -1214,23 +1286,37 @@ enum SchedulerStatements {
                 SELECT $12, $1, $13, $14, $15, $16, $17, $18, $19, $20, $21::deployment_status, $22,
                        CASE WHEN $21::deployment_status = 'Running' THEN now() END
                 WHERE $12::bigint IS NOT NULL
-                RETURNING id
+                RETURNING id, priority, seq, status
             ), ended AS (
                 UPDATE deployments SET status = $23::deployment_status, finished_at = now()
                 WHERE id = $8 AND \(sqlStatus(of: "deployments", is: "Pending", "Running")) RETURNING id
             ), started AS (
                 UPDATE deployments SET status = 'Running', started_at = now()
-                WHERE id = ANY($6::bigint[]) AND \(sqlStatus(of: "deployments", is: "Pending")) RETURNING id
+                WHERE id = ANY($6::bigint[]) AND \(sqlStatus(of: "deployments", is: "Pending"))
+                RETURNING id, priority, seq
             ), preempted AS (
                 UPDATE deployments SET status = 'Pending', preemptions = preemptions + 1
-                WHERE id = ANY($7::bigint[]) AND \(sqlStatus(of: "deployments", is: "Running")) RETURNING id
+                WHERE id = ANY($7::bigint[]) AND \(sqlStatus(of: "deployments", is: "Running"))
+                RETURNING id, priority, seq
             ), events AS (
                 INSERT INTO deployment_events (deployment_id, cluster_id, kind, caused_by)
                 SELECT e.deployment, $1, e.kind, e.cause
                 FROM unnest($9::bigint[], $10::deployment_event_kind[], $11::bigint[]) AS e(deployment, kind, cause)
             )
             UPDATE clusters SET available_ram = $2, available_cpu = $3, available_gpu = $4,
-                                next_seq = coalesce($5, next_seq), version = version + 1
+                                next_seq = coalesce($5, next_seq), version = version + 1,
+                                (running_from_priority, running_from_seq) = (
+                                    SELECT * FROM (SELECT running_from_priority, running_from_seq
+                                                   UNION ALL SELECT priority, seq FROM started
+                                                   UNION ALL SELECT priority, seq FROM inserted
+                                                             WHERE status = 'Running') f(priority, seq)
+                                    ORDER BY priority, seq DESC LIMIT 1),
+                                (pending_from_priority, pending_from_seq) = (
+                                    SELECT * FROM (SELECT pending_from_priority, pending_from_seq
+                                                   UNION ALL SELECT priority, seq FROM preempted
+                                                   UNION ALL SELECT priority, seq FROM inserted
+                                                             WHERE status = 'Pending') f(priority, seq)
+                                    ORDER BY priority DESC, seq LIMIT 1)
             WHERE id = $1
             RETURNING version, (SELECT count(*) FROM inserted) + (SELECT count(*) FROM ended)
                 + (SELECT count(*) FROM started) + (SELECT count(*) FROM preempted)
@@ -1245,9 +1331,25 @@ struct ClusterRecord {
     var available: Resources
     var active: [ActiveDeployment]
 
+    /// Where the scheduler's look-ups of the running set's tail and of the queue's head start (migration 7).
+    var runningFrom = (priority: Int32.min, seq: Int64.max)
+    var pendingFrom = (priority: Int32.max, seq: Int64(0))
+
     var snapshot: ClusterSnapshot { ClusterSnapshot(capacity: capacity, active: active) }
     /// What the running deployments hold: `capacity - available` when the accounting is right.
     var running: Resources { active.filter(\.isRunning).map(\.request).reduce(Resources(), +) }
+    /// The active deployments those look-ups would miss: running ones before `runningFrom` along the tail (lower
+    /// priority, then later `seq`), pending ones before `pendingFrom` in scheduling order. None when all is well.
+    var missedByLookUps: [Int64] {
+        active.filter { deployment in
+            let (priority, seq) = deployment.isRunning ? runningFrom : pendingFrom
+            let before =
+                deployment.isRunning
+                ? deployment.priority < priority || (deployment.priority == priority && deployment.seq > seq)
+                : deployment.priority > priority || (deployment.priority == priority && deployment.seq < seq)
+            return before
+        }.map(\.id)
+    }
 
     /// Every active deployment of cluster `$1` with the cluster's columns (one row of NULL deployment columns when
     /// there is none; no row when there is no such cluster).
@@ -1255,7 +1357,8 @@ struct ClusterRecord {
         name: "cluster_record",
         sql: """
             SELECT c.version, c.total_ram, c.total_cpu, c.total_gpu, c.available_ram, c.available_cpu, c.available_gpu,
-                   d.id, d.priority, d.seq, d.ram_required, d.cpu_required, d.gpu_required, d.status = 'Running'
+                   d.id, d.priority, d.seq, d.ram_required, d.cpu_required, d.gpu_required, d.status = 'Running',
+                   c.running_from_priority, c.running_from_seq, c.pending_from_priority, c.pending_from_seq
             FROM clusters c
             LEFT JOIN deployments d ON d.cluster_id = c.id AND d.status IN ('Pending', 'Running')
             WHERE c.id = $1
@@ -1277,6 +1380,8 @@ extension ClusterRecord {
         self.version = version
         self.capacity = capacity
         self.available = available
+        runningFrom = (Int32(result.int(0, 14) ?? Int64(Int32.min)), result.int(0, 15) ?? Int64.max)
+        pendingFrom = (Int32(result.int(0, 16) ?? Int64(Int32.max)), result.int(0, 17) ?? 0)
         active = (0..<result.rowCount).compactMap { row in
             result.int(row, 7) == nil ? nil : ActiveDeployment(result, row: row, from: 7, running: result.bool(row, 13))
         }

@@ -189,6 +189,19 @@ struct Control {
                         snapshotWrong = true
                     }
                 }
+                let missed = record.missedByLookUps
+                if !missed.isEmpty {
+                    problems += 1
+                    print("cluster \(id): the scheduler's look-ups start past deployments \(missed)")
+                    if repair {
+                        _ = try connection.pipeline([
+                            (ControlStatements.begin, []), (ControlStatements.lock, [String(id)]),
+                            (ControlStatements.resetLookUpStarts, [String(id)]), (ControlStatements.commit, []),
+                        ])
+                        print("cluster \(id): look-up starts reset")
+                        repaired = true
+                    }
+                }
                 let plan = Scheduler.plan(for: record.snapshot)
                 if !plan.start.isEmpty || !plan.preempt.isEmpty {
                     problems += 1
@@ -326,6 +339,14 @@ enum ControlStatements {
                          coalesce(sum(gpu_required), 0) AS gpu
                   FROM deployments WHERE cluster_id = $1 AND status = 'Running') r
             WHERE c.id = $1
+            """)
+    /// Under the cluster's lock: its look-ups start from the defaults again, which take in every deployment.
+    static let resetLookUpStarts = Statement(
+        name: "hvctl_reset_look_up_starts",
+        sql: """
+            UPDATE clusters SET running_from_priority = DEFAULT, running_from_seq = DEFAULT,
+                                pending_from_priority = DEFAULT, pending_from_seq = DEFAULT
+            WHERE id = $1
             """)
 }
 

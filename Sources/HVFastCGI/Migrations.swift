@@ -200,6 +200,20 @@ enum Migrations {
                 CREATE INDEX deployments_pending_gpu ON deployments (cluster_id, gpu_required)
                     WHERE status = 'Pending' AND gpu_required >= 0;
                 """),
+        // Where each cluster's look-ups of its running set's tail and of its queue's head start: every running
+        // deployment is at or after `running_from` along the tail (lower priority first, then later `seq`), every
+        // pending one at or after `pending_from` in scheduling order. Index entries of deployments that left those
+        // sets stay until a vacuum, right where the look-ups start; starting past them skips them. The defaults take
+        // in every deployment; each change moves them (`SchedulerStatements.runningTailSQL`).
+        Migration(
+            version: 7, name: "scan starts",
+            sql: """
+                ALTER TABLE clusters
+                    ADD COLUMN running_from_priority integer NOT NULL DEFAULT -2147483648,
+                    ADD COLUMN running_from_seq bigint NOT NULL DEFAULT 9223372036854775807,
+                    ADD COLUMN pending_from_priority integer NOT NULL DEFAULT 2147483647,
+                    ADD COLUMN pending_from_seq bigint NOT NULL DEFAULT 0;
+                """),
     ]
 
     static var latestVersion: Int { all.last?.version ?? 0 }

@@ -72,6 +72,13 @@ struct ControlTests {
         let available = try database.query("SELECT available_ram FROM clusters WHERE id = $1", [String(cluster)])
         #expect(available.int(0, 0) == Int64(10 - 4 - 3))
 
+        // Look-ups that would start past a running deployment: found, and reset to take in everything.
+        try database.query("UPDATE clusters SET running_from_priority = 2147483647 WHERE id = $1", [String(cluster)])
+        try hvctl(
+            "fsck", exits: 1, printing: ["cluster \(cluster): the scheduler's look-ups start past deployments ["])
+        try hvctl("fsck", "--repair", exits: 0, printing: ["cluster \(cluster): look-up starts reset"])
+        try hvctl("fsck", exits: 0)
+
         // A missing snapshot alone: found, and `snapshots rebuild` puts it back.
         _ = try redis.command(["DEL", DeploymentQueue.keys(cluster)[1]])
         try hvctl("fsck", exits: 1, printing: ["cluster \(cluster): Redis snapshot lists 0 pending, PostgreSQL 1"])

@@ -294,7 +294,7 @@ import Testing
                 DeploymentsV1Handler.pageOfCluster, DeploymentsV1Handler.pageOfStatus, ClustersV1Handler.detail,
                 ClustersV1Handler.page,
                 // hvctl.
-                ControlStatements.clusterIDs, ControlStatements.recomputeAvailable,
+                ControlStatements.clusterIDs, ControlStatements.recomputeAvailable, ControlStatements.resetLookUpStarts,
             ] + SchedulerStatements.deleteCluster
         let unanalyzed = try accessPaths(statements, url)
         try setup.unsafeExecute(

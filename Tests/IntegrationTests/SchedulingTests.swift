@@ -779,6 +779,7 @@ struct SchedulingTests {
                         == Set(reference.active.map { "\($0.id) \($0.isRunning)" }),
                     "round \(round): cluster \(cluster)")
                 #expect(after.available == after.capacity - after.runningSum, "round \(round)")
+                #expect(try database.outsideScanStarts(cluster) == [], "round \(round)")
                 let changed = order.filter { (try? made[$0.change].get())?.clusterID == cluster }.count
                 #expect(after.version == state.version + Int64(changed), "round \(round)")
             }
@@ -794,6 +795,13 @@ struct SchedulingTests {
             }
         }
         for cluster in clusters { try expectRedisMatches(cluster, database) }
+        // The look-ups' starts moved from their defaults (which take in everything).
+        let starts = try database.query(
+            """
+            SELECT count(*) FROM clusters WHERE id = ANY($1::bigint[])
+              AND running_from_priority > -2147483648 AND pending_from_priority < 2147483647
+            """, ["{\(clusters.map(String.init).joined(separator: ","))}"])
+        #expect(starts.int(0, 0) == Int64(clusters.count))
         // Batches of up to 8 changes over two clusters: most changes share a transaction, and every case comes up.
         let changes = outcomes.values.reduce(0, +)
         #expect(sharedTransactions * 2 > changes, "\(sharedTransactions) of \(changes)")
@@ -1530,6 +1538,22 @@ extension TestDatabase {
                 DeploymentEvent(kind: rows.string(row, 1)!, causedBy: rows.int(row, 2)))
         }
         return result
+    }
+
+    /// The active deployments of `cluster` that its scheduler's look-ups would miss: running ones before
+    /// `running_from` along the running set's tail, pending ones before `pending_from` in scheduling order.
+    func outsideScanStarts(_ cluster: Int64) throws -> [Int64] {
+        let rows = try query(
+            """
+            SELECT d.id FROM deployments d JOIN clusters c ON c.id = d.cluster_id
+            WHERE c.id = $1 AND (
+                (d.status = 'Running' AND (d.priority < c.running_from_priority
+                                           OR (d.priority = c.running_from_priority AND d.seq > c.running_from_seq)))
+                OR (d.status = 'Pending' AND (d.priority > c.pending_from_priority
+                                              OR (d.priority = c.pending_from_priority AND d.seq < c.pending_from_seq))))
+            ORDER BY d.id
+            """, [String(cluster)])
+        return (0..<rows.rowCount).compactMap { rows.int($0, 0) }
     }
 
     func waitingAdvisoryLocks() throws -> Int64 {
