@@ -664,14 +664,25 @@ private struct Events {
     }
 }
 
-/// A PostgreSQL array literal of `values`, each quoted (nil is NULL).
+/// A PostgreSQL array literal of `values`, each quoted (nil is NULL). Escaped byte by byte: Foundation's
+/// `replacingOccurrences` cost the worker a sixth of its CPU in a batch of preempting creates.
 private func sqlArray(_ values: [String?]) -> String {
-    let elements = values.map { value in
-        value.map {
-            "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
-        } ?? "NULL"
+    var bytes: [UInt8] = [UInt8(ascii: "{")]
+    for (index, value) in values.enumerated() {
+        if index > 0 { bytes.append(UInt8(ascii: ",")) }
+        guard let value else {
+            bytes += "NULL".utf8
+            continue
+        }
+        bytes.append(UInt8(ascii: "\""))
+        for byte in value.utf8 {
+            if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { bytes.append(UInt8(ascii: "\\")) }
+            bytes.append(byte)
+        }
+        bytes.append(UInt8(ascii: "\""))
     }
-    return "{" + elements.joined(separator: ",") + "}"
+    bytes.append(UInt8(ascii: "}"))
+    return String(decoding: bytes, as: UTF8.self)
 }
 
 private func sqlArray(_ values: [Int64]) -> String { sqlArray(values.map { String($0) }) }

@@ -11,9 +11,10 @@ public func hvctl(arguments: [String]) -> Int32 {
           check                   configuration, PostgreSQL (and its schema), Redis, and whether hypervisord listens
           migrate                 apply the migrations the database lacks
           status                  the workers and the requests served so far (hypervisord's /metrics)
-          fsck [--repair]         every cluster's accounting, scheduling state and Redis snapshot against its
-                                  deployments; --repair recomputes wrong accounting, brings the cluster to the
-                                  policy's state and rebuilds wrong or missing snapshots
+          fsck [--repair]         every cluster's accounting, scheduling state, look-up starts and Redis snapshot
+                                  against its deployments; --repair recomputes wrong accounting, resets wrong
+                                  look-up starts, brings the cluster to the policy's state and rebuilds wrong or
+                                  missing snapshots
           snapshots rebuild [ID…] rebuild the Redis queue snapshots of the given clusters (all without IDs)
         """
     var words = Array(arguments.dropFirst())

@@ -640,7 +640,7 @@ struct SchedulingTests {
         let base = try scheduler.make([create("base", ram: 4, priority: 2, by: owner)])
         #expect((try base[0].get()).status == "Running")
         let made = try scheduler.make([
-            create("first", ram: 4, by: owner), create("second", ram: 8, by: owner),
+            create("first", ram: 4, by: owner), create(#"second "2" \ {x,y}"#, ram: 8, by: owner),
             create("third", ram: 2, by: owner), create("fourth", ram: 1, by: stranger),
             create("fifth", ram: 4, priority: 5, by: owner),
         ])
@@ -654,7 +654,10 @@ struct SchedulingTests {
             JOIN deployment_events e ON e.deployment_id = d.id AND e.kind = 'Queued'
             WHERE d.cluster_id = $1 ORDER BY d.seq
             """, [String(cluster)])
-        #expect((0..<rows.rowCount).map { rows.string($0, 0) ?? "" } == ["base", "first", "second", "third", "fifth"])
+        #expect(
+            (0..<rows.rowCount).map { rows.string($0, 0) ?? "" } == [
+                "base", "first", #"second "2" \ {x,y}"#, "third", "fifth",
+            ])
         #expect((0..<rows.rowCount).map { rows.int($0, 1) ?? 0 } == [1, 2, 3, 4, 5])
         let transactions = (0..<rows.rowCount).map { rows.string($0, 2) ?? "" }
         #expect(Set(transactions[1...3]).count == 1 && !transactions[1...3].contains(transactions[4]))
@@ -668,7 +671,7 @@ struct SchedulingTests {
         let events = try database.eventsByDeployment(cluster: cluster)
         #expect(events[try #require(ids["base"])] == started)
         #expect(events[try #require(ids["first"])] == started + [DeploymentEvent(kind: "Preempted", causedBy: fifth)])
-        #expect(events[try #require(ids["second"])] == [DeploymentEvent(kind: "Queued")])
+        #expect(events[try #require(ids[#"second "2" \ {x,y}"#])] == [DeploymentEvent(kind: "Queued")])
         #expect(events[try #require(ids["third"])] == started)
         #expect(events[fifth] == started)
         try expectRedisMatches(cluster, database)
