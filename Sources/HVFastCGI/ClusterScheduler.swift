@@ -1,13 +1,13 @@
 import Domain
 
-/// Applies the scheduling policy to one cluster per PostgreSQL transaction.
+/// Applies the scheduling policy in PostgreSQL transactions that each first lock the clusters they change.
 ///
-/// Every change first takes `pg_advisory_xact_lock(cluster id)`, so changes to one cluster are serialized across all
-/// workers and hosts while clusters proceed in parallel. Statements are pipelined so that the lock is held for as few
-/// round trips as possible: `BEGIN`, the lock and the first read travel together, and so do the writes and `COMMIT`.
-/// The WAL flush happens after the lock is released (`SchedulerStatements.lock`, `SchedulerStatements.durable`), so
-/// the next change to the cluster does not wait for this one's fdatasync; the caller is answered only once the change
-/// is durable.
+/// Every change runs under `pg_advisory_xact_lock(cluster id)`, so changes to one cluster are serialized across all
+/// workers and hosts while clusters proceed in parallel. The changes a worker takes together are made in one
+/// transaction and one round trip (`make`), decided inside PostgreSQL; those its statements do not decide are made
+/// alone, with `BEGIN`, the lock and the first read pipelined together, and so the writes and `COMMIT`. The WAL
+/// flush happens after the locks are released (`SchedulerStatements.durable`), so the next change to a cluster does
+/// not wait for this one's fdatasync; the caller is answered only once the change is durable.
 /// Only what can change is read: the part of the running set that can lose its place, and pending deployments in
 /// scheduling order while the headroom can still admit one (`Scheduler.partForPreempting`, `partForCompleting`).
 struct ClusterScheduler {
