@@ -15,8 +15,9 @@ final class Worker {
     private var requestCounter = 0
 
     static let bodyLimit = 64 * 1024
-    /// The most requests a worker answers together: a change and those it takes along.
-    static let batchLimit = 8
+    /// The most requests a worker answers together: a change and those it takes along (`docs/decisions.md`,
+    /// "Batches of up to 16").
+    static let batchLimit = 16
 
     /// Worker setup, after the fork: signals, then the connections (opened lazily on first use).
     ///
