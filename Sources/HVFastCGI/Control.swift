@@ -163,6 +163,14 @@ struct Control {
         return 0
     }
 
+    /// Runs `statement` (whose only parameter is the cluster) in a transaction under the cluster's lock.
+    private func repairUnderLock(_ statement: Statement, cluster id: Int64, _ connection: PostgresConnection) throws {
+        _ = try connection.pipeline([
+            (ControlStatements.begin, []), (ControlStatements.lock, [String(id)]), (statement, [String(id)]),
+            (ControlStatements.commit, []),
+        ])
+    }
+
     func fsck(repair: Bool) -> Int32 {
         guard let connection = connect() else { return 1 }
         var problems = 0
@@ -181,10 +189,7 @@ struct Control {
                         "cluster \(id): available \(describe(record.available)) but total − running is"
                             + " \(describe(record.capacity - record.running))")
                     if repair {
-                        _ = try connection.pipeline([
-                            (ControlStatements.begin, []), (ControlStatements.lock, [String(id)]),
-                            (ControlStatements.recomputeAvailable, [String(id)]), (ControlStatements.commit, []),
-                        ])
+                        try repairUnderLock(ControlStatements.recomputeAvailable, cluster: id, connection)
                         print("cluster \(id): available recomputed")
                         repaired = true
                         snapshotWrong = true
@@ -195,10 +200,7 @@ struct Control {
                     problems += 1
                     print("cluster \(id): the scheduler's look-ups start past deployments \(missed)")
                     if repair {
-                        _ = try connection.pipeline([
-                            (ControlStatements.begin, []), (ControlStatements.lock, [String(id)]),
-                            (ControlStatements.resetLookUpStarts, [String(id)]), (ControlStatements.commit, []),
-                        ])
+                        try repairUnderLock(ControlStatements.resetLookUpStarts, cluster: id, connection)
                         print("cluster \(id): look-up starts reset")
                         repaired = true
                     }
