@@ -150,7 +150,7 @@ struct ClusterScheduler {
                     (
                         SchedulerStatements.runningFromTail,
                         [
-                            String(clusterID), String(new.priority), String(Int32.min), String(Int64.max),
+                            String(clusterID), String(new.priority), nil, nil,
                             String(SchedulerStatements.readAhead),
                         ]
                     ),
@@ -340,7 +340,7 @@ struct ClusterScheduler {
                 (
                     SchedulerStatements.runningFromTail,
                     [
-                        String(clusterID), String(priority), String(Int32.min), String(Int64.max),
+                        String(clusterID), String(priority), nil, nil,
                         String(SchedulerStatements.readAhead),
                     ]
                 ),
@@ -1167,18 +1167,26 @@ enum SchedulerStatements {
             WHERE r.cluster_id = (SELECT d.cluster_id FROM deployments d WHERE d.id = $1) AND r.status = 'Running'
               AND r.priority < (\(queueAfterSQL(columns: "p.priority", limit: "1")))
             """)
-    /// Running deployments below priority `$2` in reverse scheduling order, after the cursor `(priority $3, seq $4)`
-    /// (`Int32.min`, `Int64.max` to start): two index range scans, like `pendingAfter`.
+    /// Running deployments below priority `$2` in reverse scheduling order, after the cursor `(priority $3, seq $4)`,
+    /// or (both NULL) from where the cluster's running tail starts (`running_from`, as in `runningTailSQL`): two index
+    /// range scans, like `pendingAfter`.
     static let runningFromTail = Statement(
         name: "sched_running_from_tail",
         sql: """
+            WITH start AS (
+                SELECT coalesce($3::integer, c.running_from_priority) AS priority,
+                       coalesce($4::bigint - 1, c.running_from_seq) AS seq
+                FROM clusters c WHERE c.id = $1
+            )
             SELECT * FROM (
                 (SELECT id, priority, seq, ram_required, cpu_required, gpu_required FROM deployments
-                 WHERE cluster_id = $1 AND status = 'Running' AND priority = $3 AND priority < $2 AND seq < $4
+                 WHERE cluster_id = $1 AND status = 'Running' AND priority = (SELECT priority FROM start)
+                   AND priority < $2 AND seq <= (SELECT seq FROM start)
                  ORDER BY seq DESC LIMIT $5)
                 UNION ALL
                 (SELECT id, priority, seq, ram_required, cpu_required, gpu_required FROM deployments
-                 WHERE cluster_id = $1 AND status = 'Running' AND priority > $3 AND priority < $2
+                 WHERE cluster_id = $1 AND status = 'Running' AND priority > (SELECT priority FROM start)
+                   AND priority < $2
                  ORDER BY priority, seq DESC LIMIT $5)
             ) AS candidates ORDER BY priority, seq DESC LIMIT $5
             """)
