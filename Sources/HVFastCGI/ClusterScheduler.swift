@@ -90,15 +90,15 @@ struct ClusterScheduler {
                 deployments.append(id)
             }
         }
-        // Each statement, its parameters as arrays (each change's parameter `column` in turn), and its changes.
-        let steps = [
-            (SchedulerStatements.createAll, creates, [2, 0, 1, 3, 4, 5, 6, 7, 8]),
-            (SchedulerStatements.completeAll, completions, [0, 1, 2]),
-        ]
-        .filter { !$0.1.isEmpty }
-        .map { statement, made, columns in
-            (statement, columns.map { column in sqlArray(made.map { $0.parameters[column] }) }, made.map(\.index))
-        }
+        // Each statement, its parameters as arrays (the changes' parameters, column by column), and its changes.
+        let steps = [(SchedulerStatements.createAll, creates), (SchedulerStatements.completeAll, completions)]
+            .filter { !$0.1.isEmpty }
+            .map { statement, made in
+                let columns = made[0].parameters.indices
+                return (
+                    statement, columns.map { column in sqlArray(made.map { $0.parameters[column] }) }, made.map(\.index)
+                )
+            }
         var rows = [DeploymentRow?](repeating: nil, count: changes.count)
         guard !steps.isEmpty else { return rows }
         let lock = (SchedulerStatements.lockClusters, [sqlArray(clusters), sqlArray(deployments)])
@@ -186,16 +186,16 @@ struct ClusterScheduler {
         }
     }
 
-    /// A create's parameters for `createAll`, one per array.
+    /// A create's parameters for `createAll`, in its order, one per array.
     private static func parameters(of new: NewDeployment, in clusterID: Int64, by caller: Caller) -> [String?] {
         [
-            String(caller.id), String(caller.issuedAt), String(clusterID), new.name, new.imagePath,
+            String(clusterID), String(caller.id), String(caller.issuedAt), new.name, new.imagePath,
             String(new.request.ram), String(new.request.cpu), String(new.request.gpu), String(new.priority),
         ]
     }
 
     /// The row and the snapshot change of `createAll`'s result row `row`; nil when it has none.
-    private static func decoded(_ created: PostgresResult, row: Int = 0, _ new: NewDeployment, in clusterID: Int64)
+    private static func decoded(_ created: PostgresResult, row: Int, _ new: NewDeployment, in clusterID: Int64)
         -> (DeploymentRow, DeploymentQueue.Change)?
     {
         guard row < created.rowCount, let id = created.int(row, 0), let seq = created.int(row, 1),
@@ -774,7 +774,8 @@ enum SchedulerStatements {
     /// Starting and finishing a statement's executor costs as much as running a create's plan, so a batch's creates
     /// share one. Returns, per create made, the new id, `seq`, the cluster's version and `available_*` as after it,
     /// its status, the deployment it preempted (`id, priority, seq, ram/cpu/gpu_required`; NULLs: none), then its
-    /// place in the arrays (1-based).
+    /// place in the arrays (1-based). (The walk's `made_here` is `kind IS NOT NULL` as a column of its own: filtered
+    /// on it, `decided` is estimated small enough that the cluster's update keeps its primary key, `GenericPlanTests`.)
     static let createAll = createAllStatement()
     private static func createAllStatement() -> Statement {
         let running = ("w.running_from_priority", "w.running_from_seq")
@@ -783,6 +784,10 @@ enum SchedulerStatements {
         let startedTail = sqlFirstInTail(running, new)
         let queuedHead = sqlFirstInQueue(pending, new)
         let preemptedHead = sqlFirstInQueue(pending, ("v.priority", "v.seq"))
+        // The next running deployment a swap would evict, looked up only when the create does not fit.
+        let victim = runningTailSQL(
+            cluster: "w.cluster", from: running, below: "i.priority", limit: "1",
+            when: "NOT (i.ram <= w.ram AND i.cpu <= w.cpu AND i.gpu <= w.gpu)")
         return Statement(
             name: "sched_create_all",
             sql: """
@@ -792,12 +797,7 @@ enum SchedulerStatements {
                                 $7::bigint[], $8::bigint[], $9::integer[])
                         WITH ORDINALITY AS t(cluster, caller, issued, name, image, ram, cpu, gpu, priority, n)
                 ), cluster AS (
-                    SELECT c.* FROM (SELECT DISTINCT cluster FROM input) x CROSS JOIN LATERAL (
-                        SELECT c.id, c.organization_id, c.owner_id, c.next_seq, c.version, c.available_ram,
-                               c.available_cpu, c.available_gpu, c.total_ram, c.total_cpu, c.total_gpu,
-                               c.running_from_priority, c.running_from_seq, c.pending_from_priority, c.pending_from_seq
-                        FROM clusters c WHERE c.id = x.cluster OFFSET 0
-                    ) c
+                    \(inputClustersSQL("c.organization_id, c.owner_id, c.next_seq, c.total_ram, c.total_cpu, c.total_gpu"))
                 ), walk AS (
                     SELECT c.id AS cluster, 0::bigint AS k, 0::bigint AS n, NULL::text AS kind, false AS made_here,
                            0::bigint AS made,
@@ -832,8 +832,7 @@ enum SchedulerStatements {
                     JOIN input i ON i.cluster = w.cluster AND i.k = w.k + 1
                     JOIN cluster c ON c.id = w.cluster
                     LEFT JOIN LATERAL (
-                        \(runningTailSQL(cluster: "w.cluster", from: "w", below: "i.priority",
-                                      when: "NOT (i.ram <= w.ram AND i.cpu <= w.cpu AND i.gpu <= w.gpu)"))
+                        \(victim)
                     ) v ON true
                     CROSS JOIN LATERAL (
                         SELECT CASE WHEN w.lowest_started < i.priority THEN w.started_ram ELSE 0 END AS ram,
@@ -949,11 +948,7 @@ enum SchedulerStatements {
                     FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS t(caller, issued, id, n)
                     JOIN deployments d ON d.id = t.id
                 ), cluster AS (
-                    SELECT c.* FROM (SELECT DISTINCT cluster FROM input) x CROSS JOIN LATERAL (
-                        SELECT c.id, c.version, c.available_ram, c.available_cpu, c.available_gpu, c.running_from_priority,
-                               c.running_from_seq, c.pending_from_priority, c.pending_from_seq
-                        FROM clusters c WHERE c.id = x.cluster OFFSET 0
-                    ) c
+                    \(inputClustersSQL(nil))
                 ), walk AS (
                     SELECT c.id AS cluster, 0::bigint AS k, 0::bigint AS n, false AS applies, 0::bigint AS made,
                            c.available_ram AS ram, c.available_cpu AS cpu, c.available_gpu AS gpu,
@@ -1168,8 +1163,7 @@ enum SchedulerStatements {
               AND r.priority < (\(queueAfterSQL(columns: "p.priority", limit: "1")))
             """)
     /// Running deployments below priority `$2` in reverse scheduling order, after the cursor `(priority $3, seq $4)`,
-    /// or (both NULL) from where the cluster's running tail starts (`running_from`, as in `runningTailSQL`): two index
-    /// range scans, like `pendingAfter`.
+    /// or (both NULL) from where the cluster's running tail starts (`running_from`), at most `$5`: `runningTailSQL`.
     static let runningFromTail = Statement(
         name: "sched_running_from_tail",
         sql: """
@@ -1178,17 +1172,9 @@ enum SchedulerStatements {
                        coalesce($4::bigint - 1, c.running_from_seq) AS seq
                 FROM clusters c WHERE c.id = $1
             )
-            SELECT * FROM (
-                (SELECT id, priority, seq, ram_required, cpu_required, gpu_required FROM deployments
-                 WHERE cluster_id = $1 AND status = 'Running' AND priority = (SELECT priority FROM start)
-                   AND priority < $2 AND seq <= (SELECT seq FROM start)
-                 ORDER BY seq DESC LIMIT $5)
-                UNION ALL
-                (SELECT id, priority, seq, ram_required, cpu_required, gpu_required FROM deployments
-                 WHERE cluster_id = $1 AND status = 'Running' AND priority > (SELECT priority FROM start)
-                   AND priority < $2
-                 ORDER BY priority, seq DESC LIMIT $5)
-            ) AS candidates ORDER BY priority, seq DESC LIMIT $5
+            \(runningTailSQL(
+                cluster: "$1", from: ("(SELECT priority FROM start)", "(SELECT seq FROM start)"), below: "$2",
+                limit: "$5"))
             """)
     /// No more than any pending request of the cluster `$1` in every dimension (NULLs: nothing is pending): three
     /// look-ups at the start of `deployments_pending_ram/cpu/gpu`.
@@ -1197,24 +1183,41 @@ enum SchedulerStatements {
     static let pendingMinimumForCompletion = Statement(
         name: "sched_pending_minimum_for_completion",
         sql: pendingMinimumSQL(cluster: "(SELECT d.cluster_id FROM deployments d WHERE d.id = $1)"))
-    /// The running deployments of `cluster` below priority `below`, lowest-ordered first (lowest priority, then
-    /// latest `seq`: the order a preempting create evicts them in), from the row `from`'s `running_from_priority/seq`
-    /// on, at most one: two range scans of `deployments_running` that start there. Entries of deployments that left
-    /// the running set stay in the index until a vacuum and gather where this look-up starts (each preemption leaves
-    /// one), so a look-up from the index's end passed over every one of them. `when` gates both scans.
-    private static func runningTailSQL(cluster: String, from: String, below: String, when: String) -> String {
+    /// At most `limit` running deployments of `cluster` below priority `below`, lowest-ordered first (lowest priority,
+    /// then latest `seq`: the order a preempting create evicts them in), from the position `from` (`priority`, `seq`
+    /// as SQL) on: two range scans of `deployments_running` that start there. Entries of deployments that left the
+    /// running set stay in the index until a vacuum and gather where the tail starts (each preemption leaves one), so
+    /// a look-up from the index's end passed over every one of them; `running_from` on `clusters` (migration 7) is
+    /// where they end. `when`, if given, gates both scans.
+    private static func runningTailSQL(
+        cluster: String, from: (priority: String, seq: String), below: String, limit: String, when: String? = nil
+    ) -> String {
         let columns = "r.id, r.priority, r.seq, r.ram_required, r.cpu_required, r.gpu_required"
-        let running = "\(when) AND r.cluster_id = \(cluster) AND r.status = 'Running' AND r.priority < \(below)"
+        let running =
+            (when.map { "\($0) AND " } ?? "")
+            + "r.cluster_id = \(cluster) AND r.status = 'Running' AND r.priority < \(below)"
         return """
             SELECT * FROM (
                 (SELECT \(columns) FROM deployments r
-                 WHERE \(running) AND r.priority = \(from).running_from_priority AND r.seq <= \(from).running_from_seq
-                 ORDER BY r.seq DESC LIMIT 1)
+                 WHERE \(running) AND r.priority = \(from.priority) AND r.seq <= \(from.seq)
+                 ORDER BY r.seq DESC LIMIT \(limit))
                 UNION ALL
-                (SELECT \(columns) FROM deployments r WHERE \(running) AND r.priority > \(from).running_from_priority
-                 ORDER BY r.priority, r.seq DESC LIMIT 1)
-            ) t ORDER BY t.priority, t.seq DESC LIMIT 1
+                (SELECT \(columns) FROM deployments r WHERE \(running) AND r.priority > \(from.priority)
+                 ORDER BY r.priority, r.seq DESC LIMIT \(limit))
+            ) t ORDER BY t.priority, t.seq DESC LIMIT \(limit)
             """
+    }
+    /// The row of each cluster named in the column `cluster` of the CTE `input`: `id`, `version`, `available_*`, where
+    /// its look-ups start, and `columns`. Each is read by its primary key; the `OFFSET 0` keeps the planner from
+    /// joining the whole table once its statistics say it is small.
+    private static func inputClustersSQL(_ columns: String?) -> String {
+        """
+        SELECT c.* FROM (SELECT DISTINCT cluster FROM input) x CROSS JOIN LATERAL (
+            SELECT c.id, c.version, c.available_ram, c.available_cpu, c.available_gpu, c.running_from_priority,
+                   c.running_from_seq, c.pending_from_priority, c.pending_from_seq\(columns.map { ", " + $0 } ?? "")
+            FROM clusters c WHERE c.id = x.cluster OFFSET 0
+        ) c
+        """
     }
     /// The queue head of `cluster` (its first pending deployment in scheduling order), looked up from the row `from`'s
     /// `pending_from_priority/seq` on like `runningTailSQL`: each start of a queue head leaves its entry in
