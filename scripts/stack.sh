@@ -205,6 +205,7 @@ maintenance_work_mem = 64MB
 wal_buffers = 16MB
 min_wal_size = 80MB
 max_wal_size = 1GB
+wal_init_zero = off
 checkpoint_completion_target = 0.9
 random_page_cost = 1.1
 effective_io_concurrency = 200
