@@ -858,7 +858,8 @@ enum SchedulerStatements {
                                               AND i.cpu <= w.cpu + b.cpu + coalesce(sum(r.cpu_required), 0)
                                               AND i.gpu <= w.gpu + b.gpu + coalesce(sum(r.gpu_required), 0))
                                   FROM deployments r
-                                  WHERE r.cluster_id = w.cluster AND r.status = 'Running' AND r.priority < i.priority)
+                                  WHERE r.cluster_id = w.cluster AND r.status = 'Running' AND r.priority < i.priority
+                                    AND r.priority >= w.running_from_priority)
                             THEN 'wait'
                         END AS kind
                         OFFSET 0
@@ -989,7 +990,9 @@ enum SchedulerStatements {
                                     OR (h.priority <= i.priority
                                         AND NOT EXISTS (SELECT FROM deployments r
                                                         WHERE r.cluster_id = w.cluster AND r.status = 'Running'
-                                                          AND r.priority < h.priority AND r.id <> ALL(w.done))
+                                                          AND r.priority < h.priority
+                                                          AND r.priority >= w.running_from_priority
+                                                          AND r.id <> ALL(w.done))
                                         AND NOT coalesce(\(smallestFitsSQL(cluster: "w.cluster", except: "w.heads || h.id") { "x.left_\($0)" }),
                                                          false))) AS applies
                         OFFSET 0
@@ -1161,6 +1164,8 @@ enum SchedulerStatements {
             FROM deployments r
             WHERE r.cluster_id = (SELECT d.cluster_id FROM deployments d WHERE d.id = $1) AND r.status = 'Running'
               AND r.priority < (\(queueAfterSQL(columns: "p.priority", limit: "1")))
+              AND r.priority >= (SELECT c.running_from_priority FROM clusters c
+                                 WHERE c.id = (SELECT d.cluster_id FROM deployments d WHERE d.id = $1))
             """)
     /// Running deployments below priority `$2` in reverse scheduling order, after the cursor `(priority $3, seq $4)`,
     /// or (both NULL) from where the cluster's running tail starts (`running_from`), at most `$5`: `runningTailSQL`.
@@ -1199,8 +1204,8 @@ enum SchedulerStatements {
         return """
             SELECT * FROM (
                 (SELECT \(columns) FROM deployments r
-                 WHERE \(running) AND r.priority = \(from.priority) AND r.seq <= \(from.seq)
-                 ORDER BY r.seq DESC LIMIT \(limit))
+                 WHERE \(running) AND \(sqlOnePriority("r", from.priority)) AND r.seq <= \(from.seq)
+                 ORDER BY r.priority, r.seq DESC LIMIT \(limit))
                 UNION ALL
                 (SELECT \(columns) FROM deployments r WHERE \(running) AND r.priority > \(from.priority)
                  ORDER BY r.priority, r.seq DESC LIMIT \(limit))
@@ -1228,8 +1233,9 @@ enum SchedulerStatements {
         return """
             SELECT * FROM (
                 (SELECT \(columns) FROM deployments p
-                 WHERE \(pending) AND p.priority = \(from).pending_from_priority AND p.seq >= \(from).pending_from_seq
-                 ORDER BY p.seq LIMIT 1)
+                 WHERE \(pending) AND \(sqlOnePriority("p", "\(from).pending_from_priority"))
+                   AND p.seq >= \(from).pending_from_seq
+                 ORDER BY p.priority DESC, p.seq LIMIT 1)
                 UNION ALL
                 (SELECT \(columns) FROM deployments p WHERE \(pending) AND p.priority < \(from).pending_from_priority
                  ORDER BY p.priority DESC, p.seq LIMIT 1)
@@ -1282,9 +1288,9 @@ enum SchedulerStatements {
         sql: """
             WITH same AS (
                 SELECT id, priority, seq, ram_required, cpu_required, gpu_required FROM deployments
-                WHERE cluster_id = $1 AND status = 'Pending' AND priority = $2 AND seq > $3
+                WHERE cluster_id = $1 AND status = 'Pending' AND \(sqlOnePriority("deployments", "$2")) AND seq > $3
                   AND ram_required <= $4 AND cpu_required <= $5 AND gpu_required <= $6
-                ORDER BY seq LIMIT $7
+                ORDER BY priority DESC, seq LIMIT $7
             )
             SELECT * FROM same
             UNION ALL

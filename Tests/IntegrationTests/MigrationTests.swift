@@ -297,6 +297,24 @@ import Testing
                 ControlStatements.clusterIDs, ControlStatements.recomputeAvailable, ControlStatements.resetLookUpStarts,
             ] + SchedulerStatements.deleteCluster
         let unanalyzed = try accessPaths(statements, url)
+        // A first cluster, analyzed: 1,000 running at one priority, 2,000 waiting at another.
+        try setup.unsafeExecute(
+            script: """
+                INSERT INTO organizations (id, name, invite_code) VALUES (2, 'first', repeat('y', 22));
+                INSERT INTO users (id, username, password_hash, organization_id, role)
+                    VALUES (30000, 'first', 'x', 2, 'member');
+                INSERT INTO clusters (id, organization_id, owner_id, name, total_ram, total_cpu, total_gpu,
+                                      available_ram, available_cpu, available_gpu, next_seq)
+                    VALUES (1000, 2, 30000, 'first', 1000, 1000, 1, 0, 0, 1, 3001);
+                INSERT INTO deployments (cluster_id, organization_id, owner_id, name, image_path, ram_required,
+                                         cpu_required, gpu_required, priority, status, seq, started_at)
+                    SELECT 1000, 2, 30000, 'first' || i, 'example.com/a', 1 + 999 * (i / 1001), 1 + 999 * (i / 1001),
+                           i / 1001, 1 - i / 1001, (CASE WHEN i <= 1000 THEN 'Running' ELSE 'Pending' END)
+                               ::deployment_status, i, CASE WHEN i <= 1000 THEN now() END
+                    FROM generate_series(1, 3000) i;
+                ANALYZE;
+                """)
+        let first = try accessPaths(statements, url)
         try setup.unsafeExecute(
             script: """
                 INSERT INTO organizations (id, name, invite_code) VALUES (1, 'acme', repeat('x', 22));
@@ -317,6 +335,14 @@ import Testing
                 ANALYZE;
                 """)
         let analyzed = try accessPaths(statements, url)
+        // A young install with deep queues: most deployments wait, so a status index hardly narrows a look-up.
+        try setup.unsafeExecute(
+            script: """
+                UPDATE deployments SET status = 'Pending', started_at = NULL, finished_at = NULL
+                WHERE status = 'Completed' OR id % 10 = 6;
+                ANALYZE;
+                """)
+        let waiting = try accessPaths(statements, url)
         // A long-lived install: nearly everything has finished, so few rows match a status index.
         try setup.unsafeExecute(
             script: "UPDATE deployments SET status = 'Completed' WHERE id % 1000 NOT IN (6, 8); ANALYZE;")
@@ -325,13 +351,26 @@ import Testing
         #expect(
             analyzed[SchedulerStatements.pendingMinimum.name]
                 == ["index deployments_pending_cpu", "index deployments_pending_gpu", "index deployments_pending_ram"])
+        let statuses = [
+            SchedulerStatements.createAll, SchedulerStatements.completeAll, SchedulerStatements.queueAfterDeployment,
+            SchedulerStatements.runningBelowQueueHead, SchedulerStatements.runningFromTail,
+            SchedulerStatements.pendingAfter, SchedulerStatements.pendingAhead,
+        ].map(\.name)
         for statement in statements {
             let name = statement.name
             #expect(unanalyzed[name] == analyzed[name], "\(name): without statistics, and with")
             #expect(finished[name] == analyzed[name], "\(name): with 99.8 % of deployments finished, and without")
+            #expect(waiting[name] == analyzed[name], "\(name): with 70 % of deployments waiting, and without")
             #expect(
                 !(analyzed[name] ?? []).contains { $0 == "seq deployments" || $0 == "seq deployment_events" },
                 "\(name) reads a whole table")
+            // The scheduler's look-ups read one status: along a cluster's deployments in `seq` order they would pass
+            // every other deployment created since.
+            for (paths, when) in [(analyzed, "analyzed"), (first, "with one young cluster analyzed")] {
+                #expect(
+                    !statuses.contains(name) || !(paths[name] ?? []).contains("index deployments_cluster_id_seq_key"),
+                    "\(name) walks a cluster's deployments in seq order, \(when)")
+            }
         }
     }
 
