@@ -1156,7 +1156,8 @@ enum SchedulerStatements {
         ORDER BY p.priority DESC, p.seq LIMIT \(limit)
         """
     }
-    /// The running deployments below the priority of the queue head after the deployment `$1` (none without a head).
+    /// The running deployments below the priority of the queue head after the deployment `$1` (none without a head),
+    /// read down to where the running set starts (`running_from_priority`).
     static let runningBelowQueueHead = Statement(
         name: "sched_running_below_queue_head",
         sql: """

@@ -117,7 +117,8 @@ func sqlOnePriority(_ alias: String, _ priority: String) -> String {
 /// A `LATERAL` subquery giving `ram`, `cpu` and `gpu`: what the running deployments of cluster alias `cluster` at
 /// priority `priority` (an SQL expression) or higher leave free, which is what a deployment of that priority could
 /// have without preempting anyone. By the accounting that is `available` plus the running requests below it: the
-/// shorter read along `deployments_running`, as waiting work mostly has lower priorities than running work.
+/// shorter read along `deployments_running`, as waiting work mostly has lower priorities than running work. The read
+/// ends at `running_from_priority`: below it the index holds only entries of deployments that left the running set.
 func sqlFreeAtPriority(_ cluster: String, _ priority: String) -> String {
     """
     LATERAL (
