@@ -91,7 +91,8 @@ struct ClusterScheduler {
             }
         }
         // Each statement, its parameters as arrays (the changes' parameters, column by column), and its changes.
-        let steps = [(SchedulerStatements.createAll, creates), (SchedulerStatements.completeAll, completions)]
+        let steps: [(statement: Statement, parameters: [String?], changes: [Int])] =
+            [(SchedulerStatements.createAll, creates), (SchedulerStatements.completeAll, completions)]
             .filter { !$0.1.isEmpty }
             .map { statement, made in
                 let columns = made[0].parameters.indices
@@ -104,18 +105,18 @@ struct ClusterScheduler {
         let lock = (SchedulerStatements.lockClusters, [sqlArray(clusters), sqlArray(deployments)])
         let outcomes = try database.run { connection in
             try connection.pipeline(transactions: [
-                [lock] + steps.map { ($0.0, $0.1) }, [(SchedulerStatements.durable, [])],
+                [lock] + steps.map { ($0.statement, $0.parameters) }, [(SchedulerStatements.durable, [])],
             ])
         }
         _ = try outcomes[1].get()
         guard case .success(let results) = outcomes[0] else { return rows }
         var published: [DeploymentQueue.Change] = []
-        for ((_, _, made), result) in zip(steps, results.dropFirst()) {
+        for (step, result) in zip(steps, results.dropFirst()) {
             for row in 0..<result.rowCount {
                 // Each result row ends with its change's place among the statement's changes (from 1).
                 let place = Int(result.int(row, result.columnCount - 1) ?? 0) - 1
-                guard made.indices.contains(place) else { continue }
-                let index = made[place]
+                guard step.changes.indices.contains(place) else { continue }
+                let index = step.changes[place]
                 let decoded: (DeploymentRow, DeploymentQueue.Change)?
                 switch changes[index] {
                 case .create(let new, let cluster, _):
@@ -785,9 +786,10 @@ enum SchedulerStatements {
         let queuedHead = sqlFirstInQueue(pending, new)
         let preemptedHead = sqlFirstInQueue(pending, ("v.priority", "v.seq"))
         // The next running deployment a swap would evict, looked up only when the create does not fit.
-        let victim = runningTailSQL(
-            cluster: "w.cluster", from: running, below: "i.priority", limit: "1",
-            when: "NOT (i.ram <= w.ram AND i.cpu <= w.cpu AND i.gpu <= w.gpu)")
+        let victim = lookUpSQL(
+            .runningTail, cluster: "w.cluster", from: running,
+            condition: "NOT (i.ram <= w.ram AND i.cpu <= w.cpu AND i.gpu <= w.gpu) AND d.priority < i.priority",
+            limit: "1")
         return Statement(
             name: "sched_create_all",
             sql: """
@@ -858,8 +860,7 @@ enum SchedulerStatements {
                                               AND i.cpu <= w.cpu + b.cpu + coalesce(sum(r.cpu_required), 0)
                                               AND i.gpu <= w.gpu + b.gpu + coalesce(sum(r.gpu_required), 0))
                                   FROM deployments r
-                                  WHERE r.cluster_id = w.cluster AND r.status = 'Running' AND r.priority < i.priority
-                                    AND r.priority >= w.running_from_priority)
+                                  WHERE \(sqlRunningBelow("r", cluster: "w.cluster", priority: "i.priority", from: "w.running_from_priority")))
                             THEN 'wait'
                         END AS kind
                         OFFSET 0
@@ -973,7 +974,9 @@ enum SchedulerStatements {
                            h.id, h.priority, h.seq, h.ram_required, h.cpu_required, h.gpu_required, x.starts
                     FROM walk w
                     JOIN input i ON i.cluster = w.cluster AND i.k = w.k + 1
-                    LEFT JOIN LATERAL (\(queueHeadSQL(cluster: "w.cluster", from: "w"))) h ON true
+                    LEFT JOIN LATERAL (
+                        \(lookUpSQL(.queue, cluster: "w.cluster", from: ("w.pending_from_priority", "w.pending_from_seq"), limit: "1"))
+                    ) h ON true
                     CROSS JOIN LATERAL (
                         SELECT coalesce(h.ram_required <= w.ram + i.ram AND h.cpu_required <= w.cpu + i.cpu
                                         AND h.gpu_required <= w.gpu + i.gpu, false) AS starts
@@ -989,9 +992,7 @@ enum SchedulerStatements {
                                AND (h.id IS NULL
                                     OR (h.priority <= i.priority
                                         AND NOT EXISTS (SELECT FROM deployments r
-                                                        WHERE r.cluster_id = w.cluster AND r.status = 'Running'
-                                                          AND r.priority < h.priority
-                                                          AND r.priority >= w.running_from_priority
+                                                        WHERE \(sqlRunningBelow("r", cluster: "w.cluster", priority: "h.priority", from: "w.running_from_priority"))
                                                           AND r.id <> ALL(w.done))
                                         AND NOT coalesce(\(smallestFitsSQL(cluster: "w.cluster", except: "w.heads || h.id") { "x.left_\($0)" }),
                                                          false))) AS applies
@@ -1156,20 +1157,17 @@ enum SchedulerStatements {
         ORDER BY p.priority DESC, p.seq LIMIT \(limit)
         """
     }
-    /// The running deployments below the priority of the queue head after the deployment `$1` (none without a head),
-    /// read down to where the running set starts (`running_from_priority`).
+    /// The running deployments below the priority of the queue head after the deployment `$1` (none without a head).
     static let runningBelowQueueHead = Statement(
         name: "sched_running_below_queue_head",
         sql: """
             SELECT r.id, r.priority, r.seq, r.ram_required, r.cpu_required, r.gpu_required
-            FROM deployments r
-            WHERE r.cluster_id = (SELECT d.cluster_id FROM deployments d WHERE d.id = $1) AND r.status = 'Running'
-              AND r.priority < (\(queueAfterSQL(columns: "p.priority", limit: "1")))
-              AND r.priority >= (SELECT c.running_from_priority FROM clusters c
-                                 WHERE c.id = (SELECT d.cluster_id FROM deployments d WHERE d.id = $1))
+            FROM clusters c JOIN deployments r
+                ON \(sqlRunningBelow("r", cluster: "c.id", priority: "(\(queueAfterSQL(columns: "p.priority", limit: "1")))", from: "c.running_from_priority"))
+            WHERE c.id = (SELECT d.cluster_id FROM deployments d WHERE d.id = $1)
             """)
     /// Running deployments below priority `$2` in reverse scheduling order, after the cursor `(priority $3, seq $4)`,
-    /// or (both NULL) from where the cluster's running tail starts (`running_from`), at most `$5`: `runningTailSQL`.
+    /// or (both NULL) from where the cluster's running tail starts (`running_from`), at most `$5`: `lookUpSQL`.
     static let runningFromTail = Statement(
         name: "sched_running_from_tail",
         sql: """
@@ -1178,9 +1176,9 @@ enum SchedulerStatements {
                        coalesce($4::bigint - 1, c.running_from_seq) AS seq
                 FROM clusters c WHERE c.id = $1
             )
-            \(runningTailSQL(
-                cluster: "$1", from: ("(SELECT priority FROM start)", "(SELECT seq FROM start)"), below: "$2",
-                limit: "$5"))
+            \(lookUpSQL(
+                .runningTail, cluster: "$1", from: ("(SELECT priority FROM start)", "(SELECT seq FROM start)"),
+                condition: "d.priority < $2", limit: "$5"))
             """)
     /// No more than any pending request of the cluster `$1` in every dimension (NULLs: nothing is pending): three
     /// look-ups at the start of `deployments_pending_ram/cpu/gpu`.
@@ -1189,29 +1187,46 @@ enum SchedulerStatements {
     static let pendingMinimumForCompletion = Statement(
         name: "sched_pending_minimum_for_completion",
         sql: pendingMinimumSQL(cluster: "(SELECT d.cluster_id FROM deployments d WHERE d.id = $1)"))
-    /// At most `limit` running deployments of `cluster` below priority `below`, lowest-ordered first (lowest priority,
-    /// then latest `seq`: the order a preempting create evicts them in), from the position `from` (`priority`, `seq`
-    /// as SQL) on: two range scans of `deployments_running` that start there. Entries of deployments that left the
-    /// running set stay in the index until a vacuum and gather where the tail starts (each preemption leaves one), so
-    /// a look-up from the index's end passed over every one of them; `running_from` on `clusters` (migration 7) is
-    /// where they end. `when`, if given, gates both scans.
-    private static func runningTailSQL(
-        cluster: String, from: (priority: String, seq: String), below: String, limit: String, when: String? = nil
+    /// The two orders the scheduler's look-ups walk in from a recorded start: the running set's tail (lowest priority,
+    /// then latest `seq`: the order a preempting create evicts in) along `deployments_running`, and the queue
+    /// (scheduling order) along `deployments_pending_order`.
+    private enum LookUp {
+        case runningTail, queue
+    }
+    /// At most `limit` deployments `d` of `cluster` meeting `condition`, in the order of `lookUp` from the position
+    /// `from` (`priority`, `seq` as SQL) on: two range scans of the status's index that start there, one within the
+    /// start's priority from its `seq` (`sqlOnePriority`), one past it. Entries of deployments that left the set stay in
+    /// the index until a vacuum and gather where these look-ups start (each preemption leaves one at the tail, each
+    /// start of a queue head one at the head), so a look-up from the index's end passed over every one of them;
+    /// `running_from` and `pending_from` on `clusters` (migration 7) are where they end.
+    private static func lookUpSQL(
+        _ lookUp: LookUp, cluster: String, from: (priority: String, seq: String), condition: String? = nil,
+        limit: String
     ) -> String {
-        let columns = "r.id, r.priority, r.seq, r.ram_required, r.cpu_required, r.gpu_required"
-        let running =
-            (when.map { "\($0) AND " } ?? "")
-            + "r.cluster_id = \(cluster) AND r.status = 'Running' AND r.priority < \(below)"
+        let (status, past, fromSeq, order) =
+            lookUp == .runningTail
+            ? ("Running", ">", "<=", { (t: String) in "\(t).priority, \(t).seq DESC" })
+            : ("Pending", "<", ">=", { (t: String) in "\(t).priority DESC, \(t).seq" })
+        let columns = "d.id, d.priority, d.seq, d.ram_required, d.cpu_required, d.gpu_required"
+        let set = (condition.map { "\($0) AND " } ?? "") + "d.cluster_id = \(cluster) AND d.status = '\(status)'"
         return """
             SELECT * FROM (
-                (SELECT \(columns) FROM deployments r
-                 WHERE \(running) AND \(sqlOnePriority("r", from.priority)) AND r.seq <= \(from.seq)
-                 ORDER BY r.priority, r.seq DESC LIMIT \(limit))
+                (SELECT \(columns) FROM deployments d
+                 WHERE \(set) AND \(sqlOnePriority("d", from.priority)) AND d.seq \(fromSeq) \(from.seq)
+                 ORDER BY \(order("d")) LIMIT \(limit))
                 UNION ALL
-                (SELECT \(columns) FROM deployments r WHERE \(running) AND r.priority > \(from.priority)
-                 ORDER BY r.priority, r.seq DESC LIMIT \(limit))
-            ) t ORDER BY t.priority, t.seq DESC LIMIT \(limit)
+                (SELECT \(columns) FROM deployments d WHERE \(set) AND d.priority \(past) \(from.priority)
+                 ORDER BY \(order("d")) LIMIT \(limit))
+            ) t ORDER BY \(order("t")) LIMIT \(limit)
             """
+    }
+    /// `alias.priority` equal to `priority` (an SQL expression), written as a range of one value. An equality makes the
+    /// priority a constant to the planner, and `ORDER BY seq` within it then also matches the cluster's
+    /// `(cluster_id, seq)` key, which it took in some generic plans: a walk along every deployment created since,
+    /// whatever its status. As a range the order is `(priority, seq)`, which only the status's own index gives, and
+    /// that index still starts at `(priority, seq)` (B-tree positioning uses `>=`/`<=` on a column like `=`).
+    private static func sqlOnePriority(_ alias: String, _ priority: String) -> String {
+        "\(alias).priority >= \(priority) AND \(alias).priority <= \(priority)"
     }
     /// The row of each cluster named in the column `cluster` of the CTE `input`: `id`, `version`, `available_*`, where
     /// its look-ups start, and `columns`. Each is read by its primary key; the `OFFSET 0` keeps the planner from
@@ -1224,24 +1239,6 @@ enum SchedulerStatements {
             FROM clusters c WHERE c.id = x.cluster OFFSET 0
         ) c
         """
-    }
-    /// The queue head of `cluster` (its first pending deployment in scheduling order), looked up from the row `from`'s
-    /// `pending_from_priority/seq` on like `runningTailSQL`: each start of a queue head leaves its entry in
-    /// `deployments_pending_order` where this look-up starts.
-    private static func queueHeadSQL(cluster: String, from: String) -> String {
-        let columns = "p.id, p.priority, p.seq, p.ram_required, p.cpu_required, p.gpu_required"
-        let pending = "p.cluster_id = \(cluster) AND p.status = 'Pending'"
-        return """
-            SELECT * FROM (
-                (SELECT \(columns) FROM deployments p
-                 WHERE \(pending) AND \(sqlOnePriority("p", "\(from).pending_from_priority"))
-                   AND p.seq >= \(from).pending_from_seq
-                 ORDER BY p.priority DESC, p.seq LIMIT 1)
-                UNION ALL
-                (SELECT \(columns) FROM deployments p WHERE \(pending) AND p.priority < \(from).pending_from_priority
-                 ORDER BY p.priority DESC, p.seq LIMIT 1)
-            ) t ORDER BY t.priority DESC, t.seq LIMIT 1
-            """
     }
     /// Of the positions `a` and `b` (`priority`, `seq` as SQL), the one the running set's tail reaches first (lower
     /// priority, then later `seq`), as its two expressions.
@@ -1303,9 +1300,9 @@ enum SchedulerStatements {
 
     /// Every write of one change as one statement: the new deployment (a create), the deployment that ends (`$8`,
     /// completed or cancelled as `$23`), the plan's starts and preemptions, the events and the cluster's accounting,
-    /// with where the look-ups of the running set's tail and of the queue's head start (`runningTailSQL`,
-    /// `queueHeadSQL`) moved back to any deployment that started or waits ahead of them. Returns the new version and
-    /// how many deployment rows changed, which must be exactly the plan's.
+    /// with where the look-ups of the running set's tail and of the queue's head start (`lookUpSQL`) moved back to any
+    /// deployment that started or waits ahead of them. Returns the new version and how many deployment rows changed,
+    /// which must be exactly the plan's.
     static let apply = Statement(
         name: "sched_apply",
         sql: """
@@ -1372,11 +1369,10 @@ struct ClusterRecord {
     var missedByLookUps: [Int64] {
         active.filter { deployment in
             let (priority, seq) = deployment.isRunning ? runningFrom : pendingFrom
-            let before =
-                deployment.isRunning
-                ? deployment.priority < priority || (deployment.priority == priority && deployment.seq > seq)
-                : deployment.priority > priority || (deployment.priority == priority && deployment.seq < seq)
-            return before
+            let start = ActiveDeployment(
+                id: 0, priority: priority, seq: seq, request: Resources(), isRunning: deployment.isRunning)
+            // The tail is the running set in reverse scheduling order.
+            return deployment.isRunning ? start.schedulesBefore(deployment) : deployment.schedulesBefore(start)
         }.map(\.id)
     }
 

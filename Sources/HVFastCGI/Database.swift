@@ -105,28 +105,26 @@ func sqlScopedWalk(_ row: String, equal: [(column: String, value: String)] = [],
     return (conditions.joined(separator: " AND "), "\(bounded.column), \(row).\(last)")
 }
 
-/// `alias.priority` equal to `priority` (an SQL expression), written as a range of one value. An equality makes the
-/// priority a constant to the planner, and `ORDER BY seq` within it then also matches the cluster's `(cluster_id, seq)`
-/// key, which it took in some generic plans: a walk along every deployment created since, whatever its status. As a
-/// range the order is `(priority, seq)`, which only the status's own index gives, and that index still starts at
-/// `(priority, seq)` (B-tree positioning uses `>=`/`<=` on a column like `=`).
-func sqlOnePriority(_ alias: String, _ priority: String) -> String {
-    "\(alias).priority >= \(priority) AND \(alias).priority <= \(priority)"
+/// The deployment `alias` runs in the cluster `cluster` below the priority `priority` (SQL expressions), read along
+/// `deployments_running` down to `from`, where the cluster's running set starts (`running_from_priority`): below it
+/// the index holds only entries of deployments that left the running set, which a read to the index's end would pass.
+func sqlRunningBelow(_ alias: String, cluster: String, priority: String, from: String) -> String {
+    "\(alias).cluster_id = \(cluster) AND \(alias).status = 'Running' AND \(alias).priority < \(priority)"
+        + " AND \(alias).priority >= \(from)"
 }
 
 /// A `LATERAL` subquery giving `ram`, `cpu` and `gpu`: what the running deployments of cluster alias `cluster` at
 /// priority `priority` (an SQL expression) or higher leave free, which is what a deployment of that priority could
 /// have without preempting anyone. By the accounting that is `available` plus the running requests below it: the
-/// shorter read along `deployments_running`, as waiting work mostly has lower priorities than running work. The read
-/// ends at `running_from_priority`: below it the index holds only entries of deployments that left the running set.
+/// shorter read along `deployments_running`, as waiting work mostly has lower priorities than running work.
 func sqlFreeAtPriority(_ cluster: String, _ priority: String) -> String {
     """
     LATERAL (
         SELECT \(cluster).available_ram + coalesce(sum(r.ram_required), 0) AS ram,
                \(cluster).available_cpu + coalesce(sum(r.cpu_required), 0) AS cpu,
                \(cluster).available_gpu + coalesce(sum(r.gpu_required), 0) AS gpu
-        FROM deployments r WHERE r.cluster_id = \(cluster).id AND r.status = 'Running' AND r.priority < \(priority)
-          AND r.priority >= \(cluster).running_from_priority
+        FROM deployments r
+        WHERE \(sqlRunningBelow("r", cluster: "\(cluster).id", priority: priority, from: "\(cluster).running_from_priority"))
     )
     """
 }

@@ -204,7 +204,7 @@ enum Migrations {
         // deployment is at or after `running_from` along the tail (lower priority first, then later `seq`), every
         // pending one at or after `pending_from` in scheduling order. Index entries of deployments that left those
         // sets stay until a vacuum, right where the look-ups start; starting past them skips them. The defaults take
-        // in every deployment; each change moves them (`SchedulerStatements.runningTailSQL`).
+        // in every deployment; each change moves them (`SchedulerStatements.lookUpSQL`).
         Migration(
             version: 7, name: "scan starts",
             sql: """
