@@ -1,5 +1,9 @@
 #include <sys/prctl.h>
 #include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <linux/memfd.h>
+#include <sys/time.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <errno.h>
 #include <unistd.h>
@@ -25,4 +29,31 @@ static inline int hv_exclusive_epoll(int fd) {
 static inline int hv_epoll_wait(int epoll) {
     struct epoll_event event;
     return epoll_wait(epoll, &event, 1, -1);
+}
+
+/// An anonymous in-memory file, closed on exec; -1 with errno on failure. glibc declares memfd_create only under
+/// _GNU_SOURCE, which would make this module's system types differ from Glibc's.
+static inline int hv_anonymous_file(const char *name) { return (int)syscall(SYS_memfd_create, name, MFD_CLOEXEC); }
+
+/// Takes a POSIX record lock on byte `byte` of `fd` (which the kernel releases when the process exits), waiting at
+/// most `milliseconds`: ITIMER_REAL's SIGALRM ends the wait, so its handler must lack SA_RESTART. 0 when taken, else
+/// -1 with errno (EINTR when the time ran out or another signal arrived). fcntl is variadic.
+static inline int hv_lock_byte(int fd, off_t byte, int milliseconds) {
+    struct flock lock = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1 };
+    if (fcntl(fd, F_SETLK, &lock) == 0) return 0;
+    if (errno != EACCES && errno != EAGAIN) return -1;
+    struct itimerval timer = { .it_value = { .tv_sec = milliseconds / 1000, .tv_usec = milliseconds % 1000 * 1000 } };
+    setitimer(ITIMER_REAL, &timer, NULL);
+    int result = fcntl(fd, F_SETLKW, &lock);
+    int error = errno;
+    struct itimerval off = { 0 };
+    setitimer(ITIMER_REAL, &off, NULL);
+    errno = error;
+    return result;
+}
+
+/// Releases the lock `hv_lock_byte` took.
+static inline void hv_unlock_byte(int fd, off_t byte) {
+    struct flock lock = { .l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1 };
+    fcntl(fd, F_SETLK, &lock);
 }

@@ -36,6 +36,8 @@ struct Configuration: Equatable, Sendable {
     var redis: RedisEndpoint
     var redisDatabase: Int = 0
     var workers: Int
+    /// How many workers take requests at once (`AcceptGate`); `workers` or more lets all of them.
+    var acceptingWorkers: Int
     /// Recycle a worker after this many requests; 0 means never.
     var maxRequests: Int = 10_000
     var requestTimeoutSeconds: Int = 30
@@ -106,6 +108,9 @@ struct Configuration: Equatable, Sendable {
 
         let workers = try integer(
             "HV_WORKERS", default: max(1, cpuCount) * 4, range: 1...512, what: "must be a positive integer (1-512)")
+        let acceptingWorkers = try integer(
+            "HV_ACCEPTING_WORKERS", default: max(1, cpuCount) * 2, range: 1...512,
+            what: "must be a positive integer (1-512)")
         let maxRequests = try integer(
             "HV_MAX_REQUESTS", default: 10_000, range: 0...Int(Int32.max), what: "must be a non-negative integer")
         let timeout = try integer(
@@ -134,6 +139,7 @@ struct Configuration: Equatable, Sendable {
         return Configuration(
             jwtSecret: Array(secret.utf8), jwtAlgorithm: algorithm, accessTokenLifetimeSeconds: Int64(minutes) * 60,
             databaseURL: databaseURL, redis: redis, redisDatabase: redisDatabase, workers: workers,
+            acceptingWorkers: acceptingWorkers,
             maxRequests: maxRequests, requestTimeoutSeconds: timeout, slowRequestMilliseconds: slow, listen: listen,
             logFile: value("HV_LOG_FILE"), logLevel: level, stateDirectory: stateDirectory, scryptLogN: scryptLogN)
     }

@@ -9,6 +9,8 @@ final class Master {
     private let listenSocket: ListenSocket
     private let signals: SignalPipe
     private let scoreboard: Scoreboard
+    /// The file whose bytes are the `AcceptGate`'s places.
+    private let acceptGateFile: Int32
     private var supervisor: Supervisor
     private var slots: [Int32: Int] = [:]
     private let pidFile: String?
@@ -26,6 +28,8 @@ final class Master {
         signals = try SignalPipe()
         ListenSocket.initializeLibrary()
         scoreboard = try Scoreboard()
+        acceptGateFile = hv_anonymous_file("hypervisord-accept-gate")
+        guard acceptGateFile >= 0 else { throw SystemError("memfd_create", errno) }
         supervisor = Supervisor(policy: Master.policy(configuration))
         if let pidFile { try Master.claimPIDFile(pidFile) }
         do {
@@ -141,7 +145,10 @@ final class Master {
             do {
                 let worker = try Worker(
                     configuration: configuration, log: log, listenFD: listenSocket.fd, scoreboard: scoreboard,
-                    slot: slot, openAPI: openAPI)
+                    slot: slot, openAPI: openAPI,
+                    acceptGate: AcceptGate(
+                        file: acceptGateFile, width: configuration.acceptingWorkers, workers: configuration.workers,
+                        slot: slot))
                 _exit(worker.run())
             } catch {
                 log.error("worker setup failed", ["error": String(describing: error)])

@@ -79,6 +79,8 @@ enum WorkerSignals {
     static func install() {
         installHandler(SIGQUIT, restart: false) { _ in workerQuitRequested = 1 }
         installHandler(SIGUSR1, restart: false) { _ in workerReopenRequested = 1 }
+        // Only ends a wait at the `AcceptGate` (its timer is armed for nothing else).
+        installHandler(SIGALRM, restart: false) { _ in }
         setDisposition(SIGTERM, SIG_DFL)
         // Ctrl-C reaches the whole process group; the master decides how workers stop.
         setDisposition(SIGINT, SIG_IGN)

@@ -2,7 +2,7 @@ import Glibc
 
 /// A worker process: one libfcgi accept loop, one PostgreSQL and one Redis connection, one request at a time, except
 /// that a create or a completion may take along the requests already waiting for a worker and make the changes among
-/// them together (`serve`).
+/// them together (`serve`). It waits at the `AcceptGate` before it accepts.
 final class Worker {
     private let configuration: Configuration
     private let log: Log
@@ -13,6 +13,7 @@ final class Worker {
     private let slot: Int
     private let application: Application
     private var requestCounter = 0
+    private var acceptGate: AcceptGate?
 
     static let bodyLimit = 64 * 1024
     /// The most requests a worker answers together: a change and those it takes along (`docs/decisions.md`,
@@ -23,8 +24,10 @@ final class Worker {
     ///
     /// - Throws: `CryptoError` when OpenSSL cannot be set up.
     init(
-        configuration: Configuration, log: Log, listenFD: Int32, scoreboard: Scoreboard, slot: Int, openAPI: [UInt8]
+        configuration: Configuration, log: Log, listenFD: Int32, scoreboard: Scoreboard, slot: Int, openAPI: [UInt8],
+        acceptGate: AcceptGate?
     ) throws {
+        self.acceptGate = acceptGate
         let listener = try Listener(fd: listenFD)
         connection = FastCGIConnection(listener: listener, keepsConnections: true)
         spares = (1..<Worker.batchLimit).map { _ in FastCGIConnection(listener: listener, keepsConnections: false) }
@@ -43,13 +46,19 @@ final class Worker {
         var served = 0
         while true {
             WorkerSignals.unblock()
-            if WorkerSignals.quitRequested { return drain() }
+            acceptGate?.enter()
+            if WorkerSignals.quitRequested {
+                acceptGate?.leave()
+                return drain()
+            }
             let accepted = connection.accept(blockSignals: WorkerSignals.block)
             if WorkerSignals.takeReopenRequest() { log.reopen() }
             switch accepted {
             case .interrupted, .missed:
+                acceptGate?.leave()
                 continue
             case .failed(let code):
+                acceptGate?.leave()
                 log.error("accept failed", ["error": SystemError("accept", code).description])
                 usleep(10_000)
                 continue
@@ -101,6 +110,7 @@ final class Worker {
             }
             answers = application.answer([first] + batch.dropFirst().map(change))
         }
+        acceptGate?.leave()
         for (received, answer) in zip(batch, answers) { self.answer(received, answer) }
         return batch.count
     }

@@ -23,6 +23,7 @@ import Testing
     @Test func defaultsFollowOperationsMD() throws {
         let configuration = try parse(["HV_STATE_DIR": "/srv/hv"])
         #expect(configuration.workers == 8)
+        #expect(configuration.acceptingWorkers == 4)
         #expect(configuration.maxRequests == 10_000)
         #expect(configuration.requestTimeoutSeconds == 30)
         #expect(configuration.slowRequestMilliseconds == 500)
@@ -38,6 +39,9 @@ import Testing
     @Test func badValuesNameTheVariableAndTheValue() {
         #expect(message(["HV_WORKERS": "0"]) == #"HV_WORKERS must be a positive integer (1-512) (got "0")"#)
         #expect(message(["HV_WORKERS": "many"]) == #"HV_WORKERS must be a positive integer (1-512) (got "many")"#)
+        #expect(
+            message(["HV_ACCEPTING_WORKERS": "0"])
+                == #"HV_ACCEPTING_WORKERS must be a positive integer (1-512) (got "0")"#)
         #expect(message(["JWT_ALGORITHM": "none"]) == #"JWT_ALGORITHM must be HS256, HS384 or HS512 (got "none")"#)
         #expect(
             message(["HV_LISTEN": "nowhere"]) == #"HV_LISTEN must be a unix socket path or host:port (got "nowhere")"#)

@@ -928,6 +928,49 @@ struct SchedulingTests {
         #expect(stateA.active.count == 1 && stateA.available.ram == 99)
     }
 
+    /// With one worker of two accepting at a time (`AcceptGate`), a create held up on a cluster's lock keeps the place
+    /// until it is made; the other worker waits for it only `AcceptGate.patienceMilliseconds` and then answers.
+    @Test func aChangeHeldUpOnALockDoesNotHoldUpTheWorkerWaitingForItsPlace() throws {
+        let pool = try Stack.started(environment: ["HV_WORKERS": "2", "HV_ACCEPTING_WORKERS": "1"]).get()
+        defer { pool.stop() }
+        let api = SchedulingAPI(client: pool.client)
+        let owner = try api.register("sched-gate")
+        let cluster = try api.createCluster(owner, name: "held", ram: 100, cpu: "100", gpu: 0)
+        let holder = try TestDatabase(pool.databaseURL)
+        try holder.query("SELECT pg_advisory_lock($1)", [String(cluster)])
+        var locked = true
+        defer { if locked { _ = try? holder.query("SELECT pg_advisory_unlock($1)", [String(cluster)]) } }
+
+        let blocked = Outcome()
+        Thread {
+            do {
+                blocked.finish(
+                    try api.createDeployment(
+                        owner, name: "held", cluster: cluster, ram: 1, cpu: "1", gpu: 0, priority: 1))
+            } catch {
+                blocked.fail("\(error)")
+            }
+        }.start()
+        #expect(waitUntil(timeout: 5) { (try? holder.waitingAdvisoryLocks()) ?? 0 > 0 }, "the create never waited")
+
+        for _ in 0..<5 {
+            let start = Date()
+            let response = try pool.client.get("/healthz")
+            #expect(response.status == 200)
+            #expect(Date().timeIntervalSince(start) < 1.0, "waited for the held-up worker's place")
+        }
+        #expect(blocked.value == nil, "the create finished while its cluster was locked")
+
+        try holder.query("SELECT pg_advisory_unlock($1)", [String(cluster)])
+        locked = false
+        #expect(waitUntil(timeout: 5) { blocked.value != nil })
+        guard case .success(let response) = try #require(blocked.value) else {
+            Issue.record("the held-up create failed: \(String(describing: blocked.value))")
+            return
+        }
+        #expect(response.status == 200 && response.jsonObject?["status"] as? String == "Running", "\(response.text)")
+    }
+
     // MARK: - Redis
 
     @Test func requestsSucceedWhileRedisIsDownAndTheSnapshotIsRebuiltAfterwards() throws {

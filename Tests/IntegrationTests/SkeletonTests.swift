@@ -153,8 +153,9 @@ struct SkeletonTests {
         }
     }
 
+    /// One worker at a time accepts (`AcceptGate`), so the others wait for it when the signals come.
     @Test func sighupReplacesEveryWorkerWithoutDroppingARequest() throws {
-        let stack = try startedStack(["HV_WORKERS": "3"])
+        let stack = try startedStack(["HV_WORKERS": "3", "HV_ACCEPTING_WORKERS": "1"])
         defer { stack.stop() }
         let before = try #require(waitForWorkers(stack, count: 3))
 
@@ -222,7 +223,7 @@ struct SkeletonTests {
     }
 
     @Test func sigtermStopsMasterAndEveryWorkerAndRemovesSocketAndPidFile() throws {
-        let stack = try startedStack(["HV_WORKERS": "3"])
+        let stack = try startedStack(["HV_WORKERS": "3", "HV_ACCEPTING_WORKERS": "1"])
         defer { stack.stop() }
         let workers = try #require(waitForWorkers(stack, count: 3))
         let master = stack.masterPID
