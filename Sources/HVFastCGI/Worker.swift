@@ -17,8 +17,8 @@ final class Worker {
 
     static let bodyLimit = 64 * 1024
     /// The most requests a worker answers together: a change and those it takes along (`docs/decisions.md`,
-    /// "Batches of up to 16").
-    static let batchLimit = 16
+    /// "Batches of up to 16, then 32").
+    static let batchLimit = 32
 
     /// Worker setup, after the fork: signals, then the connections (opened lazily on first use).
     ///

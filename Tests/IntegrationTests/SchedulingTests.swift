@@ -876,17 +876,7 @@ struct SchedulingTests {
         var locked = true
         defer { if locked { _ = try? holder.query("SELECT pg_advisory_unlock($1)", [String(clusterA)]) } }
 
-        let blocked = Outcome()
-        let thread = Thread {
-            do {
-                blocked.finish(
-                    try api.createDeployment(
-                        owner, name: "on-locked", cluster: clusterA, ram: 1, cpu: "1", gpu: 0, priority: 1))
-            } catch {
-                blocked.fail("\(error)")
-            }
-        }
-        thread.start()
+        let blocked = Outcome.creating(api, owner, name: "on-locked", in: clusterA)
         // The create on A reaches the lock and waits on it.
         #expect(waitUntil(timeout: 5) { (try? holder.waitingAdvisoryLocks()) ?? 0 > 0 }, "no create waits on A's lock")
 
@@ -941,16 +931,7 @@ struct SchedulingTests {
         var locked = true
         defer { if locked { _ = try? holder.query("SELECT pg_advisory_unlock($1)", [String(cluster)]) } }
 
-        let blocked = Outcome()
-        Thread {
-            do {
-                blocked.finish(
-                    try api.createDeployment(
-                        owner, name: "held", cluster: cluster, ram: 1, cpu: "1", gpu: 0, priority: 1))
-            } catch {
-                blocked.fail("\(error)")
-            }
-        }.start()
+        let blocked = Outcome.creating(api, owner, name: "held", in: cluster)
         #expect(waitUntil(timeout: 5) { (try? holder.waitingAdvisoryLocks()) ?? 0 > 0 }, "the create never waited")
 
         for _ in 0..<5 {
@@ -1470,6 +1451,21 @@ private final class Outcome: @unchecked Sendable {
     var value: Result<HTTPResponse, SchedulingFailure>? { lock.withLock { result } }
     func finish(_ response: HTTPResponse) { lock.withLock { result = .success(response) } }
     func fail(_ message: String) { lock.withLock { result = .failure(SchedulingFailure(message)) } }
+
+    /// Creates a deployment of 1 RAM, 1 CPU at priority 1 on a thread of its own; the outcome once it is answered.
+    static func creating(_ api: SchedulingAPI, _ owner: Account, name: String, in cluster: Int64) -> Outcome {
+        let outcome = Outcome()
+        Thread {
+            do {
+                outcome.finish(
+                    try api.createDeployment(owner, name: name, cluster: cluster, ram: 1, cpu: "1", gpu: 0, priority: 1)
+                )
+            } catch {
+                outcome.fail("\(error)")
+            }
+        }.start()
+        return outcome
+    }
 }
 
 private final class TimingLedger: @unchecked Sendable {
