@@ -53,17 +53,12 @@ final class Worker {
             }
             let accepted = connection.accept(blockSignals: WorkerSignals.block)
             if WorkerSignals.takeReopenRequest() { log.reopen() }
-            switch accepted {
-            case .interrupted, .missed:
-                acceptGate?.leave()
-                continue
-            case .failed(let code):
-                acceptGate?.leave()
+            // `serve` gives the place up as soon as it can; every other case gives it up here.
+            if case .request = accepted { served += serve() }
+            acceptGate?.leave()
+            if case .failed(let code) = accepted {
                 log.error("accept failed", ["error": SystemError("accept", code).description])
                 usleep(10_000)
-                continue
-            case .request:
-                served += serve()
             }
             if configuration.maxRequests > 0 && served >= configuration.maxRequests {
                 connection.finish()

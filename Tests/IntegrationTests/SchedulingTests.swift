@@ -872,9 +872,7 @@ struct SchedulingTests {
         let clusterB = try api.createCluster(owner, name: "free", ram: 100, cpu: "100", gpu: 0)
         let api = self.api
         let holder = try TestDatabase(stack.databaseURL)
-        try holder.query("SELECT pg_advisory_lock($1)", [String(clusterA)])
-        var locked = true
-        defer { if locked { _ = try? holder.query("SELECT pg_advisory_unlock($1)", [String(clusterA)]) } }
+        try holder.holdLock(of: clusterA)
 
         let blocked = Outcome.creating(api, owner, name: "on-locked", in: clusterA)
         // The create on A reaches the lock and waits on it.
@@ -901,8 +899,7 @@ struct SchedulingTests {
         #expect(blocked.value == nil, "the create on A finished while A was locked")
 
         let releasedAt = Date()
-        try holder.query("SELECT pg_advisory_unlock($1)", [String(clusterA)])
-        locked = false
+        try holder.releaseLock(of: clusterA)
         #expect(waitUntil(timeout: 5) { blocked.value != nil })
         let finishedAfter = Date().timeIntervalSince(releasedAt)
         let result = try #require(blocked.value)
@@ -927,9 +924,7 @@ struct SchedulingTests {
         let owner = try api.register("sched-gate")
         let cluster = try api.createCluster(owner, name: "held", ram: 100, cpu: "100", gpu: 0)
         let holder = try TestDatabase(pool.databaseURL)
-        try holder.query("SELECT pg_advisory_lock($1)", [String(cluster)])
-        var locked = true
-        defer { if locked { _ = try? holder.query("SELECT pg_advisory_unlock($1)", [String(cluster)]) } }
+        try holder.holdLock(of: cluster)
 
         let blocked = Outcome.creating(api, owner, name: "held", in: cluster)
         #expect(waitUntil(timeout: 5) { (try? holder.waitingAdvisoryLocks()) ?? 0 > 0 }, "the create never waited")
@@ -942,8 +937,7 @@ struct SchedulingTests {
         }
         #expect(blocked.value == nil, "the create finished while its cluster was locked")
 
-        try holder.query("SELECT pg_advisory_unlock($1)", [String(cluster)])
-        locked = false
+        try holder.releaseLock(of: cluster)
         #expect(waitUntil(timeout: 5) { blocked.value != nil })
         guard case .success(let response) = try #require(blocked.value) else {
             Issue.record("the held-up create failed: \(String(describing: blocked.value))")
@@ -1597,6 +1591,12 @@ extension TestDatabase {
             """, [String(cluster)])
         return (0..<rows.rowCount).compactMap { rows.int($0, 0) }
     }
+
+    /// Takes `cluster`'s scheduling lock for this session, which holds it until `releaseLock` or until the session
+    /// ends (when the test's `TestDatabase` goes away, however the test ends).
+    func holdLock(of cluster: Int64) throws { try query("SELECT pg_advisory_lock($1)", [String(cluster)]) }
+
+    func releaseLock(of cluster: Int64) throws { try query("SELECT pg_advisory_unlock($1)", [String(cluster)]) }
 
     func waitingAdvisoryLocks() throws -> Int64 {
         try query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").int(0, 0) ?? 0
