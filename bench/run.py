@@ -180,7 +180,8 @@ CPU_CLASSES = {"postgres": "PostgreSQL", "hypervisord": "workers", "nginx": "ngi
 def cpu_profile(run, stack):
     """Runs `run()` (one wrk) and returns its result and a note on where the machine's CPU went meanwhile: how busy
     it was, and CPU time per request, in total and for each part of the stack (wrk from this process's reaped
-    children). On 2 cores, 2 s of CPU per second bounds the rate at 2,000,000 / (µs per request), at 100 % busy.
+    children), and the hypervisor's steal (time other machines had these CPUs: a slow quarter hour shows there).
+    On 2 cores, 2 s of CPU per second bounds the rate at 2,000,000 / (µs per request), at 100 % busy.
     The note also says how much of a request's mean latency it spent in a worker; the rest it waited for a free
     worker in the FastCGI listen queue (with more connections than workers, that is where a closed loop queues)."""
     hz = os.sysconf("SC_CLK_TCK")
@@ -202,6 +203,8 @@ def cpu_profile(run, stack):
                 parts[part] += (int(after_name[11]) + int(after_name[12])) / hz  # utime + stime
         children = os.times()
         parts["wrk"] = children.children_user + children.children_system
+        # Steal: time the hypervisor gave this machine's CPUs to someone else, which counts as busy.
+        parts["steal"] = fields[7] / hz
         return sum(fields) / hz, (fields[3] + fields[4]) / hz, parts  # total, idle + iowait, per part
 
     worker0 = stack.worker_seconds()
