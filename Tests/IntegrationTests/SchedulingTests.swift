@@ -872,11 +872,7 @@ struct SchedulingTests {
         let clusterB = try api.createCluster(owner, name: "free", ram: 100, cpu: "100", gpu: 0)
         let api = self.api
         let holder = try TestDatabase(stack.databaseURL)
-        try holder.holdLock(of: clusterA)
-
-        let blocked = Outcome.creating(api, owner, name: "on-locked", in: clusterA)
-        // The create on A reaches the lock and waits on it.
-        #expect(waitUntil(timeout: 5) { (try? holder.waitingAdvisoryLocks()) ?? 0 > 0 }, "no create waits on A's lock")
+        let blocked = try Outcome.heldUp(api, owner, name: "on-locked", on: clusterA, by: holder)
 
         let timings = TimingLedger()
         runThreads(3) { client in
@@ -902,14 +898,7 @@ struct SchedulingTests {
         try holder.releaseLock(of: clusterA)
         #expect(waitUntil(timeout: 5) { blocked.value != nil })
         let finishedAfter = Date().timeIntervalSince(releasedAt)
-        let result = try #require(blocked.value)
-        switch result {
-        case .success(let response):
-            #expect(response.status == 200, "\(response.text)")
-            #expect(response.jsonObject?["status"] as? String == "Running")
-        case .failure(let error):
-            Issue.record("the create on A failed: \(error)")
-        }
+        blocked.expectRunning()
         #expect(finishedAfter < 1.0)
         let stateA = try holder.clusterState(clusterA)
         #expect(stateA.active.count == 1 && stateA.available.ram == 99)
@@ -924,10 +913,7 @@ struct SchedulingTests {
         let owner = try api.register("sched-gate")
         let cluster = try api.createCluster(owner, name: "held", ram: 100, cpu: "100", gpu: 0)
         let holder = try TestDatabase(pool.databaseURL)
-        try holder.holdLock(of: cluster)
-
-        let blocked = Outcome.creating(api, owner, name: "held", in: cluster)
-        #expect(waitUntil(timeout: 5) { (try? holder.waitingAdvisoryLocks()) ?? 0 > 0 }, "the create never waited")
+        let blocked = try Outcome.heldUp(api, owner, name: "held", on: cluster, by: holder)
 
         for _ in 0..<5 {
             let start = Date()
@@ -939,11 +925,7 @@ struct SchedulingTests {
 
         try holder.releaseLock(of: cluster)
         #expect(waitUntil(timeout: 5) { blocked.value != nil })
-        guard case .success(let response) = try #require(blocked.value) else {
-            Issue.record("the held-up create failed: \(String(describing: blocked.value))")
-            return
-        }
-        #expect(response.status == 200 && response.jsonObject?["status"] as? String == "Running", "\(response.text)")
+        blocked.expectRunning()
     }
 
     // MARK: - Redis
@@ -1446,8 +1428,12 @@ private final class Outcome: @unchecked Sendable {
     func finish(_ response: HTTPResponse) { lock.withLock { result = .success(response) } }
     func fail(_ message: String) { lock.withLock { result = .failure(SchedulingFailure(message)) } }
 
-    /// Creates a deployment of 1 RAM, 1 CPU at priority 1 on a thread of its own; the outcome once it is answered.
-    static func creating(_ api: SchedulingAPI, _ owner: Account, name: String, in cluster: Int64) -> Outcome {
+    /// Takes `cluster`'s scheduling lock on `holder`'s session, then creates a deployment of 1 RAM, 1 CPU at priority 1
+    /// there on a thread of its own, and returns once that create waits on the lock; the outcome once it is answered.
+    static func heldUp(
+        _ api: SchedulingAPI, _ owner: Account, name: String, on cluster: Int64, by holder: TestDatabase
+    ) throws -> Outcome {
+        try holder.holdLock(of: cluster)
         let outcome = Outcome()
         Thread {
             do {
@@ -1458,7 +1444,21 @@ private final class Outcome: @unchecked Sendable {
                 outcome.fail("\(error)")
             }
         }.start()
+        #expect(waitUntil(timeout: 5) { (try? holder.waitingAdvisoryLocks()) ?? 0 > 0 }, "the create never waited")
         return outcome
+    }
+
+    /// Expects the create to have been answered 200 with the deployment Running.
+    func expectRunning() {
+        switch value {
+        case .success(let response)?:
+            #expect(response.status == 200, "\(response.text)")
+            #expect(response.jsonObject?["status"] as? String == "Running")
+        case .failure(let error)?:
+            Issue.record("the held-up create failed: \(error)")
+        case nil:
+            Issue.record("the held-up create was not answered")
+        }
     }
 }
 
