@@ -109,7 +109,7 @@ struct Configuration: Equatable, Sendable {
         let workers = try integer(
             "HV_WORKERS", default: max(1, cpuCount) * 4, range: 1...512, what: "must be a positive integer (1-512)")
         let acceptingWorkers = try integer(
-            "HV_ACCEPTING_WORKERS", default: max(1, cpuCount) * 2, range: 1...512,
+            "HV_ACCEPTING_WORKERS", default: max(1, cpuCount), range: 1...512,
             what: "must be a positive integer (1-512)")
         let maxRequests = try integer(
             "HV_MAX_REQUESTS", default: 10_000, range: 0...Int(Int32.max), what: "must be a non-negative integer")

@@ -23,7 +23,7 @@ import Testing
     @Test func defaultsFollowOperationsMD() throws {
         let configuration = try parse(["HV_STATE_DIR": "/srv/hv"])
         #expect(configuration.workers == 8)
-        #expect(configuration.acceptingWorkers == 4)
+        #expect(configuration.acceptingWorkers == 2)
         #expect(configuration.maxRequests == 10_000)
         #expect(configuration.requestTimeoutSeconds == 30)
         #expect(configuration.slowRequestMilliseconds == 500)
