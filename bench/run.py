@@ -203,7 +203,7 @@ def cpu_profile(run, stack):
                 parts[part] += (int(after_name[11]) + int(after_name[12])) / hz  # utime + stime
         children = os.times()
         parts["wrk"] = children.children_user + children.children_system
-        # Steal: time the hypervisor gave this machine's CPUs to someone else, which counts as busy.
+        # /proc/stat's steal column (in the busy total too).
         parts["steal"] = fields[7] / hz
         return sum(fields) / hz, (fields[3] + fields[4]) / hz, parts  # total, idle + iowait, per part
 

@@ -1431,7 +1431,8 @@ private final class Outcome: @unchecked Sendable {
     /// Takes `cluster`'s scheduling lock on `holder`'s session, then creates a deployment of 1 RAM, 1 CPU at priority 1
     /// there on a thread of its own, and returns once that create waits on the lock; the outcome once it is answered.
     static func heldUp(
-        _ api: SchedulingAPI, _ owner: Account, name: String, on cluster: Int64, by holder: TestDatabase
+        _ api: SchedulingAPI, _ owner: Account, name: String, on cluster: Int64, by holder: TestDatabase,
+        sourceLocation: SourceLocation = #_sourceLocation
     ) throws -> Outcome {
         try holder.holdLock(of: cluster)
         let outcome = Outcome()
@@ -1444,20 +1445,22 @@ private final class Outcome: @unchecked Sendable {
                 outcome.fail("\(error)")
             }
         }.start()
-        #expect(waitUntil(timeout: 5) { (try? holder.waitingAdvisoryLocks()) ?? 0 > 0 }, "the create never waited")
+        #expect(
+            waitUntil(timeout: 5) { (try? holder.waitingAdvisoryLocks()) ?? 0 > 0 }, "the create never waited",
+            sourceLocation: sourceLocation)
         return outcome
     }
 
     /// Expects the create to have been answered 200 with the deployment Running.
-    func expectRunning() {
+    func expectRunning(sourceLocation: SourceLocation = #_sourceLocation) {
         switch value {
         case .success(let response)?:
-            #expect(response.status == 200, "\(response.text)")
-            #expect(response.jsonObject?["status"] as? String == "Running")
+            #expect(response.status == 200, "\(response.text)", sourceLocation: sourceLocation)
+            #expect(response.jsonObject?["status"] as? String == "Running", sourceLocation: sourceLocation)
         case .failure(let error)?:
-            Issue.record("the held-up create failed: \(error)")
+            Issue.record("the held-up create failed: \(error)", sourceLocation: sourceLocation)
         case nil:
-            Issue.record("the held-up create was not answered")
+            Issue.record("the held-up create was not answered", sourceLocation: sourceLocation)
         }
     }
 }
