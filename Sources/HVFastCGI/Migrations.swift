@@ -214,6 +214,18 @@ enum Migrations {
                     ADD COLUMN pending_from_priority integer NOT NULL DEFAULT 2147483647,
                     ADD COLUMN pending_from_seq bigint NOT NULL DEFAULT 0;
                 """),
+        // Autovacuum leaves `clusters` alone until it holds 10,000 dead rows (its default: 50 and a fifth of the
+        // table), and never analyzes it. Every scheduler change rewrites its cluster's row, but no indexed column of
+        // it, so each update is heap-only and its old versions are pruned on their page (`ClusterVacuumTests`): the
+        // table needs no vacuum for them. Under load, the default vacuumed and analyzed it every minute, and each
+        // pass invalidates every backend's plans of the statements that read it, which the backends then make again
+        // under a cluster's lock (`docs/decisions.md`, "Autovacuum and `clusters`"). Anti-wraparound vacuums still run.
+        Migration(
+            version: 8, name: "clusters out of autovacuum rounds",
+            sql: """
+                ALTER TABLE clusters SET (autovacuum_vacuum_threshold = 10000, autovacuum_vacuum_scale_factor = 0,
+                    autovacuum_analyze_threshold = 2000000000, autovacuum_analyze_scale_factor = 0);
+                """),
     ]
 
     static var latestVersion: Int { all.last?.version ?? 0 }

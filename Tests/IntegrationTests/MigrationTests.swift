@@ -1,3 +1,4 @@
+import Domain
 import Foundation
 import Testing
 
@@ -426,6 +427,70 @@ import Testing
         for row in 0..<result.rowCount {
             #expect(result.timestamp(row, 0) == result.string(row, 1), "\(result.string(row, 0) ?? "NULL")")
         }
+    }
+}
+
+/// Migration 8 leaves `clusters` out of autovacuum's regular rounds on this premise: every scheduler change rewrites its
+/// cluster's row but no indexed column of it, so every update is heap-only (no index entries) and its old versions are
+/// pruned on their page. Creates that start, wait and preempt, and completions that admit, into one cluster on one
+/// connection of a fresh database: every update of `clusters` is counted as heap-only.
+@Suite(.serialized) struct ClusterVacuumTests {
+    @Test func everySchedulerUpdateOfAClusterIsHeapOnly() throws {
+        let (stack, url) = try freshDatabase("hot")
+        defer { stack.stop() }
+        let admin = try PostgresConnection(url: url)
+        _ = try Migrations.migrate(admin)
+        try admin.unsafeExecute(
+            script: """
+                INSERT INTO users (id, username, password_hash) VALUES (1, 'alice', 'x');
+                INSERT INTO clusters (id, owner_id, name, total_ram, total_cpu, total_gpu, available_ram, available_cpu,
+                                      available_gpu)
+                    VALUES (1, 1, 'c', 4, 4000, 0, 4, 4000, 0);
+                """)
+        let options = try admin.execute(
+            Statement(
+                name: "t_reloptions",
+                sql: "SELECT array_to_string(reloptions, ',') FROM pg_class WHERE relname = 'clusters'"))
+        #expect(options.string(0, 0)?.contains("autovacuum_vacuum_threshold=10000") == true)
+
+        let log = Log(path: nil, level: .error, role: "test")
+        let scheduler = ClusterScheduler(
+            database: Database(url: url, log: log),
+            queue: DeploymentQueue(
+                redis: RedisConnection(endpoint: .unix(path: stack.redisHost), database: 0), log: log))
+        let caller = Caller(id: 1, issuedAt: Int64(Date().timeIntervalSince1970))
+        var statuses: [String: Int] = [:]
+        for round in 0..<150 {
+            // Two that fit or wait at priority 1, and one at a rising priority, which preempts once the cluster is full.
+            let creates = [(2, 1), (1, 1), (1, Int32(2 + round))].enumerated().map { index, shape in
+                ClusterScheduler.Change.create(
+                    ClusterScheduler.NewDeployment(
+                        name: "d\(round)-\(index)", imagePath: "registry.example.com/app:1",
+                        request: Resources(ram: Int64(shape.0), cpu: 1000, gpu: 0), priority: shape.1),
+                    in: 1, by: caller)
+            }
+            let made = try scheduler.make(creates).map { try $0.get() }
+            for row in made { statuses[row.status, default: 0] += 1 }
+            // Complete the oldest running deployment: the room it leaves admits waiting work.
+            let running = try admin.execute(
+                Statement(
+                    name: "t_oldest_running",
+                    sql: "SELECT id FROM deployments WHERE status = 'Running' ORDER BY priority, seq LIMIT 1"))
+            if let id = running.int(0, 0) { _ = try scheduler.make([.complete(id, by: caller)])[0].get() }
+        }
+        #expect((statuses["Running"] ?? 0) > 100 && (statuses["Pending"] ?? 0) > 100, "\(statuses)")
+
+        // The scheduler's backend flushes its counters when it next goes idle.
+        _ = try scheduler.database.run {
+            try $0.execute(Statement(name: "t_flush", sql: "SELECT pg_stat_force_next_flush()"))
+        }
+        let counts = try admin.execute(
+            Statement(
+                name: "t_hot",
+                sql: "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'clusters'"))
+        let updates = counts.int(0, 0) ?? 0
+        #expect(updates >= 300)
+        #expect(counts.int(0, 1) == updates)
     }
 }
 
