@@ -172,10 +172,8 @@ import Testing
 /// tenant's rows of later statuses.)
 @Suite(.serialized) struct TenantIndexTests {
     @Test func scopedReadsUseTheTenantIndexes() throws {
-        let (stack, url) = try freshDatabase("tenant")
+        let (stack, _, connection) = try migratedDatabase("tenant")
         defer { stack.stop() }
-        let connection = try PostgresConnection(url: url)
-        _ = try Migrations.migrate(connection)
         try connection.unsafeExecute(
             script: """
                 INSERT INTO organizations (id, name, invite_code) VALUES (1, 'acme', repeat('x', 22));
@@ -269,10 +267,8 @@ import Testing
 /// cluster's delete read every event).
 @Suite(.serialized) struct GenericPlanTests {
     @Test func genericPlansReadTheSameIndexesWithoutStatisticsAsWithThem() throws {
-        let (stack, url) = try freshDatabase("plans")
+        let (stack, url, setup) = try migratedDatabase("plans")
         defer { stack.stop() }
-        let setup = try PostgresConnection(url: url)
-        _ = try Migrations.migrate(setup)
         try setup.unsafeExecute(
             script: ["organizations", "users", "clusters", "deployments", "deployment_events"]
                 .map { "ALTER TABLE \($0) SET (autovacuum_enabled = off);" }.joined())
@@ -436,10 +432,8 @@ import Testing
 /// connection of a fresh database: every update of `clusters` is counted as heap-only.
 @Suite(.serialized) struct ClusterVacuumTests {
     @Test func everySchedulerUpdateOfAClusterIsHeapOnly() throws {
-        let (stack, url) = try freshDatabase("hot")
+        let (stack, url, admin) = try migratedDatabase("hot")
         defer { stack.stop() }
-        let admin = try PostgresConnection(url: url)
-        _ = try Migrations.migrate(admin)
         try admin.unsafeExecute(
             script: """
                 INSERT INTO users (id, username, password_hash) VALUES (1, 'alice', 'x');
@@ -520,6 +514,19 @@ private func freshDatabase(_ prefix: String) throws -> (Stack, String) {
         let name = "\(prefix)_\(getpid())_\(Int(Date().timeIntervalSince1970))"
         try admin.unsafeExecute(script: "CREATE DATABASE \(name)")
         return (stack, stack.superuserURL(database: name))
+    } catch {
+        stack.stop()
+        throw error
+    }
+}
+
+/// `freshDatabase` migrated to the latest version, and a connection to it.
+private func migratedDatabase(_ prefix: String) throws -> (Stack, String, PostgresConnection) {
+    let (stack, url) = try freshDatabase(prefix)
+    do {
+        let connection = try PostgresConnection(url: url)
+        _ = try Migrations.migrate(connection)
+        return (stack, url, connection)
     } catch {
         stack.stop()
         throw error
