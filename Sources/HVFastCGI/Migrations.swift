@@ -216,7 +216,7 @@ enum Migrations {
                 """),
         // Autovacuum leaves `clusters` alone until it holds 10,000 dead rows (its default: 50 and a fifth of the
         // table), and never analyzes it. Every scheduler change rewrites its cluster's row, but no indexed column of
-        // it, so each update is heap-only and its old versions are pruned on their page (`ClusterVacuumTests`): the
+        // it, so its updates are heap-only and their old versions are pruned on their page (`ClusterVacuumTests`): the
         // table needs no vacuum for them. Under load, the default vacuumed and analyzed it every minute, and each
         // pass invalidates every backend's plans of the statements that read it, which the backends then make again
         // under a cluster's lock (`docs/decisions.md`, "Autovacuum and `clusters`"). Anti-wraparound vacuums still run.
