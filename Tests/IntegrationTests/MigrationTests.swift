@@ -441,17 +441,12 @@ import Testing
                                       available_gpu)
                     VALUES (1, 1, 'c', 4, 4000, 0, 4, 4000, 0);
                 """)
-        let options = try admin.execute(
-            Statement(
-                name: "t_reloptions",
-                sql: "SELECT array_to_string(reloptions, ',') FROM pg_class WHERE relname = 'clusters'"))
+        let check = try TestDatabase(url)
+        let options = try check.query(
+            "SELECT array_to_string(reloptions, ',') FROM pg_class WHERE relname = 'clusters'")
         #expect(options.string(0, 0)?.contains("autovacuum_vacuum_threshold=10000") == true)
 
-        let log = Log(path: nil, level: .error, role: "test")
-        let scheduler = ClusterScheduler(
-            database: Database(url: url, log: log),
-            queue: DeploymentQueue(
-                redis: RedisConnection(endpoint: .unix(path: stack.redisHost), database: 0), log: log))
+        let scheduler = stack.scheduler(database: url)
         let caller = Caller(id: 1, issuedAt: Int64(Date().timeIntervalSince1970))
         var statuses: [String: Int] = [:]
         for round in 0..<150 {
@@ -466,10 +461,8 @@ import Testing
             let made = try scheduler.make(creates).map { try $0.get() }
             for row in made { statuses[row.status, default: 0] += 1 }
             // Complete the oldest running deployment: the room it leaves admits waiting work.
-            let running = try admin.execute(
-                Statement(
-                    name: "t_oldest_running",
-                    sql: "SELECT id FROM deployments WHERE status = 'Running' ORDER BY priority, seq LIMIT 1"))
+            let running = try check.query(
+                "SELECT id FROM deployments WHERE status = 'Running' ORDER BY priority, seq LIMIT 1")
             if let id = running.int(0, 0) { _ = try scheduler.make([.complete(id, by: caller)])[0].get() }
         }
         #expect((statuses["Running"] ?? 0) > 100 && (statuses["Pending"] ?? 0) > 100, "\(statuses)")
@@ -478,10 +471,8 @@ import Testing
         _ = try scheduler.database.run {
             try $0.execute(Statement(name: "t_flush", sql: "SELECT pg_stat_force_next_flush()"))
         }
-        let counts = try admin.execute(
-            Statement(
-                name: "t_hot",
-                sql: "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'clusters'"))
+        let counts = try check.query(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'clusters'")
         let updates = counts.int(0, 0) ?? 0
         #expect(updates >= 300)
         #expect(counts.int(0, 1) == updates)

@@ -629,7 +629,7 @@ struct SchedulingTests {
         let owner = try api.register("sched-fused")
         let stranger = try api.register("sched-fused-stranger")
         let cluster = try api.createCluster(owner, name: "fused", ram: 10, cpu: "10", gpu: 0)
-        let scheduler = directScheduler()
+        let scheduler = stack.scheduler()
         let now = Int64(Date().timeIntervalSince1970)
         func create(_ name: String, ram: Int64, priority: Int32 = 1, by account: Account) -> ClusterScheduler.Change {
             let new = ClusterScheduler.NewDeployment(
@@ -689,7 +689,7 @@ struct SchedulingTests {
             try api.createCluster(owner, name: "b0", ram: 10, cpu: "8", gpu: 2),
             try api.createCluster(owner, name: "b1", ram: 6, cpu: "6", gpu: 1),
         ]
-        let scheduler = directScheduler()
+        let scheduler = stack.scheduler()
         let database = try TestDatabase(stack.databaseURL)
         let caller = Caller(id: owner.id, issuedAt: Int64(Date().timeIntervalSince1970))
         var random = SchedulingRandom(seed: 0x5EED_0003)
@@ -814,14 +814,6 @@ struct SchedulingTests {
         ] {
             #expect((outcomes[outcome] ?? 0) >= 10, "\(outcome): \(outcomes)")
         }
-    }
-
-    /// A scheduler of this test process, over the suite's PostgreSQL and Redis.
-    private func directScheduler() -> ClusterScheduler {
-        let log = Log(path: nil, level: .error, role: "test")
-        let redis = RedisConnection(endpoint: .unix(path: stack.redisHost), database: 0)
-        return ClusterScheduler(
-            database: Database(url: stack.databaseURL, log: log), queue: DeploymentQueue(redis: redis, log: log))
     }
 
     /// Batches lock all their clusters before their first change, in ascending order, so batches of several workers

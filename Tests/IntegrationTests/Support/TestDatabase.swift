@@ -16,3 +16,13 @@ final class TestDatabase {
         return try connection.execute(statement, parameters)
     }
 }
+
+extension Stack {
+    /// A scheduler of this test process, over this stack's Redis and the database at `url` (the stack's own by default).
+    func scheduler(database url: String? = nil) -> ClusterScheduler {
+        let log = Log(path: nil, level: .error, role: "test")
+        let redis = RedisConnection(endpoint: .unix(path: redisHost), database: 0)
+        return ClusterScheduler(
+            database: Database(url: url ?? databaseURL, log: log), queue: DeploymentQueue(redis: redis, log: log))
+    }
+}
