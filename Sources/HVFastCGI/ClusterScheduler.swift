@@ -1119,6 +1119,8 @@ enum SchedulerStatements {
                    set_config('synchronous_commit', 'off', true)
             FROM locked
             """)
+    /// The statements a batch runs under its clusters' locks, planned as soon as a connection opens (`Database`).
+    static let planned = [lockClusters, createAll, completeAll]
     /// Whether the cluster `column` is one `lockClusters` locked in this transaction.
     private static func sqlLocked(_ column: String) -> String {
         "\(column) = ANY(string_to_array(current_setting('hv.locked', true), ',')::bigint[])"

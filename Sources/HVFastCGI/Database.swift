@@ -1,18 +1,26 @@
-/// The worker's PostgreSQL access: one connection, opened lazily and reopened with back-off.
+/// The worker's PostgreSQL access: one connection, opened as the worker starts (or on first use) and reopened with
+/// back-off.
 ///
 /// While PostgreSQL is unreachable every call throws `ServiceUnavailable` (a `503`), and the next call after
 /// the back-off tries again, so the service recovers by itself without a restart.
 final class Database {
     private let url: String
     private let log: Log
+    /// Statements planned as soon as a connection opens (`PostgresConnection.explain`).
+    private let planned: [Statement]
     private var connection: PostgresConnection?
     private var nextAttempt: Double = 0
     private var backoff: Double = 0
 
-    init(url: String, log: Log) {
+    init(url: String, log: Log, planned: [Statement] = []) {
         self.url = url
         self.log = log
+        self.planned = planned
     }
+
+    /// Connects now, so that a new worker connects and plans before it takes a request; when PostgreSQL cannot be
+    /// reached, the first request tries again.
+    func open() { _ = try? connected() }
 
     /// Runs `body` on the connection.
     ///
@@ -35,6 +43,9 @@ final class Database {
         guard now >= nextAttempt else { throw ServiceUnavailable(dependency: "PostgreSQL") }
         do {
             let fresh = try PostgresConnection(url: url)
+            do { for statement in planned { try fresh.explain(statement) } } catch  where !error.connectionLost {
+                log.warning("cannot plan the scheduler's statements ahead", ["error": error.message])
+            }
             if backoff > 0 { log.info("reconnected to PostgreSQL") }
             backoff = 0
             connection = fresh

@@ -26,7 +26,7 @@ struct Statement: Hashable, Sendable {
 
 /// The rows of one statement, in text format. The corresponding libpq function is `PQclear`.
 final class PostgresResult {
-    private let result: OpaquePointer
+    fileprivate let result: OpaquePointer
 
     init(_ result: OpaquePointer) { self.result = result }
     deinit { PQclear(result) }
@@ -110,15 +110,35 @@ final class PostgresConnection {
     /// - Throws: `PostgresError`. The corresponding libpq functions are `PQprepare` and `PQexecPrepared`.
     @discardableResult
     func execute(_ statement: Statement, _ parameters: [String?] = []) throws(PostgresError) -> PostgresResult {
-        guard let connection else { throw PostgresError(sqlState: nil, message: "not connected", connectionLost: true) }
-        if !prepared.contains(statement.name) {
-            let result = PQprepare(connection, statement.name, statement.sql, 0, nil)
-            _ = try check(result)
-            prepared.insert(statement.name)
-        }
+        let connection = try prepare(statement)
         return try withCStrings(parameters) { values throws(PostgresError) in
             try check(PQexecPrepared(connection, statement.name, Int32(parameters.count), values, nil, nil, 0))
         }
+    }
+
+    /// The generic plan of `statement` (`EXPLAIN (COSTS OFF)`, one line per row), made without running it and kept in
+    /// the prepared statement for its runs: a new connection plans the batch statements this way as it opens
+    /// (`Database`), since otherwise it parses and plans each at its first change, under the cluster's lock, while
+    /// every other batch waits (≈ 10 ms for `createAll`; `docs/decisions.md`, "Plans made when a worker connects").
+    ///
+    /// - Throws: `PostgresError`. The corresponding libpq functions are `PQdescribePrepared` and `PQnparams`.
+    @discardableResult
+    func explain(_ statement: Statement) throws(PostgresError) -> [String] {
+        let connection = try prepare(statement)
+        let count = Int(PQnparams(try check(PQdescribePrepared(connection, statement.name)).result))
+        let arguments = count == 0 ? "" : "(" + repeatElement("NULL", count: count).joined(separator: ", ") + ")"
+        let plan = try unsafeExecute(script: "EXPLAIN (COSTS OFF) EXECUTE \(statement.name)\(arguments)")
+        return (0..<plan.rowCount).compactMap { plan.string($0, 0) }
+    }
+
+    /// The connection, with `statement` prepared on it.
+    private func prepare(_ statement: Statement) throws(PostgresError) -> OpaquePointer {
+        guard let connection else { throw PostgresError(sqlState: nil, message: "not connected", connectionLost: true) }
+        if !prepared.contains(statement.name) {
+            _ = try check(PQprepare(connection, statement.name, statement.sql, 0, nil))
+            prepared.insert(statement.name)
+        }
+        return connection
     }
 
     /// Runs several prepared statements in one network round trip (libpq pipeline mode), in order.
@@ -207,7 +227,7 @@ final class PostgresConnection {
         return outcomes
     }
 
-    /// Runs SQL text that may hold several statements and no parameters (migrations only).
+    /// Runs SQL text that may hold several statements and no parameters (migrations, and `explain`).
     ///
     /// - Throws: `PostgresError`. The corresponding libpq function is `PQexec`.
     @discardableResult

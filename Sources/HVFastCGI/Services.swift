@@ -12,7 +12,7 @@ final class Services: HealthProbe {
     init(configuration: Configuration, log: Log) throws {
         self.configuration = configuration
         self.log = log
-        database = Database(url: configuration.databaseURL, log: log)
+        database = Database(url: configuration.databaseURL, log: log, planned: SchedulerStatements.planned)
         redis = RedisConnection(endpoint: configuration.redis, database: configuration.redisDatabase)
         signer = try TokenSigner(
             algorithm: configuration.jwtAlgorithm, secret: configuration.jwtSecret, issuer: "hypervisor")

@@ -20,7 +20,7 @@ final class Worker {
     /// "Batches of up to 16, then 32").
     static let batchLimit = 32
 
-    /// Worker setup, after the fork: signals, then the connections (opened lazily on first use).
+    /// Worker setup, after the fork: signals, then the PostgreSQL connection (Redis's opens on first use).
     ///
     /// - Throws: `CryptoError` when OpenSSL cannot be set up.
     init(
@@ -39,6 +39,7 @@ final class Worker {
         self.slot = slot
         let services = try Services(configuration: configuration, log: log)
         application = buildApplication(services, openAPI: openAPI, scoreboard: scoreboard)
+        services.database.open()
     }
 
     /// Serves until asked to quit or recycled; returns the exit status.

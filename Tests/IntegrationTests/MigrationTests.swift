@@ -371,19 +371,31 @@ import Testing
         }
     }
 
+    /// A connection plans the statements a batch runs under its clusters' locks as it opens, so that its first
+    /// change does not parse and plan them under a lock: each is prepared, and its generic plan made once (by
+    /// `EXPLAIN`, which counts as one use) and kept.
+    @Test func theBatchStatementsArePlannedAsAConnectionOpens() throws {
+        let (stack, url, _) = try migratedDatabase("planned")
+        defer { stack.stop() }
+        let database = Database(
+            url: url, log: Log(path: nil, level: .error, role: "test"), planned: SchedulerStatements.planned)
+        let prepared = Statement(
+            name: "t_prepared",
+            sql: "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements WHERE name <> 't_prepared'")
+        let plans = try database.run { connection in
+            let result = try connection.execute(prepared)
+            return Set(
+                (0..<result.rowCount).map { "\(result.string($0, 0)!) \(result.int($0, 1)!) \(result.int($0, 2)!)" })
+        }
+        #expect(plans == Set(SchedulerStatements.planned.map { "\($0.name) 1 0" }))
+    }
+
     /// What each statement's generic plan reads, on a new connection: `index <name>` or `seq <table>`, sorted.
     private func accessPaths(_ statements: [Statement], _ url: String) throws -> [String: [String]] {
         let connection = try PostgresConnection(url: url)
-        let parameters = Statement(
-            name: "parameters", sql: "SELECT cardinality(parameter_types) FROM pg_prepared_statements WHERE name = $1")
         var paths: [String: [String]] = [:]
         for statement in statements {
-            try connection.unsafeExecute(script: "PREPARE \(statement.name) AS \(statement.sql)")
-            let count = try connection.execute(parameters, [statement.name]).int(0, 0) ?? 0
-            let arguments =
-                count == 0 ? "" : "(" + Array(repeating: "NULL", count: Int(count)).joined(separator: ", ") + ")"
-            let plan = try connection.unsafeExecute(script: "EXPLAIN (COSTS OFF) EXECUTE \(statement.name)\(arguments)")
-            paths[statement.name] = (0..<plan.rowCount).compactMap { plan.string($0, 0) }.compactMap { line in
+            paths[statement.name] = try connection.explain(statement).compactMap { line in
                 guard
                     let match = line.firstMatch(
                         of:
