@@ -43,7 +43,9 @@ final class Database {
         guard now >= nextAttempt else { throw ServiceUnavailable(dependency: "PostgreSQL") }
         do {
             let fresh = try PostgresConnection(url: url)
-            do { for statement in planned { try fresh.explain(statement) } } catch  where !error.connectionLost {
+            do {
+                for statement in planned { try fresh.explain(statement) }
+            } catch let error where !error.connectionLost {
                 log.warning("cannot plan the scheduler's statements ahead", ["error": error.message])
             }
             if backoff > 0 { log.info("reconnected to PostgreSQL") }

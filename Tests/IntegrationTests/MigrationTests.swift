@@ -388,6 +388,12 @@ import Testing
                 (0..<result.rowCount).map { "\(result.string($0, 0)!) \(result.int($0, 1)!) \(result.int($0, 2)!)" })
         }
         #expect(plans == Set(SchedulerStatements.planned.map { "\($0.name) 1 0" }))
+
+        // A statement PostgreSQL refuses to plan leaves the connection to serve the rest.
+        let refused = Database(
+            url: url, log: Log(path: nil, level: .error, role: "test"),
+            planned: [Statement(name: "t_refused", sql: "SELECT * FROM no_such_table")])
+        #expect(try refused.run { try $0.execute(Statement(name: "t_one", sql: "SELECT 1")).int(0, 0) } == 1)
     }
 
     /// What each statement's generic plan reads, on a new connection: `index <name>` or `seq <table>`, sorted.
