@@ -6,7 +6,9 @@
 final class Database {
     private let url: String
     private let log: Log
-    /// Statements planned as soon as a connection opens (`PostgresConnection.explain`).
+    /// Statements planned as soon as a connection opens (`PostgresConnection.explain`): otherwise a new connection
+    /// parses and plans each batch statement at its first change, under the cluster's lock, while every other batch
+    /// waits (≈ 10 ms for `createAll`; `docs/decisions.md`, "Plans made when a worker connects").
     private let planned: [Statement]
     private var connection: PostgresConnection?
     private var nextAttempt: Double = 0

@@ -117,9 +117,7 @@ final class PostgresConnection {
     }
 
     /// The generic plan of `statement` (`EXPLAIN (COSTS OFF)`, one line per row), made without running it and kept in
-    /// the prepared statement for its runs: a new connection plans the batch statements this way as it opens
-    /// (`Database`), since otherwise it parses and plans each at its first change, under the cluster's lock, while
-    /// every other batch waits (≈ 10 ms for `createAll`; `docs/decisions.md`, "Plans made when a worker connects").
+    /// the prepared statement for its later runs.
     ///
     /// - Throws: `PostgresError`. The corresponding libpq functions are `PQdescribePrepared` and `PQnparams`.
     @discardableResult

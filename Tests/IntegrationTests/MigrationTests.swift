@@ -377,8 +377,8 @@ import Testing
     @Test func theBatchStatementsArePlannedAsAConnectionOpens() throws {
         let (stack, url, _) = try migratedDatabase("planned")
         defer { stack.stop() }
-        let database = Database(
-            url: url, log: Log(path: nil, level: .error, role: "test"), planned: SchedulerStatements.planned)
+        let log = Log(path: nil, level: .error, role: "test")
+        let database = Database(url: url, log: log, planned: SchedulerStatements.planned)
         let prepared = Statement(
             name: "t_prepared",
             sql: "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements WHERE name <> 't_prepared'")
@@ -391,8 +391,7 @@ import Testing
 
         // A statement PostgreSQL refuses to plan leaves the connection to serve the rest.
         let refused = Database(
-            url: url, log: Log(path: nil, level: .error, role: "test"),
-            planned: [Statement(name: "t_refused", sql: "SELECT * FROM no_such_table")])
+            url: url, log: log, planned: [Statement(name: "t_refused", sql: "SELECT * FROM no_such_table")])
         #expect(try refused.run { try $0.execute(Statement(name: "t_one", sql: "SELECT 1")).int(0, 0) } == 1)
     }
 
