@@ -226,6 +226,30 @@ enum Migrations {
                 ALTER TABLE clusters SET (autovacuum_vacuum_threshold = 10000, autovacuum_vacuum_scale_factor = 0,
                     autovacuum_analyze_threshold = 2000000000, autovacuum_analyze_scale_factor = 0);
                 """),
+        // Each event is entered in one index instead of two: its key is `(deployment_id, id)`, the order a
+        // deployment's history is read in, so the key on `id` alone and the index beside it go. A preempting create
+        // writes three events under its cluster's lock (`docs/decisions.md`, "Fewer index entries and fewer replans").
+        Migration(
+            version: 9, name: "events keyed by deployment",
+            sql: """
+                ALTER TABLE deployment_events DROP CONSTRAINT deployment_events_pkey,
+                    ADD CONSTRAINT deployment_events_pkey PRIMARY KEY (deployment_id, id);
+                DROP INDEX deployment_events_deployment;
+                """),
+        // Autovacuum no longer analyzes `deployments` and `deployment_events`, like `clusters` (migration 8). The
+        // service plans each of its statements once per connection, generically, and every plan reads the same
+        // indexes with statistics and without them (`GenericPlanTests`), so an `ANALYZE` changes no plan of the
+        // service's. But each one updates the table's `pg_class` row, which invalidates every backend's plans that
+        // read it, and each backend then makes them again under a cluster's lock. Vacuums still run. An operator's
+        // own queries may want statistics: `ANALYZE deployments` by hand gives them.
+        Migration(
+            version: 10, name: "scheduler tables out of autoanalyze",
+            sql: """
+                ALTER TABLE deployments
+                    SET (autovacuum_analyze_threshold = 2000000000, autovacuum_analyze_scale_factor = 0);
+                ALTER TABLE deployment_events
+                    SET (autovacuum_analyze_threshold = 2000000000, autovacuum_analyze_scale_factor = 0);
+                """),
     ]
 
     static var latestVersion: Int { all.last?.version ?? 0 }
