@@ -270,13 +270,11 @@ import Testing
         let (stack, url, setup) = try migratedDatabase("plans")
         defer { stack.stop() }
         // What this test shows is why autovacuum never analyzes these tables (migrations 8 and 10).
-        let neverAnalyzed = try setup.execute(
-            Statement(
-                name: "t_never_analyzed",
-                sql: """
-                    SELECT string_agg(relname::text, ',' ORDER BY relname) FROM pg_class
-                    WHERE 'autovacuum_analyze_threshold=2000000000' = ANY(reloptions)
-                    """))
+        let neverAnalyzed = try TestDatabase(url).query(
+            """
+            SELECT string_agg(relname::text, ',' ORDER BY relname) FROM pg_class
+            WHERE 'autovacuum_analyze_threshold=2000000000' = ANY(reloptions)
+            """)
         #expect(neverAnalyzed.string(0, 0) == "clusters,deployment_events,deployments")
         try setup.unsafeExecute(
             script: ["organizations", "users", "clusters", "deployments", "deployment_events"]
